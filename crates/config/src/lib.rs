@@ -1,1 +1,348 @@
+//! ezapi configuration (SPEC §2).
+//!
+//! Layers, later wins: built-in defaults → TOML file (`--config`, or `ezapi.toml` when
+//! present) → `EZ_` environment variables with `__` between section and option
+//! (`EZ_DATABASE__URL`; `EZ_LOG_LEVEL` is accepted as the short form of
+//! `EZ_LOG__LEVEL`). Unknown options are rejected; values are validated once, here, into
+//! [`Config`], which the rest of the code trusts. Every error names the option.
 
+mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ez_contract::SecretToken;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+
+pub use raw::RawConfig;
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "ezapi.toml";
+const SECRET_VARS: [(&str, &str); 3] = [
+    ("EZ_AUTH__ADMIN_TOKEN", "auth.admin_token"),
+    ("EZ_AUTH__JWT_SECRET", "auth.jwt_secret"),
+    ("EZ_INTERNAL__STATS_TOKEN", "internal.stats_token"),
+];
+const SECTIONS: &[&str] = &["server", "database", "redis", "auth", "internal", "log"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid value for `{option}`: {reason}")]
+    Invalid {
+        option: &'static str,
+        reason: String,
+    },
+}
+
+fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        option,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub auth: AuthConfig,
+    pub internal: InternalConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub balancer_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Peers whose `X-Forwarded-For` is believed when deciding the client IP.
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub kind: DatabaseKind,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: Option<String>,
+    /// Prepended to every bus key and channel (several deployments on one Redis).
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub admin_token: Option<SecretToken>,
+    pub jwt_secret: Option<SecretToken>,
+    pub jwt_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct InternalConfig {
+    pub stats_token: Option<SecretToken>,
+    pub allow_anonymous: bool,
+    pub control_plane_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Console,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Config {
+    /// Loads the configuration from `file` (or `ezapi.toml` when present) and the process
+    /// environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        match file {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError::File {
+                    path: path.to_owned(),
+                    reason: "not found".into(),
+                });
+            }
+            Some(path) => figment = figment.merge(Toml::file(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                figment = figment.merge(Toml::file(DEFAULT_CONFIG_FILE));
+            }
+            None => {}
+        }
+        figment = figment.merge(env_provider_short()).merge(env_provider());
+        // The environment provider reads values that look like numbers as numbers, which
+        // would mangle a numeric-looking secret; take secrets verbatim instead.
+        for (var, key) in SECRET_VARS {
+            if let Ok(value) = std::env::var(var) {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
+        Config::from_figment(figment)
+    }
+
+    /// Validates what `figment` holds. Exposed for tests and embedding.
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let raw: RawConfig = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        raw.validate()
+    }
+
+    /// The configuration `ezapi serve` runs with when nothing is configured.
+    pub fn defaults() -> Config {
+        RawConfig::default()
+            .validate()
+            .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"))
+    }
+}
+
+/// `EZ_SECTION__OPTION`; variables of other shapes (such as `EZ_TEST_DATABASE_URL`) are
+/// not configuration and are ignored.
+fn env_provider() -> Env {
+    Env::prefixed("EZ_")
+        .filter(|key| {
+            key.as_str().split_once("__").is_some_and(|(section, _)| {
+                SECTIONS.contains(&section.to_ascii_lowercase().as_str())
+            })
+        })
+        .split("__")
+}
+
+fn env_provider_short() -> Env {
+    Env::raw()
+        .only(&["EZ_LOG_LEVEL"])
+        .map(|_| "log.level".into())
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let server = &self.server;
+        let listen = parse_addr("server.listen", &server.listen)?;
+        let balancer_listen = parse_addr("server.balancer_listen", &server.balancer_listen)?;
+        if server.data_dir.trim().is_empty() {
+            return Err(invalid("server.data_dir", "must not be empty"));
+        }
+        let data_dir = PathBuf::from(&server.data_dir);
+        let trusted_proxies = server
+            .trusted_proxies
+            .iter()
+            .map(|s| parse_net(s).map_err(|reason| invalid("server.trusted_proxies", reason)))
+            .collect::<Result<_, _>>()?;
+        if server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        let shutdown_grace = parse_duration("server.shutdown_grace", &server.shutdown_grace)?;
+
+        let (url, kind) = match self.database.url.as_deref().map(str::trim) {
+            None | Some("") => {
+                let path = data_dir.join("ezapi.db");
+                (
+                    format!("sqlite://{}?mode=rwc", path.display()),
+                    DatabaseKind::Sqlite,
+                )
+            }
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                (url.to_owned(), DatabaseKind::Postgres)
+            }
+            Some(url) if url.starts_with("sqlite:") => (url.to_owned(), DatabaseKind::Sqlite),
+            Some(_) => {
+                return Err(invalid(
+                    "database.url",
+                    "must be a postgres:// or sqlite: URL (leave it unset for the SQLite file in the data dir)",
+                ));
+            }
+        };
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+
+        let redis_url = match self.redis.url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url)
+                if ["redis://", "rediss://", "redis+unix://", "unix://"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme)) =>
+            {
+                Some(url.to_owned())
+            }
+            Some(_) => return Err(invalid("redis.url", "must be a redis:// or rediss:// URL")),
+        };
+
+        let admin_token = secret("auth.admin_token", self.auth.admin_token, 16)?;
+        let jwt_secret = secret("auth.jwt_secret", self.auth.jwt_secret, 32)?;
+        let jwt_ttl = parse_duration("auth.jwt_ttl", &self.auth.jwt_ttl)?;
+        if jwt_ttl < Duration::from_secs(60) {
+            return Err(invalid("auth.jwt_ttl", "must be at least 1m"));
+        }
+
+        let stats_token = secret("internal.stats_token", self.internal.stats_token, 16)?;
+        let control_plane_url = match self.internal.control_plane_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "internal.control_plane_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        };
+
+        let level = self.log.level.trim().to_owned();
+        tracing_subscriber::EnvFilter::try_new(&level)
+            .map_err(|e| invalid("log.level", format!("{e} (use e.g. info, debug, warn)")))?;
+        let format = match self.log.format.trim().to_ascii_lowercase().as_str() {
+            "console" => LogFormat::Console,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("{other:?} is not console or json"),
+                ));
+            }
+        };
+
+        Ok(Config {
+            server: ServerConfig {
+                listen,
+                balancer_listen,
+                data_dir,
+                trusted_proxies,
+                max_body_bytes: server.max_body_bytes,
+                shutdown_grace,
+            },
+            database: DatabaseConfig {
+                url,
+                kind,
+                max_connections: self.database.max_connections,
+            },
+            redis: RedisConfig {
+                url: redis_url,
+                key_prefix: self.redis.key_prefix,
+            },
+            auth: AuthConfig {
+                admin_token,
+                jwt_secret,
+                jwt_ttl,
+            },
+            internal: InternalConfig {
+                stats_token,
+                allow_anonymous: self.internal.allow_anonymous,
+                control_plane_url,
+            },
+            log: LogConfig { level, format },
+        })
+    }
+}
+
+fn parse_addr(option: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| {
+        invalid(
+            option,
+            format!("{value:?} is not an address like 127.0.0.1:8080"),
+        )
+    })
+}
+
+fn parse_duration(
+    option: &'static str,
+    value: &raw::DurationValue,
+) -> Result<Duration, ConfigError> {
+    value
+        .to_duration()
+        .map_err(|reason| invalid(option, reason))
+}
+
+/// Accepts a CIDR (`10.0.0.0/8`) or a single address (`10.1.2.3`).
+pub fn parse_net(value: &str) -> Result<IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| format!("{value:?} is not an IP address or CIDR"))
+}
+
+fn secret(
+    option: &'static str,
+    value: Option<String>,
+    min_len: usize,
+) -> Result<Option<SecretToken>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) if v.trim().chars().count() < min_len => Err(invalid(
+            option,
+            format!("must be at least {min_len} characters"),
+        )),
+        Some(v) => Ok(Some(SecretToken::from_plaintext(v.trim()))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

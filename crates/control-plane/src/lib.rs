@@ -1,1 +1,131 @@
+//! The ez-api control plane (SPEC §1): owns the database, serves the admin, master and
+//! internal APIs, and keeps the config bus in step with the database.
+//!
+//! Start-up order (SPEC §9): open the database → migrations → bootstrap secrets → full
+//! bus sync → listeners.
 
+pub mod api;
+pub mod auth;
+pub mod client_ip;
+pub mod error;
+pub mod middleware;
+pub mod state;
+pub mod store;
+pub mod sync;
+pub mod tenants;
+pub mod testing;
+pub mod validation;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use ez_bus::{ConfigBus, MemoryBus, RedisBus};
+use ez_config::{Config, DatabaseKind};
+use ez_contract::SecretToken;
+use tokio::net::TcpListener;
+
+use crate::state::AppState;
+use crate::store::Store;
+use crate::sync::BusSync;
+
+/// Opens the database named by the configuration (creating the data dir for SQLite) and
+/// applies pending migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    if config.database.kind == DatabaseKind::Sqlite {
+        std::fs::create_dir_all(&config.server.data_dir)
+            .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
+    }
+    let store = Store::connect(
+        &config.database.url,
+        config.database.kind.clone(),
+        config.database.max_connections,
+    )
+    .await
+    .context("connecting to the database (database.url)")?;
+    let applied = store
+        .migrate()
+        .await
+        .context("applying database migrations")?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    Ok(store)
+}
+
+/// Connects the bus: Redis when `redis.url` is set, else the in-process memory bus.
+pub async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn ConfigBus>> {
+    Ok(match &config.redis.url {
+        Some(url) => Arc::new(
+            RedisBus::connect(url, config.redis.key_prefix.clone())
+                .await
+                .context("connecting to Redis (redis.url)")?,
+        ),
+        None => Arc::new(MemoryBus::new()),
+    })
+}
+
+/// A control plane ready to serve.
+pub struct ControlPlane {
+    pub state: AppState,
+    /// The admin token generated on this first start, to be shown once.
+    pub generated_admin_token: Option<SecretToken>,
+    max_body_bytes: usize,
+}
+
+impl ControlPlane {
+    /// Bootstraps secrets and performs the start-up full sync. A bus that cannot be
+    /// written is logged, not fatal: the database stays the source of truth and
+    /// `POST /admin/sync` rebuilds the bus later.
+    pub async fn build(
+        config: &Config,
+        store: Store,
+        bus: Arc<dyn ConfigBus>,
+    ) -> anyhow::Result<ControlPlane> {
+        let boot = auth::bootstrap::bootstrap(&store, &config.auth)
+            .await
+            .context("bootstrapping admin token and JWT secret")?;
+        let sync = BusSync::new(bus.clone(), store.clone());
+        if let Err(e) = sync.full_sync().await {
+            tracing::error!(error = %e, "start-up bus sync failed; serving anyway, retry with POST /admin/sync");
+        }
+        let state = AppState {
+            store,
+            bus,
+            sync,
+            auth: Arc::new(boot.authenticator),
+            trusted_proxies: config.server.trusted_proxies.clone().into(),
+            metrics: middleware::install_recorder(),
+        };
+        Ok(ControlPlane {
+            state,
+            generated_admin_token: boot.generated_admin_token,
+            max_body_bytes: config.server.max_body_bytes,
+        })
+    }
+
+    /// The complete HTTP application: routes, fallbacks and middleware.
+    pub fn router(&self) -> Router {
+        let (routes, _openapi) = api::router();
+        let routes = routes
+            .fallback(api::not_found)
+            .method_not_allowed_fallback(api::method_not_allowed);
+        middleware::apply(routes, self.max_body_bytes).with_state(self.state.clone())
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

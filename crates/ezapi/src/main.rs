@@ -1,1 +1,159 @@
-fn main() {}
+//! `ezapi`: the ez-api gateway binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ez_config::{Config, LogFormat};
+use ez_control_plane::ControlPlane;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "ezapi",
+    version,
+    about = "ez-api: an LLM API gateway (control plane + balancer)"
+)]
+struct Cli {
+    /// TOML configuration file (default: ./ezapi.toml when present). Environment
+    /// variables `EZ_SECTION__OPTION` override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// All-in-one gateway on one port: SQLite file in the data dir and the in-memory bus
+    /// unless `database.url` / `redis.url` say otherwise. Needs nothing installed.
+    Serve,
+    /// The control plane of a split deployment: admin/master/internal API, database
+    /// owner, writes the config bus (needs `redis.url`; balancers share that Redis).
+    ControlPlane,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ezapi: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ezapi: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("ezapi: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Console => builder.init(),
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Migrate => {
+            let store = ez_control_plane::open_store(&config).await?;
+            store.close().await;
+            println!("migrations are up to date");
+            Ok(())
+        }
+        Command::Serve => serve_control_plane(config).await,
+        Command::ControlPlane => {
+            if config.redis.url.is_none() {
+                anyhow::bail!(
+                    "`ezapi control-plane` needs `redis.url` (EZ_REDIS__URL): balancers read the config bus from Redis; use `ezapi serve` for a single process"
+                );
+            }
+            serve_control_plane(config).await
+        }
+    }
+}
+
+async fn serve_control_plane(config: Config) -> anyhow::Result<()> {
+    let store = ez_control_plane::open_store(&config).await?;
+    let bus = ez_control_plane::open_bus(&config).await?;
+    let cp = ControlPlane::build(&config, store.clone(), bus).await?;
+    if let Some(token) = &cp.generated_admin_token {
+        // Printed once, to the terminal only: the database keeps just its digest.
+        println!();
+        println!("  ezapi generated an admin token (shown only this once; store it now):");
+        println!();
+        println!("    {}", token.expose());
+        println!();
+        println!("  Use it as: Authorization: Bearer <admin token>");
+        println!();
+    }
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {} (server.listen)", config.server.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(%addr, database = ?store.kind(), bus = cp.state.bus.kind(), "ezapi listening");
+    let grace = config.server.shutdown_grace;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(ez_control_plane::serve(listener, cp.router(), async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    }));
+    shutdown_signal().await;
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: draining in-flight requests"
+    );
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(grace, server).await {
+        Ok(joined) => joined.context("server task")?.context("serving HTTP")?,
+        Err(_) => tracing::warn!("shutdown grace period elapsed with requests still in flight"),
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

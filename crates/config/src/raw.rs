@@ -1,0 +1,145 @@
+//! The configuration as written by the operator, before validation.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub database: RawDatabase,
+    pub redis: RawRedis,
+    pub auth: RawAuth,
+    pub internal: RawInternal,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    pub balancer_listen: String,
+    pub data_dir: String,
+    pub trusted_proxies: Vec<String>,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: DurationValue,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "127.0.0.1:8080".into(),
+            balancer_listen: "127.0.0.1:8081".into(),
+            data_dir: "./data".into(),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 10 * 1024 * 1024,
+            shutdown_grace: DurationValue::Text("30s".into()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDatabase {
+    pub url: Option<String>,
+    pub max_connections: u32,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        RawDatabase {
+            url: None,
+            max_connections: 10,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRedis {
+    pub url: Option<String>,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    #[serde(deserialize_with = "lossy_string")]
+    pub admin_token: Option<String>,
+    #[serde(deserialize_with = "lossy_string")]
+    pub jwt_secret: Option<String>,
+    pub jwt_ttl: DurationValue,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            admin_token: None,
+            jwt_secret: None,
+            jwt_ttl: DurationValue::Text("12h".into()),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawInternal {
+    #[serde(deserialize_with = "lossy_string")]
+    pub stats_token: Option<String>,
+    pub allow_anonymous: bool,
+    pub control_plane_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".into(),
+            format: "console".into(),
+        }
+    }
+}
+
+/// A duration written as text (`30s`, `12h`, `1h 30m`) or as a number of seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DurationValue {
+    Seconds(u64),
+    Text(String),
+}
+
+impl DurationValue {
+    pub fn to_duration(&self) -> Result<Duration, String> {
+        match self {
+            DurationValue::Seconds(s) => Ok(Duration::from_secs(*s)),
+            DurationValue::Text(t) => humantime::parse_duration(t.trim())
+                .map_err(|e| format!("{t:?} is not a duration like 30s, 5m or 12h ({e})")),
+        }
+    }
+}
+
+/// Secrets may look like numbers (`EZ_INTERNAL__STATS_TOKEN=1234567890123456`), which
+/// the environment provider would otherwise read as an integer.
+fn lossy_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Lossy {
+        Text(String),
+        Int(i128),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(Option::<Lossy>::deserialize(d)?.map(|v| match v {
+        Lossy::Text(s) => s,
+        Lossy::Int(i) => i.to_string(),
+        Lossy::Float(f) => f.to_string(),
+        Lossy::Bool(b) => b.to_string(),
+    }))
+}

@@ -1,0 +1,180 @@
+use figment::Jail;
+
+use super::*;
+
+fn load_in(jail: &Jail) -> Result<Config, ConfigError> {
+    let _ = jail;
+    Config::load(None)
+}
+
+#[test]
+fn defaults_work_for_serve() {
+    Jail::expect_with(|jail| {
+        let config = load_in(jail).map_err(|e| e.to_string())?;
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.server.balancer_listen.to_string(), "127.0.0.1:8081");
+        assert_eq!(config.server.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.database.kind, DatabaseKind::Sqlite);
+        assert_eq!(config.database.url, "sqlite://./data/ezapi.db?mode=rwc");
+        assert!(config.redis.url.is_none());
+        assert!(config.auth.admin_token.is_none());
+        assert_eq!(config.auth.jwt_ttl, Duration::from_secs(12 * 3600));
+        assert!(!config.internal.allow_anonymous);
+        assert_eq!(config.log.level, "info");
+        assert_eq!(config.log.format, LogFormat::Console);
+        Ok(())
+    });
+}
+
+#[test]
+fn environment_overrides_file_with_the_fixed_names() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "ezapi.toml",
+            r#"
+            [server]
+            listen = "0.0.0.0:9000"
+            data_dir = "/var/lib/ezapi"
+            [log]
+            level = "debug"
+            "#,
+        )?;
+        jail.set_env("EZ_SERVER__LISTEN", "127.0.0.1:9100");
+        jail.set_env("EZ_DATABASE__URL", "postgres://u@db/ezapi");
+        jail.set_env("EZ_REDIS__URL", "redis://127.0.0.1:6379");
+        jail.set_env("EZ_AUTH__ADMIN_TOKEN", "a-very-long-admin-token");
+        jail.set_env("EZ_AUTH__JWT_TTL", "30m");
+        jail.set_env("EZ_INTERNAL__STATS_TOKEN", "12345678901234567890");
+        jail.set_env("EZ_INTERNAL__ALLOW_ANONYMOUS", "true");
+        jail.set_env("EZ_INTERNAL__CONTROL_PLANE_URL", "http://cp:8080/");
+        jail.set_env("EZ_LOG__FORMAT", "json");
+        jail.set_env("EZ_SERVER__BALANCER_LISTEN", "127.0.0.1:9101");
+        // Not configuration: must be ignored rather than rejected as unknown.
+        jail.set_env("EZ_TEST_DATABASE_URL", "postgres://elsewhere");
+        let config = load_in(jail).map_err(|e| e.to_string())?;
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(config.server.balancer_listen.to_string(), "127.0.0.1:9101");
+        assert_eq!(config.server.data_dir, PathBuf::from("/var/lib/ezapi"));
+        assert_eq!(config.database.kind, DatabaseKind::Postgres);
+        assert_eq!(config.redis.url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(
+            config.auth.admin_token.as_ref().map(|t| t.expose()),
+            Some("a-very-long-admin-token")
+        );
+        assert_eq!(config.auth.jwt_ttl, Duration::from_secs(1800));
+        assert_eq!(
+            config.internal.stats_token.as_ref().map(|t| t.expose()),
+            Some("12345678901234567890")
+        );
+        assert!(config.internal.allow_anonymous);
+        assert_eq!(
+            config.internal.control_plane_url.as_deref(),
+            Some("http://cp:8080")
+        );
+        assert_eq!(config.log.level, "debug");
+        assert_eq!(config.log.format, LogFormat::Json);
+        Ok(())
+    });
+}
+
+#[test]
+fn short_log_level_form_is_accepted_and_long_form_wins() {
+    Jail::expect_with(|jail| {
+        jail.set_env("EZ_LOG_LEVEL", "warn");
+        assert_eq!(load_in(jail).map_err(|e| e.to_string())?.log.level, "warn");
+        jail.set_env("EZ_LOG__LEVEL", "error");
+        assert_eq!(load_in(jail).map_err(|e| e.to_string())?.log.level, "error");
+        Ok(())
+    });
+}
+
+#[test]
+fn invalid_values_name_the_option() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("EZ_SERVER__LISTEN", "not-an-address", "server.listen"),
+        ("EZ_DATABASE__URL", "mysql://x", "database.url"),
+        ("EZ_REDIS__URL", "http://x", "redis.url"),
+        ("EZ_AUTH__JWT_TTL", "soon", "auth.jwt_ttl"),
+        ("EZ_AUTH__ADMIN_TOKEN", "short", "auth.admin_token"),
+        ("EZ_LOG__FORMAT", "xml", "log.format"),
+        ("EZ_LOG__LEVEL", "info,[", "log.level"),
+        (
+            "EZ_INTERNAL__CONTROL_PLANE_URL",
+            "cp:8080",
+            "internal.control_plane_url",
+        ),
+        (
+            "EZ_SERVER__TRUSTED_PROXIES",
+            "[\"10.0.0.0/33\"]",
+            "server.trusted_proxies",
+        ),
+    ];
+    for (var, value, option) in cases {
+        Jail::expect_with(|jail| {
+            jail.set_env(var, value);
+            let err = load_in(jail).expect_err("must be rejected").to_string();
+            assert!(err.contains(option), "{var}={value}: {err}");
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn unknown_options_are_rejected() {
+    Jail::expect_with(|jail| {
+        jail.create_file("ezapi.toml", "[server]\nlisten_addr = \"127.0.0.1:1\"\n")?;
+        let err = load_in(jail).expect_err("unknown field").to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        jail.set_env("EZ_SERVER__LISTN", "127.0.0.1:1");
+        let err = load_in(jail)
+            .expect_err("typo in a known section")
+            .to_string();
+        assert!(err.contains("listn"), "{err}");
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        jail.create_file("ezapi.toml", "[sever]\nlisten = \"127.0.0.1:1\"\n")?;
+        assert!(load_in(jail).is_err());
+        Ok(())
+    });
+}
+
+#[test]
+fn missing_explicit_file_is_an_error() {
+    let err = Config::load(Some(Path::new("/nonexistent/ezapi.toml"))).expect_err("missing");
+    assert!(err.to_string().contains("/nonexistent/ezapi.toml"));
+}
+
+#[test]
+fn secrets_are_redacted_in_debug_output() {
+    Jail::expect_with(|jail| {
+        jail.set_env("EZ_AUTH__ADMIN_TOKEN", "super-secret-admin-token");
+        let config = load_in(jail).map_err(|e| e.to_string())?;
+        assert!(!format!("{config:?}").contains("super-secret-admin-token"));
+        Ok(())
+    });
+}
+
+#[test]
+fn durations_accept_seconds_and_text() {
+    Jail::expect_with(|jail| {
+        jail.set_env("EZ_SERVER__SHUTDOWN_GRACE", "5");
+        jail.set_env("EZ_AUTH__JWT_TTL", "1h 30m");
+        let config = load_in(jail).map_err(|e| e.to_string())?;
+        assert_eq!(config.server.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(config.auth.jwt_ttl, Duration::from_secs(5400));
+        Ok(())
+    });
+}
+
+#[test]
+fn single_addresses_become_host_networks() {
+    assert_eq!(parse_net("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
+    assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+    assert_eq!(parse_net("::1").unwrap().to_string(), "::1/128");
+    assert!(parse_net("10.0.0.0/33").is_err());
+    assert!(parse_net("bogus").is_err());
+}

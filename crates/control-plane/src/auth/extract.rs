@@ -1,0 +1,73 @@
+//! Axum extractors that put the caller's identity into a handler's signature.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use ez_contract::snapshot::MasterStatus;
+
+use super::Credential;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::Master;
+
+/// The caller is the administrator.
+pub struct AdminAuth;
+
+/// The caller is an active master.
+pub struct MasterAuth(pub Master);
+
+/// Any credential, unvalidated beyond its own kind (for `GET /v1/whoami`).
+pub struct AnyCredential(pub Credential);
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match state
+            .auth
+            .authenticate(&state.store, &parts.headers)
+            .await?
+        {
+            Credential::Admin => Ok(AdminAuth),
+            _ => Err(ApiError::forbidden(
+                "admin_required",
+                "this endpoint needs the admin credential",
+            )),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for MasterAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match state
+            .auth
+            .authenticate(&state.store, &parts.headers)
+            .await?
+        {
+            Credential::Master(master) if master.status == MasterStatus::Active => {
+                Ok(MasterAuth(master))
+            }
+            Credential::Master(_) => Err(ApiError::forbidden(
+                "master_suspended",
+                "this master is suspended",
+            )),
+            _ => Err(ApiError::forbidden(
+                "master_required",
+                "this endpoint needs a master credential",
+            )),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for AnyCredential {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state
+            .auth
+            .authenticate(&state.store, &parts.headers)
+            .await
+            .map(AnyCredential)
+    }
+}

@@ -1,0 +1,218 @@
+//! The one API error type and its JSON envelope (SPEC §5):
+//! `{"error": {"code": "snake_case", "message": "…", "type": "…"}}`.
+//!
+//! 5xx bodies are generic; the cause is logged (inside the request's span, so with its
+//! request id) and never sent to the client.
+
+use std::borrow::Cow;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ez_contract::KeyRejection;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: Cow<'static, str>,
+    pub message: String,
+}
+
+/// The error envelope as documented in the OpenAPI document.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable, machine-readable, snake_case.
+    pub code: String,
+    /// For humans; may change.
+    pub message: String,
+    /// The error family, derived from the status.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 400 `invalid_field`: one field has a value outside its rules.
+    pub fn invalid_field(field: &str, reason: impl std::fmt::Display) -> ApiError {
+        ApiError::bad_request("invalid_field", format!("{field}: {reason}"))
+    }
+
+    /// 422: well-formed but inconsistent with the current configuration.
+    pub fn unprocessable(
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    pub fn unauthorized(
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub fn forbidden(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, code, message)
+    }
+
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{}_not_found", what.replace(' ', "_")),
+            format!("{what} not found"),
+        )
+    }
+
+    pub fn conflict(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 500 with a generic body; `cause` goes to the log only.
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal server error",
+        )
+    }
+
+    pub fn unavailable(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            409 => "conflict_error",
+            429 => "rate_limit_error",
+            400..=499 => "invalid_request_error",
+            502..=504 => "upstream_error",
+            _ => "api_error",
+        }
+    }
+
+    pub fn body(&self) -> ErrorEnvelope {
+        ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+                kind: self.kind().to_owned(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        match err {
+            StoreError::NotFound(what) => ApiError::not_found(what),
+            StoreError::Conflict(message) => ApiError::conflict("conflict", message),
+            StoreError::LimitReached(message) => ApiError::conflict("limit_reached", message),
+            StoreError::Database(sqlx::Error::PoolTimedOut) => ApiError::unavailable(
+                "database_unavailable",
+                "the database is not reachable right now",
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<KeyRejection> for ApiError {
+    fn from(rejection: KeyRejection) -> ApiError {
+        ApiError::unauthorized(rejection.code(), rejection.message())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        match rejection {
+            JsonRejection::JsonDataError(e) => {
+                // serde's message names the field and the expected type, never a secret
+                // (it quotes at most the offending token, which the client sent).
+                ApiError::bad_request(
+                    "invalid_body",
+                    format!("request body does not match the schema: {}", e.body_text()),
+                )
+            }
+            JsonRejection::JsonSyntaxError(_) => {
+                ApiError::bad_request("invalid_json", "request body is not valid JSON")
+            }
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected Content-Type: application/json",
+            ),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request body is too large",
+                )
+            }
+            other => ApiError::bad_request("invalid_body", other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        ApiError::bad_request(
+            "invalid_path",
+            format!("invalid path parameter: {}", rejection.body_text()),
+        )
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("invalid query parameter: {}", rejection.body_text()),
+        )
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,21 @@
+use std::sync::Arc;
+
+use ez_bus::ConfigBus;
+use ipnet::IpNet;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::auth::Authenticator;
+use crate::store::Store;
+use crate::sync::BusSync;
+
+/// Everything a handler may need, built once at start-up and passed explicitly.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub bus: Arc<dyn ConfigBus>,
+    pub sync: BusSync,
+    pub auth: Arc<Authenticator>,
+    /// Peers whose `X-Forwarded-For` header is believed.
+    pub trusted_proxies: Arc<[IpNet]>,
+    pub metrics: PrometheusHandle,
+}

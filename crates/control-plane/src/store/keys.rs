@@ -1,0 +1,236 @@
+use ez_contract::snapshot::KeyStatus;
+use ez_contract::time::now_unix;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+
+use super::models::{IssuedBy, Key};
+use super::{PageRequest, Store, StoreError, StoreResult, count, json_list, parse_list};
+
+const COLUMNS: &str = "id, master_id, name, token_digest, token_prefix, status, issued_at_epoch, \
+     issued_by, default_namespace, namespaces, allow_ips, deny_ips, expires_at, qps, last_used_at, \
+     created_at, updated_at";
+
+/// A child key to insert; validated by the tenants service.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub master_id: i64,
+    pub name: String,
+    pub token_digest: String,
+    pub token_prefix: String,
+    pub issued_by: IssuedBy,
+    pub default_namespace: String,
+    pub namespaces: Vec<String>,
+    pub allow_ips: Vec<String>,
+    pub deny_ips: Vec<String>,
+    pub expires_at: Option<i64>,
+    pub qps: Option<i64>,
+}
+
+/// The fields of a key an update may change.
+#[derive(Debug, Clone)]
+pub struct KeyWrite {
+    pub name: String,
+    pub status: KeyStatus,
+    pub default_namespace: String,
+    pub namespaces: Vec<String>,
+    pub allow_ips: Vec<String>,
+    pub deny_ips: Vec<String>,
+    pub expires_at: Option<i64>,
+    pub qps: Option<i64>,
+}
+
+impl From<&Key> for KeyWrite {
+    fn from(k: &Key) -> KeyWrite {
+        KeyWrite {
+            name: k.name.clone(),
+            status: k.status,
+            default_namespace: k.default_namespace.clone(),
+            namespaces: k.namespaces.clone(),
+            allow_ips: k.allow_ips.clone(),
+            deny_ips: k.deny_ips.clone(),
+            expires_at: k.expires_at,
+            qps: k.qps,
+        }
+    }
+}
+
+fn from_row(row: &AnyRow) -> StoreResult<Key> {
+    let status: String = row.try_get("status")?;
+    let issued_by: String = row.try_get("issued_by")?;
+    let text = |column: &'static str| -> StoreResult<Vec<String>> {
+        let raw: String = row.try_get(column)?;
+        parse_list(column, &raw)
+    };
+    Ok(Key {
+        id: row.try_get("id")?,
+        master_id: row.try_get("master_id")?,
+        name: row.try_get("name")?,
+        token_digest: row.try_get("token_digest")?,
+        token_prefix: row.try_get("token_prefix")?,
+        status: status.parse().map_err(StoreError::Corrupt)?,
+        issued_at_epoch: row.try_get("issued_at_epoch")?,
+        issued_by: IssuedBy::parse(&issued_by)
+            .ok_or_else(|| StoreError::Corrupt(format!("issued_by {issued_by:?}")))?,
+        default_namespace: row.try_get("default_namespace")?,
+        namespaces: text("namespaces")?,
+        allow_ips: text("allow_ips")?,
+        deny_ips: text("deny_ips")?,
+        expires_at: row.try_get("expires_at")?,
+        qps: row.try_get("qps")?,
+        last_used_at: row.try_get("last_used_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+pub(super) async fn keys_of_master<'c, E>(executor: E, master_id: i64) -> StoreResult<Vec<Key>>
+where
+    E: Executor<'c, Database = Any>,
+{
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM child_keys WHERE master_id = $1 ORDER BY id"
+    ))
+    .bind(master_id)
+    .fetch_all(executor)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+impl Store {
+    /// Inserts a key unless its master already has `max_child_keys` live (not revoked)
+    /// keys. The key is stamped with the master's epoch at the moment of insertion, in the
+    /// same statement, so a concurrent revocation cannot be missed.
+    pub async fn create_key(&self, new: &NewKey) -> StoreResult<Key> {
+        let mut tx = self.pool.begin().await?;
+        // Serialises concurrent creations for one master (PostgreSQL); SQLite already runs
+        // one writer at a time.
+        let lock = format!("SELECT id FROM masters WHERE id = $1{}", self.lock_clause());
+        sqlx::query(&lock)
+            .bind(new.master_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("master"))?;
+        let now = now_unix();
+        let row = sqlx::query(&format!(
+            "INSERT INTO child_keys (master_id, name, token_digest, token_prefix, status, \
+             issued_at_epoch, issued_by, default_namespace, namespaces, allow_ips, deny_ips, \
+             expires_at, qps, created_at, updated_at) \
+             SELECT $1, $2, $3, $4, 'active', m.epoch, $5, $6, $7, $8, $9, $10, $11, $12, $12 \
+             FROM masters m WHERE m.id = $1 AND m.max_child_keys > \
+             (SELECT COUNT(*) FROM child_keys k WHERE k.master_id = $1 AND k.status <> 'revoked') \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(new.master_id)
+        .bind(&new.name)
+        .bind(&new.token_digest)
+        .bind(&new.token_prefix)
+        .bind(new.issued_by.as_str())
+        .bind(&new.default_namespace)
+        .bind(json_list(&new.namespaces))
+        .bind(json_list(&new.allow_ips))
+        .bind(json_list(&new.deny_ips))
+        .bind(new.expires_at)
+        .bind(new.qps)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| StoreError::or_conflict(e, &format!("a key named {:?}", new.name)))?;
+        let Some(row) = row else {
+            return Err(StoreError::LimitReached(
+                "the master already has max_child_keys active keys".into(),
+            ));
+        };
+        let key = from_row(&row)?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    pub async fn list_keys(
+        &self,
+        master_id: i64,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Key>, i64)> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM child_keys WHERE master_id = $1 ORDER BY id LIMIT $2 OFFSET $3"
+        ))
+        .bind(master_id)
+        .bind(page.page_size)
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        let total = count(
+            &sqlx::query("SELECT COUNT(*) FROM child_keys WHERE master_id = $1")
+                .bind(master_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )?;
+        Ok((
+            rows.iter().map(from_row).collect::<StoreResult<_>>()?,
+            total,
+        ))
+    }
+
+    pub async fn keys_of_master(&self, master_id: i64) -> StoreResult<Vec<Key>> {
+        keys_of_master(&self.pool, master_id).await
+    }
+
+    pub async fn all_keys(&self) -> StoreResult<Vec<Key>> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM child_keys ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    pub async fn get_key(&self, id: i64) -> StoreResult<Key> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM child_keys WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("key"))?;
+        from_row(&row)
+    }
+
+    pub async fn find_key_by_digest(&self, digest: &str) -> StoreResult<Option<Key>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM child_keys WHERE token_digest = $1"
+        ))
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Writes the changeable fields of a key. A revoked key stays revoked: the update
+    /// does not apply to it unless it is itself a revocation.
+    pub async fn update_key(&self, id: i64, w: &KeyWrite) -> StoreResult<Key> {
+        let row = sqlx::query(&format!(
+            "UPDATE child_keys SET name = $2, status = $3, default_namespace = $4, namespaces = $5, \
+             allow_ips = $6, deny_ips = $7, expires_at = $8, qps = $9, updated_at = $10 \
+             WHERE id = $1 AND (status <> 'revoked' OR $3 = 'revoked') RETURNING {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(&w.name)
+        .bind(w.status.as_str())
+        .bind(&w.default_namespace)
+        .bind(json_list(&w.namespaces))
+        .bind(json_list(&w.allow_ips))
+        .bind(json_list(&w.deny_ips))
+        .bind(w.expires_at)
+        .bind(w.qps)
+        .bind(now_unix())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| StoreError::or_conflict(e, &format!("a key named {:?}", w.name)))?;
+        match row {
+            Some(row) => from_row(&row),
+            None => {
+                // Either the key is gone or it was revoked meanwhile.
+                let current = self.get_key(id).await?;
+                Err(StoreError::Conflict(format!(
+                    "key {} is {}",
+                    current.id, current.status
+                )))
+            }
+        }
+    }
+}

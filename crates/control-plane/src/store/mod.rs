@@ -1,0 +1,156 @@
+//! The CP database: SQLite (embedded default) or PostgreSQL, one code path for both.
+//!
+//! Queries are written once in the SQL both engines accept and run through sqlx's `Any`
+//! driver; the few dialect differences (auto-increment ids in the migrations, row locks)
+//! are chosen by [`DatabaseKind`]. The same contract tests run against both engines.
+
+mod keys;
+mod masters;
+mod models;
+mod namespaces;
+mod settings;
+
+use std::time::Duration;
+
+use ez_config::DatabaseKind;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+pub use keys::{KeyWrite, NewKey};
+pub use masters::{MasterWrite, NewMaster};
+pub use models::{IssuedBy, Key, Master, Namespace, NamespaceStatus};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("limit reached: {0}")]
+    LimitReached(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// Maps a unique-constraint violation to a conflict that names what clashed.
+    fn or_conflict(err: sqlx::Error, what: &str) -> StoreError {
+        match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(format!("{what} already exists"))
+            }
+            _ => StoreError::Database(err),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A page request: 1-based page number and page size.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub page: i64,
+    pub page_size: i64,
+}
+
+impl PageRequest {
+    fn offset(self) -> i64 {
+        (self.page - 1) * self.page_size
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    kind: DatabaseKind,
+}
+
+impl Store {
+    pub async fn connect(
+        url: &str,
+        kind: DatabaseKind,
+        max_connections: u32,
+    ) -> StoreResult<Store> {
+        sqlx::any::install_default_drivers();
+        let is_sqlite = kind == DatabaseKind::Sqlite;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if is_sqlite {
+                        // WAL lets readers proceed while one writer commits.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        Ok(Store { pool, kind })
+    }
+
+    pub fn kind(&self) -> &DatabaseKind {
+        &self.kind
+    }
+
+    /// Applies pending migrations; returns how many were applied now.
+    pub async fn migrate(&self) -> StoreResult<usize> {
+        let migrator = match self.kind {
+            DatabaseKind::Sqlite => &SQLITE_MIGRATIONS,
+            DatabaseKind::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let before = self.applied_migrations().await.unwrap_or(0);
+        migrator.run(&self.pool).await?;
+        let after = self.applied_migrations().await?;
+        Ok(after.saturating_sub(before))
+    }
+
+    async fn applied_migrations(&self) -> StoreResult<usize> {
+        let row = sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(usize::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0))
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// `FOR UPDATE` where the engine has row locks; SQLite serialises writers instead.
+    fn lock_clause(&self) -> &'static str {
+        match self.kind {
+            DatabaseKind::Postgres => " FOR UPDATE",
+            DatabaseKind::Sqlite => "",
+        }
+    }
+}
+
+fn count(row: &AnyRow) -> StoreResult<i64> {
+    Ok(row.try_get::<i64, _>(0)?)
+}
+
+fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn parse_list(column: &'static str, raw: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+#[cfg(test)]
+mod tests;
