@@ -1,0 +1,256 @@
+//! A real control plane on a free port, on either backend pair, driven over HTTP.
+
+use std::collections::BTreeMap;
+
+use ez_bus::ConfigBus;
+use ez_config::Config;
+use ez_control_plane::ControlPlane;
+use ez_control_plane::state::AppState;
+use ez_control_plane::store::Store;
+use ez_control_plane::testing::{Backend, TestDatabase, test_bus};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Runs `$name(backend)` once per backend pair: SQLite + memory always, PostgreSQL +
+/// Redis when the test URLs are set (and always under CI).
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use ez_control_plane::testing::Backend;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite_memory() {
+                    super::$name(Backend::Embedded).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres_redis() {
+                    if Backend::Real.available() {
+                        super::$name(Backend::Real).await;
+                    }
+                }
+            }
+        )+
+    };
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    db: Option<TestDatabase>,
+    pub backend: Backend,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A response: status, headers and JSON body (`Value::Null` when the body is empty or
+/// not JSON; `text` keeps the raw body).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Resp {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        self
+    }
+
+    /// Asserts the SPEC §5 error envelope with this status and code.
+    #[track_caller]
+    pub fn expect_error(self, status: u16, code: &str) -> Resp {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        let error = &self.body["error"];
+        assert_eq!(error["code"], code, "unexpected error code; body: {}", self.text);
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "error without message: {}", self.text);
+        assert!(error["type"].as_str().is_some_and(|t| !t.is_empty()), "error without type: {}", self.text);
+        self
+    }
+
+    pub fn id(&self) -> i64 {
+        self.body["id"].as_i64().unwrap_or_else(|| panic!("no id in {}", self.text))
+    }
+
+    pub fn str(&self, field: &str) -> String {
+        self.body[field].as_str().unwrap_or_else(|| panic!("no {field} in {}", self.text)).to_owned()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        let db = TestDatabase::create(backend).await;
+        let bus = test_bus(backend).await;
+        TestApp::start(backend, db, bus).await
+    }
+
+    /// Starts a control plane on an existing database and bus (restart tests).
+    pub async fn start(backend: Backend, db: TestDatabase, bus: std::sync::Arc<dyn ConfigBus>) -> TestApp {
+        let mut config = Config::defaults();
+        config.auth.admin_token = Some(ez_contract::SecretToken::from_plaintext(ADMIN_TOKEN));
+        let store = Store::connect(&db.url, db.kind.clone(), 5).await.expect("connect test database");
+        store.migrate().await.expect("migrate test database");
+        let cp = ControlPlane::build(&config, store, bus).await.expect("build control plane");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = cp.router();
+        let server = tokio::spawn(async move {
+            let _ = ez_control_plane::serve(listener, app, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        TestApp {
+            base,
+            client: reqwest::Client::new(),
+            state: cp.state,
+            db: Some(db),
+            backend,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server (draining) and hands back the database for a restart.
+    pub async fn shutdown(mut self) -> TestDatabase {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        self.state.store.close().await;
+        self.db.take().expect("database present until shutdown")
+    }
+
+    pub async fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        into_resp(req.send().await.expect("request sent")).await
+    }
+
+    /// Sends a raw body with the given content type (malformed-input tests).
+    pub async fn raw(&self, method: reqwest::Method, path: &str, token: Option<&str>, content_type: &str, body: &str) -> Resp {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body.to_owned());
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        into_resp(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.request(reqwest::Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.request(reqwest::Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.request(reqwest::Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.request(reqwest::Method::DELETE, path, Some(token), None).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Resp {
+        self.get(path, ADMIN_TOKEN).await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> Resp {
+        self.post(path, ADMIN_TOKEN, body).await
+    }
+
+    pub async fn admin_put(&self, path: &str, body: Value) -> Resp {
+        self.put(path, ADMIN_TOKEN, body).await
+    }
+
+    pub async fn admin_delete(&self, path: &str) -> Resp {
+        self.delete(path, ADMIN_TOKEN).await
+    }
+
+    /// Creates a master; returns (id, master key).
+    pub async fn create_master(&self, body: Value) -> (i64, String) {
+        let resp = self.admin_post("/admin/masters", body).await.expect(201);
+        (resp.id(), resp.str("master_key"))
+    }
+
+    /// Issues a child key as the master; returns (id, key).
+    pub async fn issue_key(&self, master_key: &str, body: Value) -> (i64, String) {
+        let resp = self.post("/v1/tokens", master_key, body).await.expect(201);
+        (resp.id(), resp.str("key"))
+    }
+
+    pub async fn create_namespace(&self, name: &str) -> i64 {
+        self.admin_post("/admin/namespaces", json!({ "name": name })).await.expect(201).id()
+    }
+
+    pub async fn whoami(&self, token: &str) -> Resp {
+        self.get("/v1/whoami", token).await
+    }
+
+    /// Everything the API and the bus hold, for "changes nothing" assertions.
+    pub async fn state_snapshot(&self) -> Value {
+        let masters = self.admin_get("/admin/masters?page_size=500").await.expect(200).body;
+        let namespaces = self.admin_get("/admin/namespaces?page_size=500").await.expect(200).body;
+        let mut keys = Vec::new();
+        for m in masters["items"].as_array().expect("items") {
+            let id = m["id"].as_i64().expect("id");
+            keys.push(self.admin_get(&format!("/admin/masters/{id}/keys?page_size=500")).await.expect(200).body);
+        }
+        json!({
+            "masters": masters,
+            "namespaces": namespaces,
+            "keys": keys,
+            "bus": self.bus_snapshot().await,
+        })
+    }
+
+    /// Every `auth:*` hash on the bus, without the `version`/`updated_at` stamps.
+    pub async fn bus_snapshot(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        let bus = self.state.bus.clone();
+        let mut out = BTreeMap::new();
+        for key in bus.keys_with_prefix("auth:").await.expect("bus keys") {
+            let mut fields: BTreeMap<String, String> = bus.hash_get_all(&key).await.expect("bus hash").into_iter().collect();
+            fields.remove("version");
+            fields.remove("updated_at");
+            out.insert(key, fields);
+        }
+        out
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn into_resp(resp: reqwest::Response) -> Resp {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp { status, headers, body, text }
+}

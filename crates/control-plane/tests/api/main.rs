@@ -1,0 +1,9 @@
+//! Integration tests of the control plane through its public HTTP API, each run on
+//! SQLite + memory bus and on PostgreSQL + Redis (see `both_backends!`).
+
+mod helpers;
+
+mod bad_input;
+mod lifecycle;
+mod platform;
+mod tenancy;
