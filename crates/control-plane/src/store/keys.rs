@@ -101,7 +101,7 @@ impl Store {
     /// keys. The key is stamped with the master's epoch at the moment of insertion, in the
     /// same statement, so a concurrent revocation cannot be missed.
     pub async fn create_key(&self, new: &NewKey) -> StoreResult<Key> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Serialises concurrent creations for one master (PostgreSQL); SQLite already runs
         // one writer at a time.
         let lock = format!("SELECT id FROM masters WHERE id = $1{}", self.lock_clause());

@@ -194,7 +194,7 @@ impl Store {
 
     /// Suspends the master and revokes all its keys in one transaction.
     pub async fn delete_master(&self, id: i64) -> StoreResult<(Master, Vec<Key>)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let now = now_unix();
         let row = sqlx::query(&format!(
             "UPDATE masters SET status = 'suspended', updated_at = $2 WHERE id = $1 RETURNING {COLUMNS}"
@@ -226,7 +226,7 @@ impl Store {
         namespaces: &[String],
         key_updates: &[(i64, String, Vec<String>)],
     ) -> StoreResult<(Master, Vec<Key>)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let now = now_unix();
         let row = sqlx::query(&format!(
             "UPDATE masters SET default_namespace = $2, namespaces = $3, updated_at = $4 \

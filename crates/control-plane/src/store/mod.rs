@@ -131,6 +131,16 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// Starts a write transaction. SQLite takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads and then writes fails with
+    /// `SQLITE_BUSY` when another writer got in between, instead of waiting its turn.
+    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.kind {
+            DatabaseKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            DatabaseKind::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// `FOR UPDATE` where the engine has row locks; SQLite serialises writers instead.
     fn lock_clause(&self) -> &'static str {
         match self.kind {

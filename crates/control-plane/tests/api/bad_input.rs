@@ -13,8 +13,14 @@ async fn malformed_json_changes_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.create_master(json!({ "name": "acme" })).await;
     let before = app.state_snapshot().await;
-    app.raw(reqwest::Method::POST, "/admin/masters", Some(ADMIN_TOKEN), "application/json", "{\"name\": ")
-        .await
-        .expect_error(400, "invalid_json");
+    app.raw(
+        reqwest::Method::POST,
+        "/admin/masters",
+        Some(ADMIN_TOKEN),
+        "application/json",
+        "{\"name\": ",
+    )
+    .await
+    .expect_error(400, "invalid_json");
     assert_eq!(app.state_snapshot().await, before);
 }

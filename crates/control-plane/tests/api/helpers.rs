@@ -43,7 +43,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub state: AppState,
     db: Option<TestDatabase>,
-    pub backend: Backend,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -61,45 +60,77 @@ pub struct Resp {
 impl Resp {
     #[track_caller]
     pub fn expect(self, status: u16) -> Resp {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
         self
     }
 
     /// Asserts the SPEC §5 error envelope with this status and code.
     #[track_caller]
     pub fn expect_error(self, status: u16, code: &str) -> Resp {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
         let error = &self.body["error"];
-        assert_eq!(error["code"], code, "unexpected error code; body: {}", self.text);
-        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "error without message: {}", self.text);
-        assert!(error["type"].as_str().is_some_and(|t| !t.is_empty()), "error without type: {}", self.text);
+        assert_eq!(
+            error["code"], code,
+            "unexpected error code; body: {}",
+            self.text
+        );
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "error without message: {}",
+            self.text
+        );
+        assert!(
+            error["type"].as_str().is_some_and(|t| !t.is_empty()),
+            "error without type: {}",
+            self.text
+        );
         self
     }
 
     pub fn id(&self) -> i64 {
-        self.body["id"].as_i64().unwrap_or_else(|| panic!("no id in {}", self.text))
+        self.body["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no id in {}", self.text))
     }
 
     pub fn str(&self, field: &str) -> String {
-        self.body[field].as_str().unwrap_or_else(|| panic!("no {field} in {}", self.text)).to_owned()
+        self.body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field} in {}", self.text))
+            .to_owned()
     }
 }
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
+        init_log_capture();
         let db = TestDatabase::create(backend).await;
         let bus = test_bus(backend).await;
-        TestApp::start(backend, db, bus).await
+        TestApp::start(db, bus).await
     }
 
     /// Starts a control plane on an existing database and bus (restart tests).
-    pub async fn start(backend: Backend, db: TestDatabase, bus: std::sync::Arc<dyn ConfigBus>) -> TestApp {
+    pub async fn start(db: TestDatabase, bus: std::sync::Arc<dyn ConfigBus>) -> TestApp {
         let mut config = Config::defaults();
         config.auth.admin_token = Some(ez_contract::SecretToken::from_plaintext(ADMIN_TOKEN));
-        let store = Store::connect(&db.url, db.kind.clone(), 5).await.expect("connect test database");
+        let store = Store::connect(&db.url, db.kind.clone(), 5)
+            .await
+            .expect("connect test database");
         store.migrate().await.expect("migrate test database");
-        let cp = ControlPlane::build(&config, store, bus).await.expect("build control plane");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let cp = ControlPlane::build(&config, store, bus)
+            .await
+            .expect("build control plane");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
         let app = cp.router();
@@ -114,7 +145,6 @@ impl TestApp {
             client: reqwest::Client::new(),
             state: cp.state,
             db: Some(db),
-            backend,
             stop: Some(stop),
             server: Some(server),
         }
@@ -132,7 +162,13 @@ impl TestApp {
         self.db.take().expect("database present until shutdown")
     }
 
-    pub async fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             req = req.bearer_auth(token);
@@ -144,7 +180,14 @@ impl TestApp {
     }
 
     /// Sends a raw body with the given content type (malformed-input tests).
-    pub async fn raw(&self, method: reqwest::Method, path: &str, token: Option<&str>, content_type: &str, body: &str) -> Resp {
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: &str,
+    ) -> Resp {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base))
@@ -157,19 +200,23 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {
-        self.request(reqwest::Method::GET, path, Some(token), None).await
+        self.request(reqwest::Method::GET, path, Some(token), None)
+            .await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.request(reqwest::Method::POST, path, Some(token), Some(body)).await
+        self.request(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
     }
 
     pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.request(reqwest::Method::PUT, path, Some(token), Some(body)).await
+        self.request(reqwest::Method::PUT, path, Some(token), Some(body))
+            .await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> Resp {
-        self.request(reqwest::Method::DELETE, path, Some(token), None).await
+        self.request(reqwest::Method::DELETE, path, Some(token), None)
+            .await
     }
 
     pub async fn admin_get(&self, path: &str) -> Resp {
@@ -201,7 +248,10 @@ impl TestApp {
     }
 
     pub async fn create_namespace(&self, name: &str) -> i64 {
-        self.admin_post("/admin/namespaces", json!({ "name": name })).await.expect(201).id()
+        self.admin_post("/admin/namespaces", json!({ "name": name }))
+            .await
+            .expect(201)
+            .id()
     }
 
     pub async fn whoami(&self, token: &str) -> Resp {
@@ -210,12 +260,25 @@ impl TestApp {
 
     /// Everything the API and the bus hold, for "changes nothing" assertions.
     pub async fn state_snapshot(&self) -> Value {
-        let masters = self.admin_get("/admin/masters?page_size=500").await.expect(200).body;
-        let namespaces = self.admin_get("/admin/namespaces?page_size=500").await.expect(200).body;
+        let masters = self
+            .admin_get("/admin/masters?page_size=500")
+            .await
+            .expect(200)
+            .body;
+        let namespaces = self
+            .admin_get("/admin/namespaces?page_size=500")
+            .await
+            .expect(200)
+            .body;
         let mut keys = Vec::new();
         for m in masters["items"].as_array().expect("items") {
             let id = m["id"].as_i64().expect("id");
-            keys.push(self.admin_get(&format!("/admin/masters/{id}/keys?page_size=500")).await.expect(200).body);
+            keys.push(
+                self.admin_get(&format!("/admin/masters/{id}/keys?page_size=500"))
+                    .await
+                    .expect(200)
+                    .body,
+            );
         }
         json!({
             "masters": masters,
@@ -230,7 +293,12 @@ impl TestApp {
         let bus = self.state.bus.clone();
         let mut out = BTreeMap::new();
         for key in bus.keys_with_prefix("auth:").await.expect("bus keys") {
-            let mut fields: BTreeMap<String, String> = bus.hash_get_all(&key).await.expect("bus hash").into_iter().collect();
+            let mut fields: BTreeMap<String, String> = bus
+                .hash_get_all(&key)
+                .await
+                .expect("bus hash")
+                .into_iter()
+                .collect();
             fields.remove("version");
             fields.remove("updated_at");
             out.insert(key, fields);
@@ -252,5 +320,61 @@ async fn into_resp(resp: reqwest::Response) -> Resp {
     let headers = resp.headers().clone();
     let text = resp.text().await.expect("body");
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp { status, headers, body, text }
+    Resp {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+impl TestApp {
+    /// Logs in and returns the session JWT.
+    pub async fn post_login(&self, body: Value) -> String {
+        let resp = self
+            .request(reqwest::Method::POST, "/auth/login", None, Some(body))
+            .await
+            .expect(200);
+        resp.str("token")
+    }
+}
+
+/// Every log line the test binary emits (debug and up), captured once for all tests so a
+/// test can check that no secret reached a log line.
+static LOG_BUFFER: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct CaptureWriter;
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG_BUFFER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn init_log_capture() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_ansi(false)
+            .with_writer(|| CaptureWriter)
+            .try_init();
+    });
+}
+
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(
+        &LOG_BUFFER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned()
 }
