@@ -1,0 +1,221 @@
+//! The `ezapi` binary as an operator runs it: first start, restart, signals, errors.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ez_control_plane::testing::{Backend, TestDatabase};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ezapi");
+
+fn ezapi(dir: &Path, env: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("EZ_SERVER__DATA_DIR", dir.join("data"))
+        .env("EZ_SERVER__LISTEN", "127.0.0.1:0")
+        .env("EZ_LOG__FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// A running `ezapi serve` with its output lines collected by reader threads.
+struct Server {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    stdout_seen: Vec<String>,
+    addr: String,
+}
+
+fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Server {
+    fn start(dir: &Path, env: &[(&str, String)]) -> Server {
+        let mut child = ezapi(dir, env).arg("serve").spawn().expect("spawn ezapi");
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        let mut server = Server { child, stdout, stderr, stdout_seen: Vec::new(), addr: String::new() };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server.addr.is_empty() {
+            assert!(Instant::now() < deadline, "ezapi did not report its address in time");
+            let Ok(line) = server.stderr.recv_timeout(Duration::from_millis(100)) else {
+                assert!(server.child.try_wait().unwrap().is_none(), "ezapi exited early");
+                continue;
+            };
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
+            if entry["fields"]["message"] == "ezapi listening" {
+                server.addr = entry["fields"]["addr"].as_str().unwrap().to_owned();
+            }
+        }
+        server.stdout_seen.extend(server.stdout.try_iter());
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn printed_admin_token(&self) -> Option<String> {
+        self.stdout_seen.iter().map(|l| l.trim()).find(|l| l.starts_with("eza-")).map(str::to_owned)
+    }
+
+    /// SIGTERM, then wait: a clean exit within the grace period.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "ezapi did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ezapi-cli-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+async fn call(client: &reqwest::Client, method: reqwest::Method, url: String, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = client.request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The README walkthrough against a real `ezapi serve`, restarted in the middle.
+async fn walkthrough_survives_restart(backend: Backend) {
+    let dir = temp_dir();
+    let db = TestDatabase::create(backend).await;
+    let mut env = Vec::new();
+    if backend == Backend::Real {
+        env.push(("EZ_DATABASE__URL", db.url.clone()));
+        env.push(("EZ_REDIS__URL", std::env::var("EZ_TEST_REDIS_URL").unwrap()));
+        env.push(("EZ_REDIS__KEY_PREFIX", format!("ez-cli-{}:", rand_suffix())));
+    }
+    let client = reqwest::Client::new();
+
+    let server = Server::start(&dir, &env);
+    let admin = server.printed_admin_token().expect("first start prints the admin token");
+    let (status, health) = call(&client, reqwest::Method::GET, server.url("/health"), "", None).await;
+    assert_eq!(status, 200, "{health}");
+    let (status, master) = call(&client, reqwest::Method::POST, server.url("/admin/masters"), &admin, Some(json!({ "name": "acme" }))).await;
+    assert_eq!(status, 201, "{master}");
+    let master_key = master["master_key"].as_str().unwrap().to_owned();
+    let (status, key) = call(&client, reqwest::Method::POST, server.url("/v1/tokens"), &master_key, Some(json!({ "name": "ci" }))).await;
+    assert_eq!(status, 201, "{key}");
+    let (key_id, key) = (key["id"].as_i64().unwrap(), key["key"].as_str().unwrap().to_owned());
+    let (status, _) = call(&client, reqwest::Method::GET, server.url("/v1/whoami"), &key, None).await;
+    assert_eq!(status, 200);
+    assert!(server.terminate().success(), "SIGTERM ends ezapi cleanly");
+
+    let server = Server::start(&dir, &env);
+    assert_eq!(server.printed_admin_token(), None, "the admin token is printed only once");
+    let (status, me) = call(&client, reqwest::Method::GET, server.url("/v1/whoami"), &key, None).await;
+    assert_eq!(status, 200, "the key survives a restart: {me}");
+    assert_eq!(me["id"], key_id);
+    let (status, _) = call(&client, reqwest::Method::GET, server.url("/admin/masters"), &admin, None).await;
+    assert_eq!(status, 200, "the generated admin token still works after a restart");
+    let (status, _) = call(&client, reqwest::Method::DELETE, server.url(&format!("/v1/tokens/{key_id}")), &master_key, None).await;
+    assert_eq!(status, 200);
+    let (status, me) = call(&client, reqwest::Method::GET, server.url("/v1/whoami"), &key, None).await;
+    assert_eq!((status, me["error"]["code"].as_str()), (401, Some("key_revoked")));
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn walkthrough_survives_restart_sqlite_memory() {
+    walkthrough_survives_restart(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn walkthrough_survives_restart_postgres_redis() {
+    if Backend::Real.available() {
+        walkthrough_survives_restart(Backend::Real).await;
+    }
+}
+
+#[test]
+fn invalid_configuration_names_the_option() {
+    let dir = temp_dir();
+    for (var, value, option) in [
+        ("EZ_SERVER__LISTEN", "nowhere", "server.listen"),
+        ("EZ_DATABASE__URL", "mysql://db", "database.url"),
+        ("EZ_AUTH__JWT_TTL", "forever", "auth.jwt_ttl"),
+    ] {
+        let out = ezapi(&dir, &[(var, value.to_owned())]).arg("serve").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(option), "{var}: {stderr}");
+    }
+}
+
+#[test]
+fn control_plane_without_redis_is_a_clear_error() {
+    let dir = temp_dir();
+    let out = ezapi(&dir, &[]).arg("control-plane").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("redis.url") && stderr.contains("EZ_REDIS__URL"), "{stderr}");
+}
+
+#[test]
+fn migrate_creates_the_database_and_is_idempotent() {
+    let dir = temp_dir();
+    for _ in 0..2 {
+        let out = ezapi(&dir, &[]).arg("migrate").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(dir.join("data/ezapi.db").is_file());
+}
+
+#[test]
+fn help_explains_each_command() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in ["serve", "control-plane", "migrate"] {
+        assert!(help.contains(command), "{help}");
+    }
+}
