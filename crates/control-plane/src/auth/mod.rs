@@ -91,12 +91,12 @@ impl Authenticator {
             return Ok(Credential::Admin);
         }
         if presented.matches('.').count() == 2 {
-            return self.from_jwt(store, presented).await;
+            return self.authenticate_jwt(store, presented).await;
         }
         Err(invalid_credentials())
     }
 
-    async fn from_jwt(&self, store: &Store, token: &str) -> Result<Credential, ApiError> {
+    async fn authenticate_jwt(&self, store: &Store, token: &str) -> Result<Credential, ApiError> {
         let claims = self.jwt.verify(token).map_err(|e| match e {
             JwtError::Expired => ApiError::unauthorized(
                 "token_expired",
