@@ -89,11 +89,7 @@ impl ConfigBus for MemoryBus {
 
     async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, BusError> {
         let hashes = self.hashes.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(hashes
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .cloned()
-            .collect())
+        Ok(hashes.keys().filter(|k| k.starts_with(prefix)).cloned().collect())
     }
 
     async fn publish(&self, channel: &str, payload: &str) -> Result<(), BusError> {

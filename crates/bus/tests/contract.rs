@@ -149,9 +149,7 @@ async fn delete_removes_the_key(bus: Arc<dyn ConfigBus>) {
     .unwrap();
     bus.apply(vec![
         BusWrite::Delete { key: "gone".into() },
-        BusWrite::Delete {
-            key: "never".into(),
-        },
+        BusWrite::Delete { key: "never".into() },
     ])
     .await
     .unwrap();
@@ -244,10 +242,7 @@ async fn published_messages_reach_subscribers(bus: Arc<dyn ConfigBus>) {
         assert_eq!(got.as_deref(), Some("second"));
     }
     let nothing = tokio::time::timeout(Duration::from_millis(200), other.next()).await;
-    assert!(
-        nothing.is_err(),
-        "a message on another channel must not arrive"
-    );
+    assert!(nothing.is_err(), "a message on another channel must not arrive");
     bus.publish("nobody-listens", "x").await.unwrap();
 }
 

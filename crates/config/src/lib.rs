@@ -35,10 +35,7 @@ pub enum ConfigError {
     #[error("invalid configuration: {0}")]
     Parse(String),
     #[error("invalid value for `{option}`: {reason}")]
-    Invalid {
-        option: &'static str,
-        reason: String,
-    },
+    Invalid { option: &'static str, reason: String },
 }
 
 fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -146,9 +143,7 @@ impl Config {
 
     /// Validates what `figment` holds. Exposed for tests and embedding.
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let raw: RawConfig = figment
-            .extract()
-            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let raw: RawConfig = figment.extract().map_err(|e| ConfigError::Parse(e.to_string()))?;
         raw.validate()
     }
 
@@ -165,17 +160,15 @@ impl Config {
 fn env_provider() -> Env {
     Env::prefixed("EZ_")
         .filter(|key| {
-            key.as_str().split_once("__").is_some_and(|(section, _)| {
-                SECTIONS.contains(&section.to_ascii_lowercase().as_str())
-            })
+            key.as_str()
+                .split_once("__")
+                .is_some_and(|(section, _)| SECTIONS.contains(&section.to_ascii_lowercase().as_str()))
         })
         .split("__")
 }
 
 fn env_provider_short() -> Env {
-    Env::raw()
-        .only(&["EZ_LOG_LEVEL"])
-        .map(|_| "log.level".into())
+    Env::raw().only(&["EZ_LOG_LEVEL"]).map(|_| "log.level".into())
 }
 
 impl RawConfig {
@@ -260,10 +253,7 @@ impl RawConfig {
             "console" => LogFormat::Console,
             "json" => LogFormat::Json,
             other => {
-                return Err(invalid(
-                    "log.format",
-                    format!("{other:?} is not console or json"),
-                ));
+                return Err(invalid("log.format", format!("{other:?} is not console or json")));
             }
         };
 
@@ -301,21 +291,14 @@ impl RawConfig {
 }
 
 fn parse_addr(option: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value.trim().parse().map_err(|_| {
-        invalid(
-            option,
-            format!("{value:?} is not an address like 127.0.0.1:8080"),
-        )
-    })
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(option, format!("{value:?} is not an address like 127.0.0.1:8080")))
 }
 
-fn parse_duration(
-    option: &'static str,
-    value: &raw::DurationValue,
-) -> Result<Duration, ConfigError> {
-    value
-        .to_duration()
-        .map_err(|reason| invalid(option, reason))
+fn parse_duration(option: &'static str, value: &raw::DurationValue) -> Result<Duration, ConfigError> {
+    value.to_duration().map_err(|reason| invalid(option, reason))
 }
 
 /// Accepts a CIDR (`10.0.0.0/8`) or a single address (`10.1.2.3`).
@@ -336,10 +319,9 @@ fn secret(
     match value {
         None => Ok(None),
         Some(v) if v.trim().is_empty() => Ok(None),
-        Some(v) if v.trim().chars().count() < min_len => Err(invalid(
-            option,
-            format!("must be at least {min_len} characters"),
-        )),
+        Some(v) if v.trim().chars().count() < min_len => {
+            Err(invalid(option, format!("must be at least {min_len} characters")))
+        }
         Some(v) => Ok(Some(SecretToken::from_plaintext(v.trim()))),
     }
 }

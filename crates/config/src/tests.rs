@@ -1,3 +1,8 @@
+#![expect(
+    clippy::result_large_err,
+    reason = "figment's Jail closures must return figment::Error"
+)]
+
 use figment::Jail;
 
 use super::*;
@@ -129,9 +134,7 @@ fn unknown_options_are_rejected() {
     });
     Jail::expect_with(|jail| {
         jail.set_env("EZ_SERVER__LISTN", "127.0.0.1:1");
-        let err = load_in(jail)
-            .expect_err("typo in a known section")
-            .to_string();
+        let err = load_in(jail).expect_err("typo in a known section").to_string();
         assert!(err.contains("listn"), "{err}");
         Ok(())
     });

@@ -292,10 +292,7 @@ mod tests {
         map.insert("status".into(), "weird".into());
         assert!(matches!(
             TokenSnapshot::from_fields(&map),
-            Err(SnapshotError::Invalid {
-                field: "status",
-                ..
-            })
+            Err(SnapshotError::Invalid { field: "status", .. })
         ));
         map.remove("status");
         assert_eq!(

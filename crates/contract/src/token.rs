@@ -82,10 +82,7 @@ impl SecretToken {
     /// The first characters (prefix plus a few), safe to store and show.
     pub fn display_prefix(&self) -> String {
         let kind_len = TokenKind::of(&self.0).map_or(0, |k| k.prefix().len());
-        self.0
-            .chars()
-            .take(kind_len + DISPLAY_SECRET_CHARS)
-            .collect()
+        self.0.chars().take(kind_len + DISPLAY_SECRET_CHARS).collect()
     }
 }
 
@@ -141,10 +138,7 @@ mod tests {
     fn shape_detection_rejects_near_misses() {
         let good = SecretToken::generate(TokenKind::Child);
         assert_eq!(TokenKind::of(good.expose()), Some(TokenKind::Child));
-        assert_eq!(
-            TokenKind::of(&good.expose()[..good.expose().len() - 1]),
-            None
-        );
+        assert_eq!(TokenKind::of(&good.expose()[..good.expose().len() - 1]), None);
         assert_eq!(TokenKind::of(&format!("{}x", good.expose())), None);
         assert_eq!(TokenKind::of(&format!("sk-ez-{}", "!".repeat(40))), None);
         assert_eq!(TokenKind::of(""), None);

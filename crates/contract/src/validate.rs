@@ -38,9 +38,7 @@ impl KeyRejection {
             KeyRejection::MasterSuspended => "the account that owns this API key is suspended",
             KeyRejection::Revoked => "the API key has been revoked",
             KeyRejection::Expired => "the API key has expired",
-            KeyRejection::IpDenied => {
-                "requests from this IP address are not allowed for this API key"
-            }
+            KeyRejection::IpDenied => "requests from this IP address are not allowed for this API key",
         }
     }
 }

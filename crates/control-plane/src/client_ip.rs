@@ -65,17 +65,9 @@ mod tests {
             &trusted,
         );
         assert_eq!(ip, Some("2.2.2.2".parse().unwrap()));
-        let ip = client_ip(
-            Some("10.0.0.5".parse().unwrap()),
-            &HeaderMap::new(),
-            &trusted,
-        );
+        let ip = client_ip(Some("10.0.0.5".parse().unwrap()), &HeaderMap::new(), &trusted);
         assert_eq!(ip, Some("10.0.0.5".parse().unwrap()));
-        let ip = client_ip(
-            Some("10.0.0.5".parse().unwrap()),
-            &headers("garbage"),
-            &trusted,
-        );
+        let ip = client_ip(Some("10.0.0.5".parse().unwrap()), &headers("garbage"), &trusted);
         assert_eq!(ip, Some("10.0.0.5".parse().unwrap()));
     }
 }

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ez_contract::KeyRejection;
@@ -64,17 +64,11 @@ impl ApiError {
     }
 
     /// 422: well-formed but inconsistent with the current configuration.
-    pub fn unprocessable(
-        code: impl Into<Cow<'static, str>>,
-        message: impl Into<String>,
-    ) -> ApiError {
+    pub fn unprocessable(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
-    pub fn unauthorized(
-        code: impl Into<Cow<'static, str>>,
-        message: impl Into<String>,
-    ) -> ApiError {
+    pub fn unauthorized(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
@@ -151,10 +145,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(message) => ApiError::conflict("conflict", message),
             StoreError::LimitReached(message) => ApiError::conflict("limit_reached", message),
-            StoreError::Database(sqlx::Error::PoolTimedOut) => ApiError::unavailable(
-                "database_unavailable",
-                "the database is not reachable right now",
-            ),
+            StoreError::Database(sqlx::Error::PoolTimedOut) => {
+                ApiError::unavailable("database_unavailable", "the database is not reachable right now")
+            }
             other => ApiError::internal(other),
         }
     }
@@ -163,37 +156,6 @@ impl From<StoreError> for ApiError {
 impl From<KeyRejection> for ApiError {
     fn from(rejection: KeyRejection) -> ApiError {
         ApiError::unauthorized(rejection.code(), rejection.message())
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> ApiError {
-        match rejection {
-            JsonRejection::JsonDataError(e) => {
-                // serde's message names the field and the expected type, never a secret
-                // (it quotes at most the offending token, which the client sent).
-                ApiError::bad_request(
-                    "invalid_body",
-                    format!("request body does not match the schema: {}", e.body_text()),
-                )
-            }
-            JsonRejection::JsonSyntaxError(_) => {
-                ApiError::bad_request("invalid_json", "request body is not valid JSON")
-            }
-            JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "expected Content-Type: application/json",
-            ),
-            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "request body is too large",
-                )
-            }
-            other => ApiError::bad_request("invalid_body", other.body_text()),
-        }
     }
 }
 

@@ -45,10 +45,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     )
     .await
     .context("connecting to the database (database.url)")?;
-    let applied = store
-        .migrate()
-        .await
-        .context("applying database migrations")?;
+    let applied = store.migrate().await.context("applying database migrations")?;
     if applied > 0 {
         tracing::info!(applied, "database migrations applied");
     }
@@ -122,10 +119,7 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -159,12 +159,8 @@ impl BusSync {
         let keys = self.store.all_keys().await?;
         let (version, now) = (now_unix_nanos(), now_unix());
 
-        let by_id: std::collections::HashMap<i64, &Master> =
-            masters.iter().map(|m| (m.id, m)).collect();
-        let mut writes: Vec<BusWrite> = masters
-            .iter()
-            .map(|m| master_write(m, version, now))
-            .collect();
+        let by_id: std::collections::HashMap<i64, &Master> = masters.iter().map(|m| (m.id, m)).collect();
+        let mut writes: Vec<BusWrite> = masters.iter().map(|m| master_write(m, version, now)).collect();
         let mut live: HashSet<String> = masters.iter().map(|m| bus_keys::master(m.id)).collect();
         for key in &keys {
             let Some(master) = by_id.get(&key.master_id) else {

@@ -180,10 +180,7 @@ fn ensure_subset(key_namespaces: &[String], master: &Master) -> ApiResult<()> {
     } else {
         Err(ApiError::unprocessable(
             "namespace_not_allowed",
-            format!(
-                "namespace(s) not allowed for this master: {}",
-                outside.join(", ")
-            ),
+            format!("namespace(s) not allowed for this master: {}", outside.join(", ")),
         ))
     }
 }
@@ -224,10 +221,7 @@ pub async fn create_master(state: &AppState, req: CreateMasterRequest) -> ApiRes
         .await?;
     state
         .sync
-        .best_effort(
-            "create master",
-            state.sync.master_changed(&master, &[]).await,
-        )
+        .best_effort("create master", state.sync.master_changed(&master, &[]).await)
         .await;
     tracing::info!(master_id = master.id, "master created");
     Ok(MasterWithKey {
@@ -236,11 +230,7 @@ pub async fn create_master(state: &AppState, req: CreateMasterRequest) -> ApiRes
     })
 }
 
-pub async fn update_master(
-    state: &AppState,
-    id: i64,
-    req: UpdateMasterRequest,
-) -> ApiResult<Master> {
+pub async fn update_master(state: &AppState, id: i64, req: UpdateMasterRequest) -> ApiResult<Master> {
     let current = state.store.get_master(id).await?;
     let mut write = MasterWrite::from(&current);
     if let Some(name) = &req.name {
@@ -267,10 +257,7 @@ pub async fn update_master(
     };
     state
         .sync
-        .best_effort(
-            "update master",
-            state.sync.master_changed(&master, &keys).await,
-        )
+        .best_effort("update master", state.sync.master_changed(&master, &keys).await)
         .await;
     Ok(master)
 }
@@ -279,10 +266,7 @@ pub async fn delete_master(state: &AppState, id: i64) -> ApiResult<Master> {
     let (master, keys) = state.store.delete_master(id).await?;
     state
         .sync
-        .best_effort(
-            "delete master",
-            state.sync.master_changed(&master, &keys).await,
-        )
+        .best_effort("delete master", state.sync.master_changed(&master, &keys).await)
         .await;
     tracing::info!(
         master_id = id,
@@ -319,11 +303,7 @@ pub async fn revoke_master_keys(state: &AppState, id: i64) -> ApiResult<Master> 
     Ok(master)
 }
 
-pub async fn update_master_access(
-    state: &AppState,
-    id: i64,
-    req: UpdateAccessRequest,
-) -> ApiResult<Master> {
+pub async fn update_master_access(state: &AppState, id: i64, req: UpdateAccessRequest) -> ApiResult<Master> {
     let current = state.store.get_master(id).await?;
     let access = resolve_access(
         state,
@@ -370,12 +350,7 @@ pub async fn update_master_access(
     }
     let (master, keys) = state
         .store
-        .update_master_access(
-            id,
-            &access.default_namespace,
-            &access.namespaces,
-            &key_updates,
-        )
+        .update_master_access(id, &access.default_namespace, &access.namespaces, &key_updates)
         .await?;
     let changed: Vec<Key> = keys
         .into_iter()
@@ -416,17 +391,13 @@ pub async fn create_key(
     )
     .await?;
     ensure_subset(&access.namespaces, master)?;
-    let allow_ips =
-        validation::cidr_list("allow_ips", req.allow_ips.as_deref().unwrap_or_default())?;
+    let allow_ips = validation::cidr_list("allow_ips", req.allow_ips.as_deref().unwrap_or_default())?;
     let deny_ips = validation::cidr_list("deny_ips", req.deny_ips.as_deref().unwrap_or_default())?;
     let expires_at = req
         .expires_at
         .map(|t| validation::future_time("expires_at", t))
         .transpose()?;
-    let qps = req
-        .qps
-        .map(|q| validation::non_negative("qps", q))
-        .transpose()?;
+    let qps = req.qps.map(|q| validation::non_negative("qps", q)).transpose()?;
     let key = state
         .store
         .create_key(&NewKey {
@@ -516,9 +487,7 @@ pub async fn update_key(
             .transpose()?;
     }
     if let Some(qps) = req.qps {
-        write.qps = qps
-            .map(|q| validation::non_negative("qps", q))
-            .transpose()?;
+        write.qps = qps.map(|q| validation::non_negative("qps", q)).transpose()?;
     }
     let key = state.store.update_key(id, &write).await?;
     state
@@ -528,11 +497,7 @@ pub async fn update_key(
     Ok(key)
 }
 
-pub async fn update_key_access(
-    state: &AppState,
-    id: i64,
-    req: UpdateKeyAccessRequest,
-) -> ApiResult<Key> {
+pub async fn update_key_access(state: &AppState, id: i64, req: UpdateKeyAccessRequest) -> ApiResult<Key> {
     let req = UpdateKeyRequest {
         default_namespace: req.default_namespace,
         namespaces: req.namespaces,

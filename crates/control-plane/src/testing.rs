@@ -74,8 +74,7 @@ impl TestDatabase {
                 }
             }
             Backend::Real => {
-                let admin_url =
-                    std::env::var("EZ_TEST_DATABASE_URL").expect("EZ_TEST_DATABASE_URL");
+                let admin_url = std::env::var("EZ_TEST_DATABASE_URL").expect("EZ_TEST_DATABASE_URL");
                 let schema = format!("ez_test_{}", unique_suffix());
                 let mut conn = sqlx::PgConnection::connect(&admin_url)
                     .await
@@ -109,10 +108,7 @@ impl Drop for TestDatabase {
                 );
                 // Drop runs inside the test's runtime; use a thread with its own.
                 let _ = std::thread::spawn(move || {
-                    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    else {
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                         return;
                     };
                     rt.block_on(async move {

@@ -77,8 +77,7 @@ pub fn cidr_list(field: &str, values: &[String]) -> Result<Vec<String>, ApiError
     }
     let mut out: Vec<String> = Vec::with_capacity(values.len());
     for value in values {
-        let net =
-            ez_config::parse_net(value).map_err(|reason| ApiError::invalid_field(field, reason))?;
+        let net = ez_config::parse_net(value).map_err(|reason| ApiError::invalid_field(field, reason))?;
         let net = net.to_string();
         if !out.contains(&net) {
             out.push(net);

@@ -54,15 +54,26 @@ impl Server {
         let mut child = ezapi(dir, env).arg("serve").spawn().expect("spawn ezapi");
         let stdout = lines(child.stdout.take().unwrap());
         let stderr = lines(child.stderr.take().unwrap());
-        let mut server = Server { child, stdout, stderr, stdout_seen: Vec::new(), addr: String::new() };
+        let mut server = Server {
+            child,
+            stdout,
+            stderr,
+            stdout_seen: Vec::new(),
+            addr: String::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while server.addr.is_empty() {
-            assert!(Instant::now() < deadline, "ezapi did not report its address in time");
+            assert!(
+                Instant::now() < deadline,
+                "ezapi did not report its address in time"
+            );
             let Ok(line) = server.stderr.recv_timeout(Duration::from_millis(100)) else {
                 assert!(server.child.try_wait().unwrap().is_none(), "ezapi exited early");
                 continue;
             };
-            let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
             if entry["fields"]["message"] == "ezapi listening" {
                 server.addr = entry["fields"]["addr"].as_str().unwrap().to_owned();
             }
@@ -76,7 +87,11 @@ impl Server {
     }
 
     fn printed_admin_token(&self) -> Option<String> {
-        self.stdout_seen.iter().map(|l| l.trim()).find(|l| l.starts_with("eza-")).map(str::to_owned)
+        self.stdout_seen
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| l.starts_with("eza-"))
+            .map(str::to_owned)
     }
 
     /// SIGTERM, then wait: a clean exit within the grace period.
@@ -114,7 +129,13 @@ fn rand_suffix() -> u64 {
     h.finish()
 }
 
-async fn call(client: &reqwest::Client, method: reqwest::Method, url: String, token: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut req = client.request(method, url).bearer_auth(token);
     if let Some(body) = body {
         req = req.json(&body);
@@ -137,29 +158,90 @@ async fn walkthrough_survives_restart(backend: Backend) {
     let client = reqwest::Client::new();
 
     let server = Server::start(&dir, &env);
-    let admin = server.printed_admin_token().expect("first start prints the admin token");
+    let admin = server
+        .printed_admin_token()
+        .expect("first start prints the admin token");
     let (status, health) = call(&client, reqwest::Method::GET, server.url("/health"), "", None).await;
     assert_eq!(status, 200, "{health}");
-    let (status, master) = call(&client, reqwest::Method::POST, server.url("/admin/masters"), &admin, Some(json!({ "name": "acme" }))).await;
+    let (status, master) = call(
+        &client,
+        reqwest::Method::POST,
+        server.url("/admin/masters"),
+        &admin,
+        Some(json!({ "name": "acme" })),
+    )
+    .await;
     assert_eq!(status, 201, "{master}");
     let master_key = master["master_key"].as_str().unwrap().to_owned();
-    let (status, key) = call(&client, reqwest::Method::POST, server.url("/v1/tokens"), &master_key, Some(json!({ "name": "ci" }))).await;
+    let (status, key) = call(
+        &client,
+        reqwest::Method::POST,
+        server.url("/v1/tokens"),
+        &master_key,
+        Some(json!({ "name": "ci" })),
+    )
+    .await;
     assert_eq!(status, 201, "{key}");
-    let (key_id, key) = (key["id"].as_i64().unwrap(), key["key"].as_str().unwrap().to_owned());
-    let (status, _) = call(&client, reqwest::Method::GET, server.url("/v1/whoami"), &key, None).await;
+    let (key_id, key) = (
+        key["id"].as_i64().unwrap(),
+        key["key"].as_str().unwrap().to_owned(),
+    );
+    let (status, _) = call(
+        &client,
+        reqwest::Method::GET,
+        server.url("/v1/whoami"),
+        &key,
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(server.terminate().success(), "SIGTERM ends ezapi cleanly");
 
     let server = Server::start(&dir, &env);
-    assert_eq!(server.printed_admin_token(), None, "the admin token is printed only once");
-    let (status, me) = call(&client, reqwest::Method::GET, server.url("/v1/whoami"), &key, None).await;
+    assert_eq!(
+        server.printed_admin_token(),
+        None,
+        "the admin token is printed only once"
+    );
+    let (status, me) = call(
+        &client,
+        reqwest::Method::GET,
+        server.url("/v1/whoami"),
+        &key,
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "the key survives a restart: {me}");
     assert_eq!(me["id"], key_id);
-    let (status, _) = call(&client, reqwest::Method::GET, server.url("/admin/masters"), &admin, None).await;
-    assert_eq!(status, 200, "the generated admin token still works after a restart");
-    let (status, _) = call(&client, reqwest::Method::DELETE, server.url(&format!("/v1/tokens/{key_id}")), &master_key, None).await;
+    let (status, _) = call(
+        &client,
+        reqwest::Method::GET,
+        server.url("/admin/masters"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "the generated admin token still works after a restart"
+    );
+    let (status, _) = call(
+        &client,
+        reqwest::Method::DELETE,
+        server.url(&format!("/v1/tokens/{key_id}")),
+        &master_key,
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, me) = call(&client, reqwest::Method::GET, server.url("/v1/whoami"), &key, None).await;
+    let (status, me) = call(
+        &client,
+        reqwest::Method::GET,
+        server.url("/v1/whoami"),
+        &key,
+        None,
+    )
+    .await;
     assert_eq!((status, me["error"]["code"].as_str()), (401, Some("key_revoked")));
     assert!(server.terminate().success());
     let _ = std::fs::remove_dir_all(dir);
@@ -185,7 +267,10 @@ fn invalid_configuration_names_the_option() {
         ("EZ_DATABASE__URL", "mysql://db", "database.url"),
         ("EZ_AUTH__JWT_TTL", "forever", "auth.jwt_ttl"),
     ] {
-        let out = ezapi(&dir, &[(var, value.to_owned())]).arg("serve").output().unwrap();
+        let out = ezapi(&dir, &[(var, value.to_owned())])
+            .arg("serve")
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{var}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(option), "{var}: {stderr}");
@@ -198,7 +283,10 @@ fn control_plane_without_redis_is_a_clear_error() {
     let out = ezapi(&dir, &[]).arg("control-plane").output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("redis.url") && stderr.contains("EZ_REDIS__URL"), "{stderr}");
+    assert!(
+        stderr.contains("redis.url") && stderr.contains("EZ_REDIS__URL"),
+        "{stderr}"
+    );
 }
 
 #[test]

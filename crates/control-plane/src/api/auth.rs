@@ -98,11 +98,7 @@ pub async fn login(
             ));
         }
     };
-    let token = state
-        .auth
-        .jwt()
-        .issue(&claims)
-        .map_err(ApiError::internal)?;
+    let token = state.auth.jwt().issue(&claims).map_err(ApiError::internal)?;
     Ok(Json(LoginResponse {
         token,
         expires_at: claims.exp,

@@ -1,16 +1,81 @@
 //! Request extractors whose rejections use the API's error envelope.
 
-use axum::extract::{FromRequest, FromRequestParts};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use utoipa::IntoParams;
 
 use crate::error::{ApiError, ApiResult};
 use crate::store::PageRequest;
 
-/// JSON body; malformed JSON, wrong types and a wrong content type become 4xx envelopes.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON object body. Malformed JSON, a body that is not an object, wrong types and a
+/// wrong content type become 4xx envelopes.
 pub struct ApiJson<T>(pub T);
+
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request body is too large",
+                )
+            } else {
+                ApiError::bad_request("invalid_body", "the request body could not be read")
+            }
+        })?;
+        parse_object(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses `bytes` as a JSON object into `T`. serde would also build a struct from an
+/// array of its fields in declaration order; an API body must name its fields.
+pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(_) => ApiError::bad_request("invalid_body", "request body must be a JSON object"),
+            Err(_) => ApiError::bad_request("invalid_json", "request body is not valid JSON"),
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        // serde_json reports some type errors (an enum given a non-string) as syntax
+        // errors; whether the document itself is valid JSON decides the code.
+        if serde_json::from_slice::<serde_json::Value>(bytes).is_err() {
+            ApiError::bad_request("invalid_json", "request body is not valid JSON")
+        } else {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("request body does not match the schema: {e}"),
+            )
+        }
+    })
+}
 
 /// Path parameters; a non-numeric id becomes a 400 envelope.
 #[derive(FromRequestParts)]
@@ -48,5 +113,37 @@ impl PageQuery {
             ));
         }
         Ok(PageRequest { page, page_size })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "fields exist to be deserialised")]
+    struct Body {
+        name: String,
+        n: Option<i64>,
+    }
+
+    fn code(bytes: &str) -> String {
+        parse_object::<Body>(bytes.as_bytes())
+            .unwrap_err()
+            .code
+            .into_owned()
+    }
+
+    #[test]
+    fn only_objects_are_bodies() {
+        assert!(parse_object::<Body>(br#" {"name": "a"} "#).is_ok());
+        assert_eq!(code(r#"["a", 1]"#), "invalid_body");
+        assert_eq!(code("null"), "invalid_body");
+        assert_eq!(code(""), "invalid_json");
+        assert_eq!(code(r#"{"name": "#), "invalid_json");
+        assert_eq!(code(r#"{"name": 1}"#), "invalid_body");
+        assert_eq!(code(r#"{"name": "a", "x": 1}"#), "invalid_body");
+        assert_eq!(code(r#"{"name": "a"} trailing"#), "invalid_json");
     }
 }

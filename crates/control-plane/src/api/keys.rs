@@ -9,9 +9,7 @@ use crate::auth::AdminAuth;
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::state::AppState;
 use crate::store::{IssuedBy, Key};
-use crate::tenants::{
-    self, CreateKeyRequest, KeyWithSecret, UpdateKeyAccessRequest, UpdateKeyRequest,
-};
+use crate::tenants::{self, CreateKeyRequest, KeyWithSecret, UpdateKeyAccessRequest, UpdateKeyRequest};
 
 /// Issues a child key for a master; the response carries `key`, shown this once.
 #[utoipa::path(post, path = "/admin/masters/{id}/keys", tag = "admin", security(("bearer" = [])),

@@ -7,9 +7,7 @@ use crate::auth::AdminAuth;
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::state::AppState;
 use crate::store::Master;
-use crate::tenants::{
-    self, CreateMasterRequest, MasterWithKey, UpdateAccessRequest, UpdateMasterRequest,
-};
+use crate::tenants::{self, CreateMasterRequest, MasterWithKey, UpdateAccessRequest, UpdateMasterRequest};
 
 /// Creates a master; the response carries `master_key`, shown this once.
 #[utoipa::path(post, path = "/admin/masters", tag = "admin", security(("bearer" = [])),

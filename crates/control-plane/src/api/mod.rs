@@ -77,10 +77,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::openapi_document))
         .routes(routes!(auth::login))
         .routes(routes!(whoami::whoami))
-        .routes(routes!(
-            namespaces::create_namespace,
-            namespaces::list_namespaces
-        ))
+        .routes(routes!(namespaces::create_namespace, namespaces::list_namespaces))
         .routes(routes!(
             namespaces::get_namespace,
             namespaces::update_namespace,

@@ -38,6 +38,15 @@ fn description(value: &str) -> ApiResult<String> {
             format!("must be at most {MAX_DESCRIPTION} characters"),
         ));
     }
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ApiError::invalid_field(
+            "description",
+            "must not contain control characters",
+        ));
+    }
     Ok(value.trim().to_owned())
 }
 
@@ -46,9 +55,7 @@ async fn ensure_unused(state: &AppState, name: &str, action: &str) -> ApiResult<
     if masters + keys > 0 {
         return Err(ApiError::conflict(
             "namespace_in_use",
-            format!(
-                "cannot {action} namespace {name:?}: used by {masters} master(s) and {keys} key(s)"
-            ),
+            format!("cannot {action} namespace {name:?}: used by {masters} master(s) and {keys} key(s)"),
         ));
     }
     Ok(())
@@ -67,11 +74,7 @@ pub async fn create_namespace(
     let description = description(&req.description)?;
     let ns = state
         .store
-        .create_namespace(
-            &name,
-            &description,
-            req.status.unwrap_or(NamespaceStatus::Active),
-        )
+        .create_namespace(&name, &description, req.status.unwrap_or(NamespaceStatus::Active))
         .await?;
     Ok((StatusCode::CREATED, Json(ns)))
 }
@@ -126,12 +129,7 @@ pub async fn update_namespace(
     };
     let ns = state
         .store
-        .update_namespace(
-            id,
-            &name,
-            &description,
-            req.status.unwrap_or(current.status),
-        )
+        .update_namespace(id, &name, &description, req.status.unwrap_or(current.status))
         .await?;
     Ok(Json(ns))
 }

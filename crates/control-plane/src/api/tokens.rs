@@ -63,9 +63,7 @@ pub async fn update_token(
     ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<UpdateKeyRequest>,
 ) -> ApiResult<Json<Key>> {
-    Ok(Json(
-        tenants::update_key(&state, id, Some(&master), req).await?,
-    ))
+    Ok(Json(tenants::update_key(&state, id, Some(&master), req).await?))
 }
 
 /// Revokes one of the master's child keys.

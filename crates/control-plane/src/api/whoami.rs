@@ -57,10 +57,7 @@ pub async fn whoami(
 
 /// The key's snapshot as the balancer would see it; `None` when the bus has no entry or
 /// cannot be read (then the database decides).
-async fn from_bus(
-    state: &AppState,
-    digest: &str,
-) -> Option<(TokenSnapshot, Option<MasterSnapshot>)> {
+async fn from_bus(state: &AppState, digest: &str) -> Option<(TokenSnapshot, Option<MasterSnapshot>)> {
     let fields = match state.bus.hash_get_all(&bus_keys::token(digest)).await {
         Ok(fields) if !fields.is_empty() => fields,
         Ok(_) => return None,

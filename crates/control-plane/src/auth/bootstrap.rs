@@ -39,13 +39,8 @@ pub async fn bootstrap(store: &Store, auth: &AuthConfig) -> StoreResult<Bootstra
         None => match store.get_setting(ADMIN_DIGEST_SETTING).await? {
             Some(stored) => stored,
             None => {
-                let token = SecretToken::from_plaintext(format!(
-                    "{ADMIN_TOKEN_PREFIX}{}",
-                    random_secret(40)
-                ));
-                let (stored, ours) = store
-                    .init_setting(ADMIN_DIGEST_SETTING, &token.digest())
-                    .await?;
+                let token = SecretToken::from_plaintext(format!("{ADMIN_TOKEN_PREFIX}{}", random_secret(40)));
+                let (stored, ours) = store.init_setting(ADMIN_DIGEST_SETTING, &token.digest()).await?;
                 if ours {
                     generated_admin_token = Some(token);
                 }
@@ -67,11 +62,7 @@ pub async fn bootstrap(store: &Store, auth: &AuthConfig) -> StoreResult<Bootstra
     };
     debug_assert_eq!(admin_digest.len(), digest("").len());
     Ok(Bootstrapped {
-        authenticator: Authenticator::new(
-            admin_digest,
-            JwtKeys::new(jwt_secret.as_bytes()),
-            auth.jwt_ttl,
-        ),
+        authenticator: Authenticator::new(admin_digest, JwtKeys::new(jwt_secret.as_bytes()), auth.jwt_ttl),
         generated_admin_token,
     })
 }

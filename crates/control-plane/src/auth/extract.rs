@@ -2,6 +2,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use ez_contract::SecretToken;
 use ez_contract::snapshot::MasterStatus;
 
 use super::Credential;
@@ -22,13 +23,10 @@ impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match state
-            .auth
-            .authenticate(&state.store, &parts.headers)
-            .await?
-        {
+        match state.auth.authenticate(&state.store, &parts.headers).await? {
             Credential::Admin => Ok(AdminAuth),
-            _ => Err(ApiError::forbidden(
+            Credential::ChildKey(key) => Err(child_key_refused(state, &key, "admin_required").await),
+            Credential::Master(_) => Err(ApiError::forbidden(
                 "admin_required",
                 "this endpoint needs the admin credential",
             )),
@@ -40,23 +38,28 @@ impl FromRequestParts<AppState> for MasterAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match state
-            .auth
-            .authenticate(&state.store, &parts.headers)
-            .await?
-        {
-            Credential::Master(master) if master.status == MasterStatus::Active => {
-                Ok(MasterAuth(master))
-            }
+        match state.auth.authenticate(&state.store, &parts.headers).await? {
+            Credential::Master(master) if master.status == MasterStatus::Active => Ok(MasterAuth(master)),
             Credential::Master(_) => Err(ApiError::forbidden(
                 "master_suspended",
                 "this master is suspended",
             )),
-            _ => Err(ApiError::forbidden(
+            Credential::ChildKey(key) => Err(child_key_refused(state, &key, "master_required").await),
+            Credential::Admin => Err(ApiError::forbidden(
                 "master_required",
                 "this endpoint needs a master credential",
             )),
         }
+    }
+}
+
+/// A child key is never enough for the admin or master API: 403 for a key that exists,
+/// 401 for one that does not (an unknown credential is a bad credential).
+async fn child_key_refused(state: &AppState, key: &SecretToken, code: &'static str) -> ApiError {
+    match state.store.find_key_by_digest(&key.digest()).await {
+        Ok(Some(_)) => ApiError::forbidden(code, "a child API key cannot be used on this endpoint"),
+        Ok(None) => ApiError::unauthorized("invalid_credentials", "the credential is not valid"),
+        Err(e) => e.into(),
     }
 }
 

@@ -53,8 +53,7 @@ impl JwtKeys {
     }
 
     pub fn issue(&self, claims: &Claims) -> Result<String, JwtError> {
-        encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .map_err(|_| JwtError::Invalid)
+        encode(&Header::new(Algorithm::HS256), claims, &self.encoding).map_err(|_| JwtError::Invalid)
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, JwtError> {
@@ -86,9 +85,7 @@ mod tests {
     #[test]
     fn issued_tokens_verify_and_keep_their_claims() {
         let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef");
-        let token = keys
-            .issue(&claims(ez_contract::time::now_unix() + 60))
-            .unwrap();
+        let token = keys.issue(&claims(ez_contract::time::now_unix() + 60)).unwrap();
         let back = keys.verify(&token).unwrap();
         assert_eq!(back.role, Role::Master);
         assert_eq!(back.epoch, Some(3));
@@ -98,14 +95,10 @@ mod tests {
     #[test]
     fn expired_and_foreign_tokens_are_rejected() {
         let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef");
-        let expired = keys
-            .issue(&claims(ez_contract::time::now_unix() - 120))
-            .unwrap();
+        let expired = keys.issue(&claims(ez_contract::time::now_unix() - 120)).unwrap();
         assert!(matches!(keys.verify(&expired), Err(JwtError::Expired)));
         let other = JwtKeys::new(b"another-secret-another-secret-xx");
-        let foreign = other
-            .issue(&claims(ez_contract::time::now_unix() + 60))
-            .unwrap();
+        let foreign = other.issue(&claims(ez_contract::time::now_unix() + 60)).unwrap();
         assert!(matches!(keys.verify(&foreign), Err(JwtError::Invalid)));
         assert!(matches!(keys.verify("a.b.c"), Err(JwtError::Invalid)));
     }

@@ -61,11 +61,7 @@ impl Authenticator {
     }
 
     /// Resolves the bearer credential of a request.
-    pub async fn authenticate(
-        &self,
-        store: &Store,
-        headers: &HeaderMap,
-    ) -> Result<Credential, ApiError> {
+    pub async fn authenticate(&self, store: &Store, headers: &HeaderMap) -> Result<Credential, ApiError> {
         let presented = presented_token(headers).ok_or_else(|| {
             ApiError::unauthorized(
                 "missing_credentials",
@@ -98,16 +94,13 @@ impl Authenticator {
 
     async fn authenticate_jwt(&self, store: &Store, token: &str) -> Result<Credential, ApiError> {
         let claims = self.jwt.verify(token).map_err(|e| match e {
-            JwtError::Expired => ApiError::unauthorized(
-                "token_expired",
-                "the session token has expired; log in again",
-            ),
+            JwtError::Expired => {
+                ApiError::unauthorized("token_expired", "the session token has expired; log in again")
+            }
             _ => invalid_credentials(),
         })?;
         match claims.role {
-            Role::Admin if constant_time_eq(&claims.binding, self.admin_binding()) => {
-                Ok(Credential::Admin)
-            }
+            Role::Admin if constant_time_eq(&claims.binding, self.admin_binding()) => Ok(Credential::Admin),
             Role::Admin => Err(revoked_session()),
             Role::Master => {
                 let id = claims.master_id.ok_or_else(invalid_credentials)?;
@@ -158,4 +151,45 @@ pub fn presented_token(headers: &HeaderMap) -> Option<&str> {
         .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_and_provider_headers_are_read() {
+        assert_eq!(
+            presented_token(&headers(&[("authorization", "Bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            presented_token(&headers(&[("authorization", "bearer   abc ")])),
+            Some("abc")
+        );
+        assert_eq!(presented_token(&headers(&[("x-api-key", "k1")])), Some("k1"));
+        assert_eq!(presented_token(&headers(&[("x-goog-api-key", "k2")])), Some("k2"));
+        // Authorization wins over the others, and a non-bearer scheme is no credential.
+        assert_eq!(
+            presented_token(&headers(&[("authorization", "Bearer a"), ("x-api-key", "b")])),
+            Some("a")
+        );
+        assert_eq!(
+            presented_token(&headers(&[("authorization", "Basic dXNlcg==")])),
+            None
+        );
+        assert_eq!(presented_token(&headers(&[("authorization", "Bearer")])), None);
+        assert_eq!(presented_token(&headers(&[("x-api-key", "  ")])), None);
+        assert_eq!(presented_token(&HeaderMap::new()), None);
+    }
 }

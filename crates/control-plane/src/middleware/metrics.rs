@@ -42,7 +42,6 @@ pub async fn track(request: Request, next: Next) -> Response {
     let status = response.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("ez_http_requests_total", &labels).increment(1);
-    metrics::histogram!("ez_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("ez_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
     response
 }

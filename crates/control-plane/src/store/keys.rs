@@ -101,6 +101,7 @@ impl Store {
     /// keys. The key is stamped with the master's epoch at the moment of insertion, in the
     /// same statement, so a concurrent revocation cannot be missed.
     pub async fn create_key(&self, new: &NewKey) -> StoreResult<Key> {
+        let _permit = self.write_permit().await;
         let mut tx = self.begin_write().await?;
         // Serialises concurrent creations for one master (PostgreSQL); SQLite already runs
         // one writer at a time.
@@ -145,11 +146,7 @@ impl Store {
         Ok(key)
     }
 
-    pub async fn list_keys(
-        &self,
-        master_id: i64,
-        page: PageRequest,
-    ) -> StoreResult<(Vec<Key>, i64)> {
+    pub async fn list_keys(&self, master_id: i64, page: PageRequest) -> StoreResult<(Vec<Key>, i64)> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM child_keys WHERE master_id = $1 ORDER BY id LIMIT $2 OFFSET $3"
         ))
@@ -164,10 +161,7 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?,
         )?;
-        Ok((
-            rows.iter().map(from_row).collect::<StoreResult<_>>()?,
-            total,
-        ))
+        Ok((rows.iter().map(from_row).collect::<StoreResult<_>>()?, total))
     }
 
     pub async fn keys_of_master(&self, master_id: i64) -> StoreResult<Vec<Key>> {
@@ -203,6 +197,7 @@ impl Store {
     /// Writes the changeable fields of a key. A revoked key stays revoked: the update
     /// does not apply to it unless it is itself a revocation.
     pub async fn update_key(&self, id: i64, w: &KeyWrite) -> StoreResult<Key> {
+        let _permit = self.write_permit().await;
         let row = sqlx::query(&format!(
             "UPDATE child_keys SET name = $2, status = $3, default_namespace = $4, namespaces = $5, \
              allow_ips = $6, deny_ips = $7, expires_at = $8, qps = $9, updated_at = $10 \

@@ -71,6 +71,7 @@ pub(super) fn from_row(row: &AnyRow) -> StoreResult<Master> {
 
 impl Store {
     pub async fn create_master(&self, new: &NewMaster) -> StoreResult<Master> {
+        let _permit = self.write_permit().await;
         let now = now_unix();
         let row = sqlx::query(&format!(
             "INSERT INTO masters (name, group_name, status, max_child_keys, global_qps, epoch, \
@@ -105,10 +106,7 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?,
         )?;
-        Ok((
-            rows.iter().map(from_row).collect::<StoreResult<_>>()?,
-            total,
-        ))
+        Ok((rows.iter().map(from_row).collect::<StoreResult<_>>()?, total))
     }
 
     pub async fn all_masters(&self) -> StoreResult<Vec<Master>> {
@@ -128,16 +126,15 @@ impl Store {
     }
 
     pub async fn find_master_by_digest(&self, digest: &str) -> StoreResult<Option<Master>> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM masters WHERE token_digest = $1"
-        ))
-        .bind(digest)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM masters WHERE token_digest = $1"))
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(from_row).transpose()
     }
 
     pub async fn update_master(&self, id: i64, w: &MasterWrite) -> StoreResult<Master> {
+        let _permit = self.write_permit().await;
         let row = sqlx::query(&format!(
             "UPDATE masters SET name = $2, group_name = $3, status = $4, max_child_keys = $5, \
              global_qps = $6, default_namespace = $7, namespaces = $8, updated_at = $9 \
@@ -161,6 +158,7 @@ impl Store {
 
     /// Raises the master's revocation epoch by one: every key issued before is dead.
     pub async fn bump_master_epoch(&self, id: i64) -> StoreResult<Master> {
+        let _permit = self.write_permit().await;
         let row = sqlx::query(&format!(
             "UPDATE masters SET epoch = epoch + 1, updated_at = $2 WHERE id = $1 RETURNING {COLUMNS}"
         ))
@@ -172,12 +170,8 @@ impl Store {
         from_row(&row)
     }
 
-    pub async fn rotate_master_token(
-        &self,
-        id: i64,
-        digest: &str,
-        prefix: &str,
-    ) -> StoreResult<Master> {
+    pub async fn rotate_master_token(&self, id: i64, digest: &str, prefix: &str) -> StoreResult<Master> {
+        let _permit = self.write_permit().await;
         let row = sqlx::query(&format!(
             "UPDATE masters SET token_digest = $2, token_prefix = $3, updated_at = $4 \
              WHERE id = $1 RETURNING {COLUMNS}"
@@ -194,6 +188,7 @@ impl Store {
 
     /// Suspends the master and revokes all its keys in one transaction.
     pub async fn delete_master(&self, id: i64) -> StoreResult<(Master, Vec<Key>)> {
+        let _permit = self.write_permit().await;
         let mut tx = self.begin_write().await?;
         let now = now_unix();
         let row = sqlx::query(&format!(
@@ -205,13 +200,11 @@ impl Store {
         .await?
         .ok_or(StoreError::NotFound("master"))?;
         let master = from_row(&row)?;
-        sqlx::query(
-            "UPDATE child_keys SET status = 'revoked', updated_at = $2 WHERE master_id = $1",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE child_keys SET status = 'revoked', updated_at = $2 WHERE master_id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         let keys = super::keys::keys_of_master(&mut *tx, id).await?;
         tx.commit().await?;
         Ok((master, keys))
@@ -226,6 +219,7 @@ impl Store {
         namespaces: &[String],
         key_updates: &[(i64, String, Vec<String>)],
     ) -> StoreResult<(Master, Vec<Key>)> {
+        let _permit = self.write_permit().await;
         let mut tx = self.begin_write().await?;
         let now = now_unix();
         let row = sqlx::query(&format!(

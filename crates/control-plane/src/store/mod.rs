@@ -10,6 +10,7 @@ mod models;
 mod namespaces;
 mod settings;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ez_config::DatabaseKind;
@@ -70,14 +71,14 @@ impl PageRequest {
 pub struct Store {
     pool: AnyPool,
     kind: DatabaseKind,
+    /// SQLite allows one writer at a time; writers that collide wait in SQLite's busy
+    /// handler, which backs off in steps of up to 100 ms. Queuing them here instead
+    /// keeps write latency flat. (PostgreSQL needs no such thing.)
+    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
-    pub async fn connect(
-        url: &str,
-        kind: DatabaseKind,
-        max_connections: u32,
-    ) -> StoreResult<Store> {
+    pub async fn connect(url: &str, kind: DatabaseKind, max_connections: u32) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
         let is_sqlite = kind == DatabaseKind::Sqlite;
         let pool = AnyPoolOptions::new()
@@ -96,7 +97,11 @@ impl Store {
             })
             .connect(url)
             .await?;
-        Ok(Store { pool, kind })
+        Ok(Store {
+            pool,
+            kind,
+            sqlite_writer: Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     pub fn kind(&self) -> &DatabaseKind {
@@ -129,6 +134,14 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Held by every write for its duration; `None` on PostgreSQL.
+    async fn write_permit(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.kind {
+            DatabaseKind::Sqlite => Some(self.sqlite_writer.lock().await),
+            DatabaseKind::Postgres => None,
+        }
     }
 
     /// Starts a write transaction. SQLite takes the write lock at once (`BEGIN

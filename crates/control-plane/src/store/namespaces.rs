@@ -27,6 +27,7 @@ impl Store {
         description: &str,
         status: NamespaceStatus,
     ) -> StoreResult<Namespace> {
+        let _permit = self.write_permit().await;
         let now = now_unix();
         let row = sqlx::query(&format!(
             "INSERT INTO namespaces (name, description, status, created_at, updated_at) \
@@ -55,10 +56,7 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?,
         )?;
-        Ok((
-            rows.iter().map(from_row).collect::<StoreResult<_>>()?,
-            total,
-        ))
+        Ok((rows.iter().map(from_row).collect::<StoreResult<_>>()?, total))
     }
 
     pub async fn get_namespace(&self, id: i64) -> StoreResult<Namespace> {
@@ -75,15 +73,8 @@ impl Store {
         let rows = sqlx::query("SELECT name FROM namespaces")
             .fetch_all(&self.pool)
             .await?;
-        let existing: Vec<String> = rows
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?;
-        Ok(names
-            .iter()
-            .filter(|n| !existing.contains(n))
-            .cloned()
-            .collect())
+        let existing: Vec<String> = rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+        Ok(names.iter().filter(|n| !existing.contains(n)).cloned().collect())
     }
 
     pub async fn update_namespace(
@@ -93,6 +84,7 @@ impl Store {
         description: &str,
         status: NamespaceStatus,
     ) -> StoreResult<Namespace> {
+        let _permit = self.write_permit().await;
         let row = sqlx::query(&format!(
             "UPDATE namespaces SET name = $2, description = $3, status = $4, updated_at = $5 \
              WHERE id = $1 RETURNING {COLUMNS}"
@@ -112,11 +104,11 @@ impl Store {
     /// How many masters and live (not revoked) keys name `namespace`.
     pub async fn namespace_usage(&self, namespace: &str) -> StoreResult<(i64, i64)> {
         // Namespace names are restricted to [A-Za-z0-9_-], so the quoted name can only
-        // match a whole element of the JSON list.
-        let pattern = format!("%\"{namespace}\"%");
+        // match a whole element of the JSON list; `_` is a LIKE wildcard and is escaped.
+        let pattern = format!("%\"{}\"%", namespace.replace('_', "\\_"));
         let masters = count(
             &sqlx::query(
-                "SELECT COUNT(*) FROM masters WHERE default_namespace = $1 OR namespaces LIKE $2",
+                "SELECT COUNT(*) FROM masters WHERE default_namespace = $1 OR namespaces LIKE $2 ESCAPE '\\'",
             )
             .bind(namespace)
             .bind(&pattern)
@@ -126,7 +118,7 @@ impl Store {
         let keys = count(
             &sqlx::query(
                 "SELECT COUNT(*) FROM child_keys WHERE status <> 'revoked' \
-                 AND (default_namespace = $1 OR namespaces LIKE $2)",
+                 AND (default_namespace = $1 OR namespaces LIKE $2 ESCAPE '\\')",
             )
             .bind(namespace)
             .bind(&pattern)
@@ -137,6 +129,7 @@ impl Store {
     }
 
     pub async fn delete_namespace(&self, id: i64) -> StoreResult<()> {
+        let _permit = self.write_permit().await;
         let done = sqlx::query("DELETE FROM namespaces WHERE id = $1")
             .bind(id)
             .execute(&self.pool)

@@ -17,6 +17,7 @@ impl Store {
     /// Stores `value` unless the setting already exists; returns the value in force and
     /// whether it is the one passed in. Safe when several CPs start at once.
     pub async fn init_setting(&self, key: &str, value: &str) -> StoreResult<(String, bool)> {
+        let _permit = self.write_permit().await;
         let now = now_unix();
         let inserted = sqlx::query(
             "INSERT INTO settings (key, value, created_at, updated_at) VALUES ($1, $2, $3, $3) \
@@ -29,10 +30,7 @@ impl Store {
         .await?
         .rows_affected()
             == 1;
-        let current = self
-            .get_setting(key)
-            .await?
-            .unwrap_or_else(|| value.to_owned());
+        let current = self.get_setting(key).await?.unwrap_or_else(|| value.to_owned());
         Ok((current, inserted))
     }
 }

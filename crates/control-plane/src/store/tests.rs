@@ -10,9 +10,19 @@ async fn store(backend: Backend) -> Option<(Store, TestDatabase)> {
         return None;
     }
     let db = TestDatabase::create(backend).await;
-    let store = Store::connect(&db.url, db.kind.clone(), 4).await.expect("connect");
-    assert_eq!(store.migrate().await.expect("migrate"), 1, "a fresh database gets every migration");
-    assert_eq!(store.migrate().await.expect("migrate again"), 0, "migrations are idempotent");
+    let store = Store::connect(&db.url, db.kind.clone(), 4)
+        .await
+        .expect("connect");
+    assert_eq!(
+        store.migrate().await.expect("migrate"),
+        1,
+        "a fresh database gets every migration"
+    );
+    assert_eq!(
+        store.migrate().await.expect("migrate again"),
+        0,
+        "migrations are idempotent"
+    );
     Some((store, db))
 }
 
@@ -74,34 +84,67 @@ fn new_key(master_id: i64, name: &str, digest: &str) -> NewKey {
     }
 }
 
-const PAGE: PageRequest = PageRequest { page: 1, page_size: 50 };
+const PAGE: PageRequest = PageRequest {
+    page: 1,
+    page_size: 50,
+};
 
 async fn default_namespace_exists_from_the_first_migration(backend: Backend) {
-    let Some((store, _db)) = store(backend).await else { return };
+    let Some((store, _db)) = store(backend).await else {
+        return;
+    };
     let (namespaces, total) = store.list_namespaces(PAGE).await.unwrap();
     assert_eq!(total, 1);
     assert_eq!(namespaces[0].name, "default");
-    assert_eq!(store.missing_namespaces(&["default".into(), "x".into()]).await.unwrap(), vec!["x".to_string()]);
+    assert_eq!(
+        store
+            .missing_namespaces(&["default".into(), "x".into()])
+            .await
+            .unwrap(),
+        vec!["x".to_string()]
+    );
 }
 
 async fn settings_are_written_once(backend: Backend) {
-    let Some((store, _db)) = store(backend).await else { return };
+    let Some((store, _db)) = store(backend).await else {
+        return;
+    };
     assert_eq!(store.get_setting("s").await.unwrap(), None);
-    assert_eq!(store.init_setting("s", "first").await.unwrap(), ("first".to_string(), true));
-    assert_eq!(store.init_setting("s", "second").await.unwrap(), ("first".to_string(), false));
+    assert_eq!(
+        store.init_setting("s", "first").await.unwrap(),
+        ("first".to_string(), true)
+    );
+    assert_eq!(
+        store.init_setting("s", "second").await.unwrap(),
+        ("first".to_string(), false)
+    );
     assert_eq!(store.get_setting("s").await.unwrap().as_deref(), Some("first"));
 }
 
 async fn masters_round_trip_and_names_are_unique(backend: Backend) {
-    let Some((store, _db)) = store(backend).await else { return };
+    let Some((store, _db)) = store(backend).await else {
+        return;
+    };
     let m = store.create_master(&new_master("acme", "d1")).await.unwrap();
-    assert_eq!((m.status, m.epoch, m.max_child_keys), (MasterStatus::Active, 1, 2));
+    assert_eq!(
+        (m.status, m.epoch, m.max_child_keys),
+        (MasterStatus::Active, 1, 2)
+    );
     assert_eq!(store.get_master(m.id).await.unwrap(), m);
     assert_eq!(store.find_master_by_digest("d1").await.unwrap(), Some(m.clone()));
     assert_eq!(store.find_master_by_digest("nope").await.unwrap(), None);
-    assert!(matches!(store.create_master(&new_master("acme", "d2")).await, Err(StoreError::Conflict(_))));
-    assert!(matches!(store.create_master(&new_master("other", "d1")).await, Err(StoreError::Conflict(_))));
-    assert!(matches!(store.get_master(m.id + 100).await, Err(StoreError::NotFound("master"))));
+    assert!(matches!(
+        store.create_master(&new_master("acme", "d2")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.create_master(&new_master("other", "d1")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.get_master(m.id + 100).await,
+        Err(StoreError::NotFound("master"))
+    ));
 
     let bumped = store.bump_master_epoch(m.id).await.unwrap();
     assert_eq!(bumped.epoch, 2);
@@ -113,7 +156,9 @@ async fn masters_round_trip_and_names_are_unique(backend: Backend) {
 }
 
 async fn keys_respect_the_limit_and_stamp_the_epoch(backend: Backend) {
-    let Some((store, _db)) = store(backend).await else { return };
+    let Some((store, _db)) = store(backend).await else {
+        return;
+    };
     let m = store.create_master(&new_master("acme", "m1")).await.unwrap();
     store.bump_master_epoch(m.id).await.unwrap();
     let k1 = store.create_key(&new_key(m.id, "a", "k1")).await.unwrap();
@@ -121,23 +166,46 @@ async fn keys_respect_the_limit_and_stamp_the_epoch(backend: Backend) {
     assert_eq!(k1.allow_ips, vec!["10.0.0.0/8".to_string()]);
     assert_eq!(k1.expires_at, Some(4_000_000_000));
     assert_eq!(store.find_key_by_digest("k1").await.unwrap(), Some(k1.clone()));
-    assert!(matches!(store.create_key(&new_key(m.id, "a", "k2")).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_key(&new_key(m.id, "a", "k2")).await,
+        Err(StoreError::Conflict(_))
+    ));
     store.create_key(&new_key(m.id, "b", "k2")).await.unwrap();
-    assert!(matches!(store.create_key(&new_key(m.id, "c", "k3")).await, Err(StoreError::LimitReached(_))));
-    assert!(matches!(store.create_key(&new_key(m.id + 9, "c", "k3")).await, Err(StoreError::NotFound("master"))));
-    let (keys, total) = store.list_keys(m.id, PageRequest { page: 2, page_size: 1 }).await.unwrap();
+    assert!(matches!(
+        store.create_key(&new_key(m.id, "c", "k3")).await,
+        Err(StoreError::LimitReached(_))
+    ));
+    assert!(matches!(
+        store.create_key(&new_key(m.id + 9, "c", "k3")).await,
+        Err(StoreError::NotFound("master"))
+    ));
+    let (keys, total) = store
+        .list_keys(
+            m.id,
+            PageRequest {
+                page: 2,
+                page_size: 1,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!((keys.len(), total, keys[0].name.as_str()), (1, 2, "b"));
 }
 
 async fn revoked_keys_stay_revoked(backend: Backend) {
-    let Some((store, _db)) = store(backend).await else { return };
+    let Some((store, _db)) = store(backend).await else {
+        return;
+    };
     let m = store.create_master(&new_master("acme", "m1")).await.unwrap();
     let k = store.create_key(&new_key(m.id, "a", "k1")).await.unwrap();
     let mut write = KeyWrite::from(&k);
     write.status = KeyStatus::Revoked;
     store.update_key(k.id, &write).await.unwrap();
     write.status = KeyStatus::Active;
-    assert!(matches!(store.update_key(k.id, &write).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.update_key(k.id, &write).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(store.get_key(k.id).await.unwrap().status, KeyStatus::Revoked);
     // A revoked key frees its slot.
     store.create_key(&new_key(m.id, "b", "k2")).await.unwrap();
@@ -145,12 +213,18 @@ async fn revoked_keys_stay_revoked(backend: Backend) {
 }
 
 async fn deleting_a_master_revokes_its_keys(backend: Backend) {
-    let Some((store, _db)) = store(backend).await else { return };
+    let Some((store, _db)) = store(backend).await else {
+        return;
+    };
     let m = store.create_master(&new_master("acme", "m1")).await.unwrap();
     store.create_key(&new_key(m.id, "a", "k1")).await.unwrap();
     let (master, keys) = store.delete_master(m.id).await.unwrap();
     assert_eq!(master.status, MasterStatus::Suspended);
     assert!(keys.iter().all(|k| k.status == KeyStatus::Revoked) && keys.len() == 1);
     assert_eq!(store.all_keys().await.unwrap(), keys);
-    assert_eq!(store.namespace_usage("default").await.unwrap(), (1, 0), "revoked keys do not count as usage");
+    assert_eq!(
+        store.namespace_usage("default").await.unwrap(),
+        (1, 0),
+        "revoked keys do not count as usage"
+    );
 }

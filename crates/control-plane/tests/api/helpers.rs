@@ -60,28 +60,16 @@ pub struct Resp {
 impl Resp {
     #[track_caller]
     pub fn expect(self, status: u16) -> Resp {
-        assert_eq!(
-            self.status, status,
-            "unexpected status; body: {}",
-            self.text
-        );
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
         self
     }
 
     /// Asserts the SPEC §5 error envelope with this status and code.
     #[track_caller]
     pub fn expect_error(self, status: u16, code: &str) -> Resp {
-        assert_eq!(
-            self.status, status,
-            "unexpected status; body: {}",
-            self.text
-        );
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
         let error = &self.body["error"];
-        assert_eq!(
-            error["code"], code,
-            "unexpected error code; body: {}",
-            self.text
-        );
+        assert_eq!(error["code"], code, "unexpected error code; body: {}", self.text);
         assert!(
             error["message"].as_str().is_some_and(|m| !m.is_empty()),
             "error without message: {}",
@@ -128,9 +116,7 @@ impl TestApp {
         let cp = ControlPlane::build(&config, store, bus)
             .await
             .expect("build control plane");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
         let app = cp.router();
@@ -200,8 +186,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {
-        self.request(reqwest::Method::GET, path, Some(token), None)
-            .await
+        self.request(reqwest::Method::GET, path, Some(token), None).await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {

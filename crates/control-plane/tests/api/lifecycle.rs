@@ -48,18 +48,12 @@ async fn walkthrough_create_issue_whoami_revoke(backend: Backend) {
     assert_eq!(me["allow_ips"], json!([]));
     assert_eq!(me["deny_ips"], json!([]));
     assert_eq!(me["expires_at"], Value::Null);
-    assert!(
-        me.get("key").is_none(),
-        "the plaintext key is never shown again"
-    );
+    assert!(me.get("key").is_none(), "the plaintext key is never shown again");
 
     let master = app.whoami(&master_key).await.expect(200).body;
     assert_eq!(master["type"], "master");
     assert_eq!(master["id"], master_id);
-    assert_eq!(
-        app.whoami(ADMIN_TOKEN).await.expect(200).body["type"],
-        "admin"
-    );
+    assert_eq!(app.whoami(ADMIN_TOKEN).await.expect(200).body["type"], "admin");
 
     let revoked = app
         .delete(&format!("/v1/tokens/{key_id}"), &master_key)
@@ -86,18 +80,13 @@ async fn epoch_bump_rejects_older_keys_and_accepts_new_ones(backend: Backend) {
     app.get("/v1/tokens", &jwt).await.expect(200);
 
     let bumped = app
-        .admin_post(
-            &format!("/admin/masters/{master_id}/revoke-keys"),
-            json!({}),
-        )
+        .admin_post(&format!("/admin/masters/{master_id}/revoke-keys"), json!({}))
         .await
         .expect(200);
     assert_eq!(bumped.body["epoch"], 2);
 
     app.whoami(&old_key).await.expect_error(401, "key_revoked");
-    app.whoami(&admin_issued)
-        .await
-        .expect_error(401, "key_revoked");
+    app.whoami(&admin_issued).await.expect_error(401, "key_revoked");
     app.get("/v1/tokens", &jwt)
         .await
         .expect_error(401, "token_revoked");
@@ -142,10 +131,7 @@ async fn expired_key_is_rejected(backend: Backend) {
     let (key_id, key) = app
         .issue_key(&master_key, json!({ "expires_at": expires_at }))
         .await;
-    assert_eq!(
-        app.whoami(&key).await.expect(200).body["expires_at"],
-        expires_at
-    );
+    assert_eq!(app.whoami(&key).await.expect(200).body["expires_at"], expires_at);
 
     // Let the hour pass: the API refuses past expiry times, so move it in the store and
     // push the change to the bus, as time would.
@@ -175,9 +161,7 @@ async fn ip_allow_and_deny_lists(backend: Backend) {
     let (_, outside_allow) = app
         .issue_key(&master_key, json!({ "allow_ips": ["10.0.0.0/8"] }))
         .await;
-    app.whoami(&outside_allow)
-        .await
-        .expect_error(401, "ip_denied");
+    app.whoami(&outside_allow).await.expect_error(401, "ip_denied");
 
     let (_, denied) = app
         .issue_key(&master_key, json!({ "deny_ips": ["127.0.0.0/8"] }))
@@ -185,10 +169,7 @@ async fn ip_allow_and_deny_lists(backend: Backend) {
     app.whoami(&denied).await.expect_error(401, "ip_denied");
 
     let (allowed_id, allowed) = app
-        .issue_key(
-            &master_key,
-            json!({ "allow_ips": ["127.0.0.1", "10.0.0.0/8"] }),
-        )
+        .issue_key(&master_key, json!({ "allow_ips": ["127.0.0.1", "10.0.0.0/8"] }))
         .await;
     let me = app.whoami(&allowed).await.expect(200).body;
     assert_eq!(me["allow_ips"], json!(["127.0.0.1/32", "10.0.0.0/8"]));
@@ -272,16 +253,13 @@ async fn whoami_validates_from_the_bus_first(backend: Backend) {
 
 async fn bus_entries_follow_every_change(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let mut refresh = app
-        .state
-        .bus
-        .subscribe(bus_keys::REFRESH_CHANNEL)
-        .await
-        .unwrap();
+    let mut refresh = app.state.bus.subscribe(bus_keys::REFRESH_CHANNEL).await.unwrap();
     let ns = "team-a";
     app.create_namespace(ns).await;
     let (master_id, master_key) = app
-        .create_master(json!({ "name": "acme", "group": "vip", "global_qps": 7, "namespaces": ["default", ns] }))
+        .create_master(
+            json!({ "name": "acme", "group": "vip", "global_qps": 7, "namespaces": ["default", ns] }),
+        )
         .await;
 
     let event = tokio::time::timeout(Duration::from_secs(5), refresh.next())
@@ -332,12 +310,9 @@ async fn bus_entries_follow_every_change(backend: Backend) {
     assert!(token["expires_at"].parse::<i64>().is_ok());
 
     // A master change that keys carry (group) rewrites the key entries too.
-    app.admin_put(
-        &format!("/admin/masters/{master_id}"),
-        json!({ "group": "gold" }),
-    )
-    .await
-    .expect(200);
+    app.admin_put(&format!("/admin/masters/{master_id}"), json!({ "group": "gold" }))
+        .await
+        .expect(200);
     assert_eq!(
         app.state
             .bus
@@ -347,12 +322,9 @@ async fn bus_entries_follow_every_change(backend: Backend) {
             .as_deref(),
         Some("gold")
     );
-    app.admin_post(
-        &format!("/admin/masters/{master_id}/revoke-keys"),
-        json!({}),
-    )
-    .await
-    .expect(200);
+    app.admin_post(&format!("/admin/masters/{master_id}/revoke-keys"), json!({}))
+        .await
+        .expect(200);
     assert_eq!(
         app.state
             .bus
@@ -385,11 +357,7 @@ async fn full_sync_repairs_the_bus(backend: Backend) {
     let (master_id, master_key) = app.create_master(json!({ "name": "acme" })).await;
     let (_, key) = app.issue_key(&master_key, json!({})).await;
     let expected = app.bus_snapshot().await;
-    assert_eq!(
-        expected.len(),
-        2,
-        "one master and one key entry: {expected:?}"
-    );
+    assert_eq!(expected.len(), 2, "one master and one key entry: {expected:?}");
 
     let bus = &app.state.bus;
     bus.apply(vec![
@@ -407,11 +375,7 @@ async fn full_sync_repairs_the_bus(backend: Backend) {
     .await
     .unwrap();
 
-    let report = app
-        .admin_post("/admin/sync", json!({}))
-        .await
-        .expect(200)
-        .body;
+    let report = app.admin_post("/admin/sync", json!({})).await.expect(200).body;
     assert_eq!(report["masters"], 1);
     assert_eq!(report["keys"], 1);
     assert_eq!(report["removed"], 1);
@@ -435,12 +399,9 @@ async fn restart_keeps_every_master_and_key(backend: Backend) {
     app.delete(&format!("/v1/tokens/{revoked_id}"), &master_key)
         .await
         .expect(200);
-    app.admin_post(
-        &format!("/admin/masters/{master_id}/revoke-keys"),
-        json!({}),
-    )
-    .await
-    .expect(200);
+    app.admin_post(&format!("/admin/masters/{master_id}/revoke-keys"), json!({}))
+        .await
+        .expect(200);
     let (_, key) = app
         .issue_key(
             &master_key,
@@ -458,9 +419,7 @@ async fn restart_keeps_every_master_and_key(backend: Backend) {
         app.whoami(&key).await.expect(200).body["namespaces"],
         json!(["team-a"])
     );
-    app.whoami(&before_bump)
-        .await
-        .expect_error(401, "key_revoked");
+    app.whoami(&before_bump).await.expect_error(401, "key_revoked");
     app.whoami(&revoked).await.expect_error(401, "key_revoked");
     assert_eq!(
         app.get("/v1/tokens", &master_key).await.expect(200).body["total"],

@@ -60,19 +60,13 @@ async fn request_ids_are_kept_or_generated(backend: Backend) {
     let resp = send(Some("client-id-123"), "/health").await.unwrap();
     assert_eq!(resp.headers()["x-request-id"], "client-id-123");
     let resp = send(Some("bad id with spaces"), "/health").await.unwrap();
-    assert!(is_generated(
-        resp.headers()["x-request-id"].to_str().unwrap()
-    ));
+    assert!(is_generated(resp.headers()["x-request-id"].to_str().unwrap()));
     let resp = send(None, "/admin/masters").await.unwrap();
     assert_eq!(resp.status(), 401);
-    assert!(is_generated(
-        resp.headers()["x-request-id"].to_str().unwrap()
-    ));
+    assert!(is_generated(resp.headers()["x-request-id"].to_str().unwrap()));
     let resp = send(None, "/no/such/route").await.unwrap();
     assert_eq!(resp.status(), 404);
-    assert!(is_generated(
-        resp.headers()["x-request-id"].to_str().unwrap()
-    ));
+    assert!(is_generated(resp.headers()["x-request-id"].to_str().unwrap()));
     let a = send(None, "/health").await.unwrap();
     let b = send(None, "/health").await.unwrap();
     assert_ne!(a.headers()["x-request-id"], b.headers()["x-request-id"]);
@@ -96,14 +90,9 @@ async fn metrics_are_prometheus_text(backend: Backend) {
         "{}",
         resp.text
     );
+    assert!(resp.text.contains(r#"route="/admin/masters""#), "{}", resp.text);
     assert!(
-        resp.text.contains(r#"route="/admin/masters""#),
-        "{}",
-        resp.text
-    );
-    assert!(
-        resp.text
-            .contains("ez_http_request_duration_seconds_bucket"),
+        resp.text.contains("ez_http_request_duration_seconds_bucket"),
         "{}",
         resp.text
     );
@@ -113,30 +102,20 @@ async fn login_issues_sessions_for_admin_and_masters(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let login = |body: Value| app.request(reqwest::Method::POST, "/auth/login", None, Some(body));
 
-    let admin = login(json!({ "admin_token": ADMIN_TOKEN }))
-        .await
-        .expect(200);
+    let admin = login(json!({ "admin_token": ADMIN_TOKEN })).await.expect(200);
     assert_eq!(admin.body["type"], "admin");
     assert!(admin.body["expires_at"].as_i64().unwrap() > ez_contract::time::now_unix() + 3600);
     let admin_jwt = admin.str("token");
     app.get("/admin/masters", &admin_jwt).await.expect(200);
-    assert_eq!(
-        app.whoami(&admin_jwt).await.expect(200).body["type"],
-        "admin"
-    );
+    assert_eq!(app.whoami(&admin_jwt).await.expect(200).body["type"], "admin");
 
     let (master_id, master_key) = app.create_master(json!({ "name": "acme" })).await;
     let master_jwt = app.post_login(json!({ "master_key": master_key })).await;
-    app.post("/v1/tokens", &master_jwt, json!({}))
-        .await
-        .expect(201);
+    app.post("/v1/tokens", &master_jwt, json!({})).await.expect(201);
     app.get("/admin/masters", &master_jwt)
         .await
         .expect_error(403, "admin_required");
-    assert_eq!(
-        app.whoami(&master_jwt).await.expect(200).body["id"],
-        master_id
-    );
+    assert_eq!(app.whoami(&master_jwt).await.expect(200).body["id"], master_id);
 
     login(json!({ "admin_token": "wrong-token-wrong-token" }))
         .await
@@ -268,16 +247,12 @@ async fn openapi_document_covers_every_route() {
             routes.insert(format!("{} {path}", method.to_uppercase()));
         }
     }
-    let golden_path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/golden/openapi_routes.txt"
-    );
+    let golden_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/openapi_routes.txt");
     let actual = routes.iter().cloned().collect::<Vec<_>>().join("\n") + "\n";
     if std::env::var_os("EZ_UPDATE_GOLDEN").is_some() {
         std::fs::write(golden_path, &actual).unwrap();
     }
-    let golden =
-        std::fs::read_to_string(golden_path).expect("golden file (EZ_UPDATE_GOLDEN=1 writes it)");
+    let golden = std::fs::read_to_string(golden_path).expect("golden file (EZ_UPDATE_GOLDEN=1 writes it)");
     assert_eq!(
         actual, golden,
         "the documented routes changed; review and run with EZ_UPDATE_GOLDEN=1"

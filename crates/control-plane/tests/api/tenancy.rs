@@ -31,20 +31,13 @@ async fn a_master_sees_only_its_own_keys(backend: Backend) {
     assert_eq!(list["page_size"], 50);
 
     let path = format!("/v1/tokens/{bob_key_id}");
-    app.get(&path, &alice)
-        .await
-        .expect_error(404, "key_not_found");
+    app.get(&path, &alice).await.expect_error(404, "key_not_found");
     app.put(&path, &alice, json!({ "status": "suspended" }))
         .await
         .expect_error(404, "key_not_found");
-    app.delete(&path, &alice)
-        .await
-        .expect_error(404, "key_not_found");
+    app.delete(&path, &alice).await.expect_error(404, "key_not_found");
     // Bob's key is untouched and still works.
-    assert_eq!(
-        app.get(&path, &bob).await.expect(200).body["status"],
-        "active"
-    );
+    assert_eq!(app.get(&path, &bob).await.expect(200).body["status"], "active");
     app.whoami(&bob_key).await.expect(200);
     // Names are unique per master only.
     app.issue_key(&alice, json!({ "name": "b1" })).await;
@@ -59,13 +52,7 @@ async fn max_child_keys_is_enforced_even_under_concurrency(backend: Backend) {
         .create_master(json!({ "name": "acme", "max_child_keys": 3 }))
         .await;
 
-    let attempts = (0..10).map(|i| {
-        app.post(
-            "/v1/tokens",
-            &master_key,
-            json!({ "name": format!("k{i}") }),
-        )
-    });
+    let attempts = (0..10).map(|i| app.post("/v1/tokens", &master_key, json!({ "name": format!("k{i}") })));
     let results = futures_util::future::join_all(attempts).await;
     let created: Vec<_> = results.iter().filter(|r| r.status == 201).collect();
     assert_eq!(
@@ -88,8 +75,7 @@ async fn max_child_keys_is_enforced_even_under_concurrency(backend: Backend) {
     app.delete(&format!("/v1/tokens/{id}"), &master_key)
         .await
         .expect(200);
-    app.issue_key(&master_key, json!({ "name": "replacement" }))
-        .await;
+    app.issue_key(&master_key, json!({ "name": "replacement" })).await;
     app.post("/v1/tokens", &master_key, json!({}))
         .await
         .expect_error(409, "limit_reached");
@@ -100,7 +86,9 @@ async fn key_namespaces_stay_a_subset_of_the_master(backend: Backend) {
     app.create_namespace("team-a").await;
     app.create_namespace("team-b").await;
     let (_, master_key) = app
-        .create_master(json!({ "name": "acme", "namespaces": ["default", "team-a"], "default_namespace": "team-a" }))
+        .create_master(
+            json!({ "name": "acme", "namespaces": ["default", "team-a"], "default_namespace": "team-a" }),
+        )
         .await;
 
     let (_, inherited) = app.issue_key(&master_key, json!({})).await;
@@ -116,13 +104,9 @@ async fn key_namespaces_stay_a_subset_of_the_master(backend: Backend) {
         "default"
     );
 
-    app.post(
-        "/v1/tokens",
-        &master_key,
-        json!({ "namespaces": ["team-b"] }),
-    )
-    .await
-    .expect_error(422, "namespace_not_allowed");
+    app.post("/v1/tokens", &master_key, json!({ "namespaces": ["team-b"] }))
+        .await
+        .expect_error(422, "namespace_not_allowed");
     app.post("/v1/tokens", &master_key, json!({ "namespaces": ["nope"] }))
         .await
         .expect_error(422, "namespace_not_found");
@@ -170,10 +154,7 @@ async fn access_change_with_and_without_propagate(backend: Backend) {
     );
 
     let master = app
-        .admin_put(
-            &path,
-            json!({ "namespaces": ["team-a"], "propagate": true }),
-        )
+        .admin_put(&path, json!({ "namespaces": ["team-a"], "propagate": true }))
         .await
         .expect(200)
         .body;
@@ -226,12 +207,9 @@ async fn namespaces_in_use_cannot_be_deleted_or_renamed(backend: Backend) {
     app.admin_delete(&format!("/admin/namespaces/{team}"))
         .await
         .expect_error(409, "namespace_in_use");
-    app.admin_put(
-        &format!("/admin/namespaces/{team}"),
-        json!({ "name": "team-b" }),
-    )
-    .await
-    .expect_error(409, "namespace_in_use");
+    app.admin_put(&format!("/admin/namespaces/{team}"), json!({ "name": "team-b" }))
+        .await
+        .expect_error(409, "namespace_in_use");
     let updated = app
         .admin_put(
             &format!("/admin/namespaces/{team}"),
@@ -338,12 +316,9 @@ async fn admin_manages_keys_on_behalf_of_a_master(backend: Backend) {
             .body["status"],
         "revoked"
     );
-    app.admin_put(
-        &format!("/admin/keys/{key_id}"),
-        json!({ "status": "active" }),
-    )
-    .await
-    .expect_error(409, "key_revoked");
+    app.admin_put(&format!("/admin/keys/{key_id}"), json!({ "status": "active" }))
+        .await
+        .expect_error(409, "key_revoked");
     app.whoami(&created.str("key"))
         .await
         .expect_error(401, "key_revoked");
