@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{ADMIN_TOKEN, Resp, TestApp};
+use crate::helpers::{ADMIN_TOKEN, Resp, TestApp, into_resp};
 use ez_contract::time::now_unix;
 use ez_control_plane::auth::jwt::{Claims, JwtKeys, Role};
 use ez_control_plane::testing::Backend;
@@ -102,17 +102,7 @@ async fn send(app: &TestApp, route_: &str, auth: &Auth, body: &Body) -> Resp {
         Body::Raw(Some(content_type), text) => req.header("content-type", *content_type).body(text.clone()),
         Body::Raw(None, text) => req.body(text.clone()),
     };
-    let resp = req.send().await.expect("request sent");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp {
-        status,
-        headers,
-        body,
-        text,
-    }
+    into_resp(req.send().await.expect("request sent")).await
 }
 
 fn shorten(text: &str) -> String {

@@ -300,7 +300,7 @@ impl Drop for TestApp {
     }
 }
 
-async fn into_resp(resp: reqwest::Response) -> Resp {
+pub async fn into_resp(resp: reqwest::Response) -> Resp {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let text = resp.text().await.expect("body");
