@@ -201,6 +201,12 @@ impl RawConfig {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 (url.to_owned(), DatabaseKind::Postgres)
             }
+            // Create the file when missing, like the default does, unless the URL says
+            // otherwise (`mode=ro`, `mode=rw`).
+            Some(url) if url.starts_with("sqlite:") && !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                (format!("{url}{sep}mode=rwc"), DatabaseKind::Sqlite)
+            }
             Some(url) if url.starts_with("sqlite:") => (url.to_owned(), DatabaseKind::Sqlite),
             Some(_) => {
                 return Err(invalid(

@@ -181,3 +181,20 @@ fn single_addresses_become_host_networks() {
     assert!(parse_net("10.0.0.0/33").is_err());
     assert!(parse_net("bogus").is_err());
 }
+
+#[test]
+fn sqlite_urls_create_the_file_unless_told_otherwise() {
+    Jail::expect_with(|jail| {
+        jail.set_env("EZ_DATABASE__URL", "sqlite:///var/lib/ezapi/ez.db");
+        assert_eq!(
+            load_in(jail).map_err(|e| e.to_string())?.database.url,
+            "sqlite:///var/lib/ezapi/ez.db?mode=rwc"
+        );
+        jail.set_env("EZ_DATABASE__URL", "sqlite://ez.db?mode=ro");
+        assert_eq!(
+            load_in(jail).map_err(|e| e.to_string())?.database.url,
+            "sqlite://ez.db?mode=ro"
+        );
+        Ok(())
+    });
+}

@@ -5,6 +5,8 @@
 //! writes and the DP reads, and the one child-key validation function (SPEC §4).
 
 pub mod bus_keys;
+pub mod provider;
+pub mod selector;
 pub mod snapshot;
 pub mod time;
 pub mod token;

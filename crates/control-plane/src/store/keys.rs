@@ -103,47 +103,50 @@ impl Store {
     pub async fn create_key(&self, new: &NewKey) -> StoreResult<Key> {
         let _permit = self.write_permit().await;
         let mut tx = self.begin_write().await?;
-        // Serialises concurrent creations for one master (PostgreSQL); SQLite already runs
-        // one writer at a time.
-        let lock = format!("SELECT id FROM masters WHERE id = $1{}", self.lock_clause());
-        sqlx::query(&lock)
+        let result = async {
+            // Serialises concurrent creations for one master (PostgreSQL); SQLite already runs
+            // one writer at a time.
+            let lock = format!("SELECT id FROM masters WHERE id = $1{}", self.lock_clause());
+            sqlx::query(&lock)
+                .bind(new.master_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound("master"))?;
+            let now = now_unix();
+            let row = sqlx::query(&format!(
+                "INSERT INTO child_keys (master_id, name, token_digest, token_prefix, status, \
+                 issued_at_epoch, issued_by, default_namespace, namespaces, allow_ips, deny_ips, \
+                 expires_at, qps, created_at, updated_at) \
+                 SELECT $1, $2, $3, $4, 'active', m.epoch, $5, $6, $7, $8, $9, $10, $11, $12, $12 \
+                 FROM masters m WHERE m.id = $1 AND m.max_child_keys > \
+                 (SELECT COUNT(*) FROM child_keys k WHERE k.master_id = $1 AND k.status <> 'revoked') \
+                 RETURNING {COLUMNS}"
+            ))
             .bind(new.master_id)
+            .bind(&new.name)
+            .bind(&new.token_digest)
+            .bind(&new.token_prefix)
+            .bind(new.issued_by.as_str())
+            .bind(&new.default_namespace)
+            .bind(json_list(&new.namespaces))
+            .bind(json_list(&new.allow_ips))
+            .bind(json_list(&new.deny_ips))
+            .bind(new.expires_at)
+            .bind(new.qps)
+            .bind(now)
             .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound("master"))?;
-        let now = now_unix();
-        let row = sqlx::query(&format!(
-            "INSERT INTO child_keys (master_id, name, token_digest, token_prefix, status, \
-             issued_at_epoch, issued_by, default_namespace, namespaces, allow_ips, deny_ips, \
-             expires_at, qps, created_at, updated_at) \
-             SELECT $1, $2, $3, $4, 'active', m.epoch, $5, $6, $7, $8, $9, $10, $11, $12, $12 \
-             FROM masters m WHERE m.id = $1 AND m.max_child_keys > \
-             (SELECT COUNT(*) FROM child_keys k WHERE k.master_id = $1 AND k.status <> 'revoked') \
-             RETURNING {COLUMNS}"
-        ))
-        .bind(new.master_id)
-        .bind(&new.name)
-        .bind(&new.token_digest)
-        .bind(&new.token_prefix)
-        .bind(new.issued_by.as_str())
-        .bind(&new.default_namespace)
-        .bind(json_list(&new.namespaces))
-        .bind(json_list(&new.allow_ips))
-        .bind(json_list(&new.deny_ips))
-        .bind(new.expires_at)
-        .bind(new.qps)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| StoreError::or_conflict(e, &format!("a key named {:?}", new.name)))?;
-        let Some(row) = row else {
-            return Err(StoreError::LimitReached(
-                "the master already has max_child_keys active keys".into(),
-            ));
-        };
-        let key = from_row(&row)?;
-        tx.commit().await?;
-        Ok(key)
+            .await
+            .map_err(|e| StoreError::or_conflict(e, &format!("a key named {:?}", new.name)))?;
+            let Some(row) = row else {
+                return Err(StoreError::LimitReached(
+                    "the master already has max_child_keys active keys".into(),
+                ));
+            };
+            let key = from_row(&row)?;
+            Ok(key)
+        }
+        .await;
+        self.finish(tx, result).await
     }
 
     pub async fn list_keys(&self, master_id: i64, page: PageRequest) -> StoreResult<(Vec<Key>, i64)> {

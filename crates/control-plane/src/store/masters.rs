@@ -190,24 +190,27 @@ impl Store {
     pub async fn delete_master(&self, id: i64) -> StoreResult<(Master, Vec<Key>)> {
         let _permit = self.write_permit().await;
         let mut tx = self.begin_write().await?;
-        let now = now_unix();
-        let row = sqlx::query(&format!(
-            "UPDATE masters SET status = 'suspended', updated_at = $2 WHERE id = $1 RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound("master"))?;
-        let master = from_row(&row)?;
-        sqlx::query("UPDATE child_keys SET status = 'revoked', updated_at = $2 WHERE master_id = $1")
+        let result = async {
+            let now = now_unix();
+            let row = sqlx::query(&format!(
+                "UPDATE masters SET status = 'suspended', updated_at = $2 WHERE id = $1 RETURNING {COLUMNS}"
+            ))
             .bind(id)
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let keys = super::keys::keys_of_master(&mut *tx, id).await?;
-        tx.commit().await?;
-        Ok((master, keys))
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("master"))?;
+            let master = from_row(&row)?;
+            sqlx::query("UPDATE child_keys SET status = 'revoked', updated_at = $2 WHERE master_id = $1")
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let keys = super::keys::keys_of_master(&mut *tx, id).await?;
+            Ok((master, keys))
+        }
+        .await;
+        self.finish(tx, result).await
     }
 
     /// Sets the master's namespaces and, in the same transaction, the rewritten access of
@@ -221,34 +224,37 @@ impl Store {
     ) -> StoreResult<(Master, Vec<Key>)> {
         let _permit = self.write_permit().await;
         let mut tx = self.begin_write().await?;
-        let now = now_unix();
-        let row = sqlx::query(&format!(
-            "UPDATE masters SET default_namespace = $2, namespaces = $3, updated_at = $4 \
-             WHERE id = $1 RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(default_namespace)
-        .bind(json_list(namespaces))
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound("master"))?;
-        let master = from_row(&row)?;
-        for (key_id, default, list) in key_updates {
-            sqlx::query(
-                "UPDATE child_keys SET default_namespace = $3, namespaces = $4, updated_at = $5 \
-                 WHERE id = $1 AND master_id = $2",
-            )
-            .bind(key_id)
+        let result = async {
+            let now = now_unix();
+            let row = sqlx::query(&format!(
+                "UPDATE masters SET default_namespace = $2, namespaces = $3, updated_at = $4 \
+                 WHERE id = $1 RETURNING {COLUMNS}"
+            ))
             .bind(id)
-            .bind(default)
-            .bind(json_list(list))
+            .bind(default_namespace)
+            .bind(json_list(namespaces))
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("master"))?;
+            let master = from_row(&row)?;
+            for (key_id, default, list) in key_updates {
+                sqlx::query(
+                    "UPDATE child_keys SET default_namespace = $3, namespaces = $4, updated_at = $5 \
+                     WHERE id = $1 AND master_id = $2",
+                )
+                .bind(key_id)
+                .bind(id)
+                .bind(default)
+                .bind(json_list(list))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let keys = super::keys::keys_of_master(&mut *tx, id).await?;
+            Ok((master, keys))
         }
-        let keys = super::keys::keys_of_master(&mut *tx, id).await?;
-        tx.commit().await?;
-        Ok((master, keys))
+        .await;
+        self.finish(tx, result).await
     }
 }

@@ -154,6 +154,28 @@ impl Store {
         })
     }
 
+    /// Commits on success and rolls back on failure. A transaction must never be merely
+    /// dropped on an error path: its rollback would only be queued, and the connection
+    /// could go back to the pool still holding row locks that block the next writer.
+    async fn finish<T>(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Any>,
+        result: StoreResult<T>,
+    ) -> StoreResult<T> {
+        match result {
+            Ok(value) => {
+                tx.commit().await?;
+                Ok(value)
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::warn!(error = %rollback, "rollback failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// `FOR UPDATE` where the engine has row locks; SQLite serialises writers instead.
     fn lock_clause(&self) -> &'static str {
         match self.kind {

@@ -34,12 +34,12 @@ macro_rules! on_both {
 
                 #[tokio::test]
                 async fn sqlite() {
-                    super::$name(Backend::Embedded).await;
+                    super::within_deadline(super::$name(Backend::Embedded)).await;
                 }
 
                 #[tokio::test]
                 async fn postgres() {
-                    super::$name(Backend::Real).await;
+                    super::within_deadline(super::$name(Backend::Real)).await;
                 }
             }
         )+
@@ -54,6 +54,13 @@ on_both!(
     revoked_keys_stay_revoked,
     deleting_a_master_revokes_its_keys,
 );
+
+async fn within_deadline(test: impl std::future::Future<Output = ()>) {
+    let deadline = std::time::Duration::from_secs(60);
+    if tokio::time::timeout(deadline, test).await.is_err() {
+        panic!("store test did not finish within {deadline:?}");
+    }
+}
 
 fn new_master(name: &str, digest: &str) -> NewMaster {
     NewMaster {

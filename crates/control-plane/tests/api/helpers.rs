@@ -24,18 +24,27 @@ macro_rules! both_backends {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite_memory() {
-                    super::$name(Backend::Embedded).await;
+                    $crate::helpers::within_deadline(super::$name(Backend::Embedded)).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres_redis() {
                     if Backend::Real.available() {
-                        super::$name(Backend::Real).await;
+                        $crate::helpers::within_deadline(super::$name(Backend::Real)).await;
                     }
                 }
             }
         )+
     };
+}
+
+/// A hung test fails after this long instead of stalling the whole run.
+pub const TEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+pub async fn within_deadline(test: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(TEST_DEADLINE, test).await.is_err() {
+        panic!("test did not finish within {TEST_DEADLINE:?}");
+    }
 }
 
 pub struct TestApp {
