@@ -26,7 +26,15 @@ const SECRET_VARS: [(&str, &str); 3] = [
     ("EZ_AUTH__JWT_SECRET", "auth.jwt_secret"),
     ("EZ_INTERNAL__STATS_TOKEN", "internal.stats_token"),
 ];
-const SECTIONS: &[&str] = &["server", "database", "redis", "auth", "internal", "log"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "database",
+    "redis",
+    "auth",
+    "internal",
+    "log",
+    "sync_outbox",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -53,6 +61,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub internal: InternalConfig,
     pub log: LogConfig,
+    pub sync_outbox: SyncOutboxConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +107,19 @@ pub struct InternalConfig {
     pub stats_token: Option<SecretToken>,
     pub allow_anonymous: bool,
     pub control_plane_url: Option<String>,
+}
+
+/// Retries of failed bus writes, and the check for a bus that lost its data.
+#[derive(Debug, Clone)]
+pub struct SyncOutboxConfig {
+    /// How often due entries are retried.
+    pub interval: Duration,
+    /// Entries retried per run.
+    pub batch_size: i64,
+    /// Failed retries after which an entry is `dead`.
+    pub max_retries: i64,
+    /// How often the CP checks that the bus still holds its data (and rebuilds it if not).
+    pub bus_check_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,7 +285,25 @@ impl RawConfig {
             }
         };
 
+        let outbox = &self.sync_outbox;
+        let sync_outbox = SyncOutboxConfig {
+            interval: positive_duration("sync_outbox.interval", &outbox.interval)?,
+            batch_size: match outbox.batch_size {
+                1..=10_000 => outbox.batch_size,
+                _ => return Err(invalid("sync_outbox.batch_size", "must be between 1 and 10000")),
+            },
+            max_retries: match outbox.max_retries {
+                1..=1_000 => outbox.max_retries,
+                _ => return Err(invalid("sync_outbox.max_retries", "must be between 1 and 1000")),
+            },
+            bus_check_interval: positive_duration(
+                "sync_outbox.bus_check_interval",
+                &outbox.bus_check_interval,
+            )?,
+        };
+
         Ok(Config {
+            sync_outbox,
             server: ServerConfig {
                 listen,
                 balancer_listen,
@@ -301,6 +341,14 @@ fn parse_addr(option: &'static str, value: &str) -> Result<SocketAddr, ConfigErr
         .trim()
         .parse()
         .map_err(|_| invalid(option, format!("{value:?} is not an address like 127.0.0.1:8080")))
+}
+
+fn positive_duration(option: &'static str, value: &raw::DurationValue) -> Result<Duration, ConfigError> {
+    let duration = parse_duration(option, value)?;
+    if duration < Duration::from_millis(10) {
+        return Err(invalid(option, "must be at least 10ms"));
+    }
+    Ok(duration)
 }
 
 fn parse_duration(option: &'static str, value: &raw::DurationValue) -> Result<Duration, ConfigError> {

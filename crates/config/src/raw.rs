@@ -13,6 +13,7 @@ pub struct RawConfig {
     pub auth: RawAuth,
     pub internal: RawInternal,
     pub log: RawLog,
+    pub sync_outbox: RawSyncOutbox,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,4 +143,24 @@ fn lossy_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>
         Lossy::Float(f) => f.to_string(),
         Lossy::Bool(b) => b.to_string(),
     }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSyncOutbox {
+    pub interval: DurationValue,
+    pub batch_size: i64,
+    pub max_retries: i64,
+    pub bus_check_interval: DurationValue,
+}
+
+impl Default for RawSyncOutbox {
+    fn default() -> Self {
+        RawSyncOutbox {
+            interval: DurationValue::Text("5s".into()),
+            batch_size: 100,
+            max_retries: 10,
+            bus_check_interval: DurationValue::Text("10s".into()),
+        }
+    }
 }

@@ -27,6 +27,10 @@ fn defaults_work_for_serve() {
         assert!(!config.internal.allow_anonymous);
         assert_eq!(config.log.level, "info");
         assert_eq!(config.log.format, LogFormat::Console);
+        assert_eq!(config.sync_outbox.interval, Duration::from_secs(5));
+        assert_eq!(config.sync_outbox.batch_size, 100);
+        assert_eq!(config.sync_outbox.max_retries, 10);
+        assert_eq!(config.sync_outbox.bus_check_interval, Duration::from_secs(10));
         Ok(())
     });
 }
@@ -113,6 +117,9 @@ fn invalid_values_name_the_option() {
             "[\"10.0.0.0/33\"]",
             "server.trusted_proxies",
         ),
+        ("EZ_SYNC_OUTBOX__INTERVAL", "0s", "sync_outbox.interval"),
+        ("EZ_SYNC_OUTBOX__MAX_RETRIES", "-1", "sync_outbox.max_retries"),
+        ("EZ_SYNC_OUTBOX__BATCH_SIZE", "0", "sync_outbox.batch_size"),
     ];
     for (var, value, option) in cases {
         Jail::expect_with(|jail| {

@@ -8,6 +8,10 @@ pub const TOKEN_PREFIX: &str = "auth:token:";
 /// Prefix of the per-master hashes; the rest is the master's numeric id.
 pub const MASTER_PREFIX: &str = "auth:master:";
 
+/// Written at the end of every full sync (`version`, `updated_at`). Its absence means
+/// the bus lost its data and must be rebuilt.
+pub const SYNC_SENTINEL: &str = "meta:sync";
+
 pub fn token(digest: &str) -> String {
     format!("{TOKEN_PREFIX}{digest}")
 }

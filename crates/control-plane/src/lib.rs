@@ -9,6 +9,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod error;
 pub mod middleware;
+pub mod scheduler;
 pub mod state;
 pub mod store;
 pub mod sync;
@@ -27,6 +28,7 @@ use ez_config::{Config, DatabaseKind};
 use ez_contract::SecretToken;
 use tokio::net::TcpListener;
 
+use crate::scheduler::Scheduler;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::sync::BusSync;
@@ -70,6 +72,7 @@ pub struct ControlPlane {
     /// The admin token generated on this first start, to be shown once.
     pub generated_admin_token: Option<SecretToken>,
     max_body_bytes: usize,
+    outbox: ez_config::SyncOutboxConfig,
 }
 
 impl ControlPlane {
@@ -100,7 +103,26 @@ impl ControlPlane {
             state,
             generated_admin_token: boot.generated_admin_token,
             max_body_bytes: config.server.max_body_bytes,
+            outbox: config.sync_outbox.clone(),
         })
+    }
+
+    /// Every periodic job of the control plane, ready to start (SPEC §9: after the
+    /// start-up sync, before the listeners).
+    pub fn scheduler(&self) -> Scheduler {
+        let mut scheduler = Scheduler::new();
+        scheduler.add(Arc::new(sync::OutboxRetry {
+            sync: self.state.sync.clone(),
+            store: self.state.store.clone(),
+            every: self.outbox.interval,
+            batch_size: self.outbox.batch_size,
+            max_retries: self.outbox.max_retries,
+        }));
+        scheduler.add(Arc::new(sync::BusWatchdog {
+            sync: self.state.sync.clone(),
+            every: self.outbox.bus_check_interval,
+        }));
+        scheduler
     }
 
     /// The complete HTTP application: routes, fallbacks and middleware.

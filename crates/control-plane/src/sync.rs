@@ -11,10 +11,12 @@ use ez_bus::{BusError, BusWrite, ConfigBus};
 use ez_contract::snapshot::{MasterSnapshot, TokenSnapshot};
 use ez_contract::time::{now_unix, now_unix_nanos};
 use ez_contract::{bus_keys, snapshot::KeyStatus};
+
+use crate::scheduler::Job;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::store::{Key, Master, Store, StoreError};
+use crate::store::{Key, Master, OutboxEntry, Store, StoreError};
 
 /// Writes per atomic batch during a full sync: large enough to be fast, small enough
 /// that one batch never blocks Redis noticeably.
@@ -33,6 +35,8 @@ pub struct SyncReport {
     pub masters: usize,
     pub keys: usize,
     pub removed: usize,
+    /// Outbox entries this sync made unnecessary.
+    pub settled_outbox: u64,
     pub version: i64,
     pub duration_ms: u64,
 }
@@ -41,6 +45,39 @@ pub struct SyncReport {
 pub struct BusSync {
     bus: Arc<dyn ConfigBus>,
     store: Store,
+}
+
+/// What a failed write was about; the outbox stores it as (`resource`, `resource_id`)
+/// and a retry rewrites the resource from the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncTarget {
+    /// A master and all its keys.
+    Master(i64),
+    Key(i64),
+}
+
+impl SyncTarget {
+    pub fn resource(self) -> &'static str {
+        match self {
+            SyncTarget::Master(_) => "master",
+            SyncTarget::Key(_) => "key",
+        }
+    }
+
+    pub fn resource_id(self) -> String {
+        match self {
+            SyncTarget::Master(id) | SyncTarget::Key(id) => id.to_string(),
+        }
+    }
+
+    pub fn parse(resource: &str, resource_id: &str) -> Option<SyncTarget> {
+        let id = resource_id.parse().ok()?;
+        match resource {
+            "master" => Some(SyncTarget::Master(id)),
+            "key" => Some(SyncTarget::Key(id)),
+            _ => None,
+        }
+    }
 }
 
 pub fn master_snapshot(master: &Master, version: i64, updated_at: i64) -> MasterSnapshot {
@@ -112,9 +149,21 @@ impl BusSync {
         &self.bus
     }
 
-    /// Writes a master and the given keys of it (all of them when the master's own
-    /// fields that keys carry, such as `group`, changed).
-    pub async fn master_changed(&self, master: &Master, keys: &[Key]) -> Result<(), SyncError> {
+    /// Writes a master and the given keys of it (all of them when a master field that
+    /// keys carry, such as `group`, changed). Never fails: the database already holds the
+    /// change, and a write the bus refuses goes to the outbox.
+    pub async fn master_changed(&self, master: &Master, keys: &[Key]) {
+        let result = self.write_master(master, keys).await;
+        self.settle_write(SyncTarget::Master(master.id), result).await;
+    }
+
+    /// Writes one key. Never fails; see [`BusSync::master_changed`].
+    pub async fn key_changed(&self, key: &Key, master: &Master) {
+        let result = self.write_key(key, master).await;
+        self.settle_write(SyncTarget::Key(key.id), result).await;
+    }
+
+    async fn write_master(&self, master: &Master, keys: &[Key]) -> Result<(), SyncError> {
         let (version, now) = (now_unix_nanos(), now_unix());
         let mut writes = vec![master_write(master, version, now)];
         writes.extend(keys.iter().map(|k| token_write(k, master, version, now)));
@@ -122,7 +171,7 @@ impl BusSync {
         self.announce(bus_keys::resource::MASTER, version).await
     }
 
-    pub async fn key_changed(&self, key: &Key, master: &Master) -> Result<(), SyncError> {
+    async fn write_key(&self, key: &Key, master: &Master) -> Result<(), SyncError> {
         let (version, now) = (now_unix_nanos(), now_unix());
         self.bus
             .apply(vec![token_write(key, master, version, now)])
@@ -130,12 +179,33 @@ impl BusSync {
         self.announce(bus_keys::resource::TOKEN, version).await
     }
 
-    /// Logs instead of failing: the database already holds the change, and the next full
-    /// sync (start-up, `POST /admin/sync`) writes it to the bus.
-    pub async fn best_effort(&self, what: &str, result: Result<(), SyncError>) {
-        if let Err(e) = result {
-            metrics::counter!("ez_bus_sync_failures_total").increment(1);
-            tracing::warn!(error = %e, change = what, "bus write failed; the next full sync will repair it");
+    async fn settle_write(&self, target: SyncTarget, result: Result<(), SyncError>) {
+        let Err(e) = result else { return };
+        metrics::counter!("ez_bus_sync_failures_total").increment(1);
+        tracing::warn!(error = %e, resource = target.resource(), id = %target.resource_id(), "bus write failed; queued in the sync outbox");
+        if let Err(store_error) = self
+            .store
+            .record_outbox(target.resource(), &target.resource_id(), "upsert", &e.to_string())
+            .await
+        {
+            // Both the bus and the database refused: only a full sync can repair this.
+            tracing::error!(error = %store_error, "could not record the failed bus write in the outbox");
+        }
+    }
+
+    /// Rewrites `target` from the database's current state.
+    pub async fn resync(&self, target: SyncTarget) -> Result<(), SyncError> {
+        match target {
+            SyncTarget::Master(id) => {
+                let master = self.store.get_master(id).await?;
+                let keys = self.store.keys_of_master(id).await?;
+                self.write_master(&master, &keys).await
+            }
+            SyncTarget::Key(id) => {
+                let key = self.store.get_key(id).await?;
+                let master = self.store.get_master(key.master_id).await?;
+                self.write_key(&key, &master).await
+            }
         }
     }
 
@@ -151,25 +221,17 @@ impl BusSync {
         Ok(())
     }
 
-    /// Rebuilds every master and key entry from the database and removes the ones the
-    /// database does not have.
+    /// Rebuilds every entry from the database, removes entries the database does not
+    /// have, marks the bus as complete (`meta:sync`) and settles the outbox entries that
+    /// the rebuild covered.
     pub async fn full_sync(&self) -> Result<SyncReport, SyncError> {
         let started = std::time::Instant::now();
-        let masters = self.store.all_masters().await?;
-        let keys = self.store.all_keys().await?;
-        let (version, now) = (now_unix_nanos(), now_unix());
-
-        let by_id: std::collections::HashMap<i64, &Master> = masters.iter().map(|m| (m.id, m)).collect();
-        let mut writes: Vec<BusWrite> = masters.iter().map(|m| master_write(m, version, now)).collect();
-        let mut live: HashSet<String> = masters.iter().map(|m| bus_keys::master(m.id)).collect();
-        for key in &keys {
-            let Some(master) = by_id.get(&key.master_id) else {
-                continue;
-            };
-            live.insert(bus_keys::token(&key.token_digest));
-            writes.push(token_write(key, master, version, now));
-        }
-
+        // Entries recorded after this point may describe changes the reads below miss.
+        let outbox_high_water = self.store.outbox_high_water().await?;
+        let desired = self.desired_entries().await?;
+        let version = desired.version;
+        let now = now_unix();
+        let live: HashSet<&str> = desired.entries.iter().map(|(key, _)| key.as_str()).collect();
         let mut stale = Vec::new();
         for prefix in [bus_keys::MASTER_PREFIX, bus_keys::TOKEN_PREFIX] {
             stale.extend(
@@ -177,11 +239,26 @@ impl BusSync {
                     .keys_with_prefix(prefix)
                     .await?
                     .into_iter()
-                    .filter(|k| !live.contains(k)),
+                    .filter(|k| !live.contains(k.as_str())),
             );
         }
         let removed = stale.len();
+        let mut writes: Vec<BusWrite> = Vec::with_capacity(desired.entries.len() + removed + 1);
         writes.extend(stale.into_iter().map(|key| BusWrite::Delete { key }));
+        let (masters, keys) = (desired.masters, desired.keys);
+        writes.extend(
+            desired
+                .entries
+                .into_iter()
+                .map(|(key, fields)| BusWrite::ReplaceHash { key, fields }),
+        );
+        writes.push(BusWrite::ReplaceHash {
+            key: bus_keys::SYNC_SENTINEL.to_owned(),
+            fields: vec![
+                ("version".into(), version.to_string()),
+                ("updated_at".into(), now.to_string()),
+            ],
+        });
 
         let mut batch = Vec::with_capacity(FULL_SYNC_BATCH);
         for write in writes {
@@ -192,11 +269,13 @@ impl BusSync {
         }
         self.bus.apply(batch).await?;
         self.announce(bus_keys::resource::ALL, version).await?;
+        let settled = self.store.settle_outbox(outbox_high_water).await?;
 
         let report = SyncReport {
-            masters: masters.len(),
-            keys: keys.len(),
+            masters,
+            keys,
             removed,
+            settled_outbox: settled,
             version,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
@@ -204,9 +283,154 @@ impl BusSync {
             masters = report.masters,
             keys = report.keys,
             removed,
+            settled,
             duration_ms = report.duration_ms,
             "full bus sync done"
         );
         Ok(report)
+    }
+}
+
+/// Every bus entry the database implies, as a full sync writes it.
+pub struct DesiredEntries {
+    pub version: i64,
+    pub masters: usize,
+    pub keys: usize,
+    /// (bus key, fields), masters first.
+    pub entries: Vec<(String, Vec<(String, String)>)>,
+}
+
+impl BusSync {
+    /// What the bus should hold according to the database right now.
+    pub async fn desired_entries(&self) -> Result<DesiredEntries, SyncError> {
+        let masters = self.store.all_masters().await?;
+        let keys = self.store.all_keys().await?;
+        let (version, now) = (now_unix_nanos(), now_unix());
+        let by_id: std::collections::HashMap<i64, &Master> = masters.iter().map(|m| (m.id, m)).collect();
+        let mut entries: Vec<(String, Vec<(String, String)>)> = masters
+            .iter()
+            .map(|m| {
+                (
+                    bus_keys::master(m.id),
+                    master_snapshot(m, version, now).to_fields(),
+                )
+            })
+            .collect();
+        for key in &keys {
+            let Some(master) = by_id.get(&key.master_id) else {
+                continue;
+            };
+            entries.push((
+                bus_keys::token(&key.token_digest),
+                token_snapshot(key, master, version, now).to_fields(),
+            ));
+        }
+        Ok(DesiredEntries {
+            version,
+            masters: masters.len(),
+            keys: keys.len(),
+            entries,
+        })
+    }
+}
+
+/// Retries the outbox: each due entry's resource is rewritten from the database; a
+/// failure reschedules it with exponential backoff, and after `max_retries` failures it
+/// is `dead` (visible in `GET /admin/sync/outbox`; the next full sync settles it).
+pub struct OutboxRetry {
+    pub sync: BusSync,
+    pub store: Store,
+    pub every: std::time::Duration,
+    pub batch_size: i64,
+    pub max_retries: i64,
+}
+
+/// The longest wait between two retries of one entry.
+const MAX_BACKOFF_SECS: i64 = 300;
+
+impl OutboxRetry {
+    /// Seconds to wait after the `attempts`-th failed retry: the interval, doubled each
+    /// time, capped at five minutes.
+    pub fn backoff_secs(&self, attempts: i64) -> i64 {
+        let base = i64::try_from(self.every.as_secs()).unwrap_or(1).max(1);
+        let factor = 1_i64
+            .checked_shl(u32::try_from(attempts.clamp(0, 20)).unwrap_or(20))
+            .unwrap_or(i64::MAX);
+        base.saturating_mul(factor).min(MAX_BACKOFF_SECS)
+    }
+
+    /// One pass over the entries due at `now`. Stops at the first failure: the bus is then
+    /// most likely down, and the remaining entries keep their turn.
+    pub async fn run_at(&self, now: i64) -> anyhow::Result<usize> {
+        let due: Vec<OutboxEntry> = self.store.due_outbox(now, self.batch_size).await?;
+        let mut done = 0;
+        for entry in due {
+            let result = match SyncTarget::parse(&entry.resource, &entry.resource_id) {
+                Some(target) => self.sync.resync(target).await.map_err(|e| e.to_string()),
+                None => Err(format!("unknown resource {:?}", entry.resource)),
+            };
+            match result {
+                Ok(()) => {
+                    self.store.outbox_done(entry.id).await?;
+                    done += 1;
+                }
+                Err(error) => {
+                    let attempts = entry.attempts + 1;
+                    let dead = attempts >= self.max_retries
+                        || SyncTarget::parse(&entry.resource, &entry.resource_id).is_none();
+                    self.store
+                        .outbox_retry_failed(entry.id, now + self.backoff_secs(attempts), &error, dead)
+                        .await?;
+                    if dead {
+                        tracing::error!(id = entry.id, resource = %entry.resource, attempts, "sync outbox entry is dead");
+                    }
+                    anyhow::bail!("outbox retry failed: {error}");
+                }
+            }
+        }
+        Ok(done)
+    }
+}
+
+#[async_trait::async_trait]
+impl Job for OutboxRetry {
+    fn name(&self) -> &'static str {
+        "sync_outbox_retry"
+    }
+
+    fn interval(&self) -> std::time::Duration {
+        self.every
+    }
+
+    async fn run_once(&self) -> anyhow::Result<()> {
+        self.run_at(now_unix()).await.map(|_| ())
+    }
+}
+
+/// Notices a bus that lost its data (e.g. Redis restarted without persistence: the
+/// `meta:sync` marker of the last full sync is gone) and rebuilds it.
+pub struct BusWatchdog {
+    pub sync: BusSync,
+    pub every: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl Job for BusWatchdog {
+    fn name(&self) -> &'static str {
+        "bus_watchdog"
+    }
+
+    fn interval(&self) -> std::time::Duration {
+        self.every
+    }
+
+    async fn run_once(&self) -> anyhow::Result<()> {
+        let marker = self.sync.bus.hash_get(bus_keys::SYNC_SENTINEL, "version").await?;
+        if marker.is_none() {
+            tracing::warn!("the bus has lost its data (no meta:sync marker); rebuilding it");
+            metrics::counter!("ez_bus_rebuilds_total").increment(1);
+            self.sync.full_sync().await?;
+        }
+        Ok(())
     }
 }

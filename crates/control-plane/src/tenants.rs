@@ -219,10 +219,7 @@ pub async fn create_master(state: &AppState, req: CreateMasterRequest) -> ApiRes
             token_prefix: token.display_prefix(),
         })
         .await?;
-    state
-        .sync
-        .best_effort("create master", state.sync.master_changed(&master, &[]).await)
-        .await;
+    state.sync.master_changed(&master, &[]).await;
     tracing::info!(master_id = master.id, "master created");
     Ok(MasterWithKey {
         master,
@@ -255,19 +252,13 @@ pub async fn update_master(state: &AppState, id: i64, req: UpdateMasterRequest) 
     } else {
         Vec::new()
     };
-    state
-        .sync
-        .best_effort("update master", state.sync.master_changed(&master, &keys).await)
-        .await;
+    state.sync.master_changed(&master, &keys).await;
     Ok(master)
 }
 
 pub async fn delete_master(state: &AppState, id: i64) -> ApiResult<Master> {
     let (master, keys) = state.store.delete_master(id).await?;
-    state
-        .sync
-        .best_effort("delete master", state.sync.master_changed(&master, &keys).await)
-        .await;
+    state.sync.master_changed(&master, &keys).await;
     tracing::info!(
         master_id = id,
         revoked_keys = keys.len(),
@@ -291,10 +282,7 @@ pub async fn rotate_master(state: &AppState, id: i64) -> ApiResult<MasterWithKey
 
 pub async fn revoke_master_keys(state: &AppState, id: i64) -> ApiResult<Master> {
     let master = state.store.bump_master_epoch(id).await?;
-    state
-        .sync
-        .best_effort("revoke keys", state.sync.master_changed(&master, &[]).await)
-        .await;
+    state.sync.master_changed(&master, &[]).await;
     tracing::info!(
         master_id = id,
         epoch = master.epoch,
@@ -356,13 +344,7 @@ pub async fn update_master_access(state: &AppState, id: i64, req: UpdateAccessRe
         .into_iter()
         .filter(|k| key_updates.iter().any(|(id, _, _)| *id == k.id))
         .collect();
-    state
-        .sync
-        .best_effort(
-            "update master access",
-            state.sync.master_changed(&master, &changed).await,
-        )
-        .await;
+    state.sync.master_changed(&master, &changed).await;
     Ok(master)
 }
 
@@ -416,10 +398,7 @@ pub async fn create_key(
         .await?;
     // Re-read the master: the key carries its group, and the epoch may have moved.
     let master = state.store.get_master(master.id).await?;
-    state
-        .sync
-        .best_effort("create key", state.sync.key_changed(&key, &master).await)
-        .await;
+    state.sync.key_changed(&key, &master).await;
     tracing::info!(
         master_id = master.id,
         key_id = key.id,
@@ -490,10 +469,7 @@ pub async fn update_key(
         write.qps = qps.map(|q| validation::non_negative("qps", q)).transpose()?;
     }
     let key = state.store.update_key(id, &write).await?;
-    state
-        .sync
-        .best_effort("update key", state.sync.key_changed(&key, &master).await)
-        .await;
+    state.sync.key_changed(&key, &master).await;
     Ok(key)
 }
 

@@ -111,6 +111,7 @@ async fn serve_control_plane(config: Config) -> anyhow::Result<()> {
         println!("  Use it as: Authorization: Bearer <admin token>");
         println!();
     }
+    let jobs = cp.scheduler().start();
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {} (server.listen)", config.server.listen))?;
@@ -132,6 +133,7 @@ async fn serve_control_plane(config: Config) -> anyhow::Result<()> {
         Ok(joined) => joined.context("server task")?.context("serving HTTP")?,
         Err(_) => tracing::warn!("shutdown grace period elapsed with requests still in flight"),
     }
+    jobs.shutdown().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -78,7 +78,11 @@ impl Server {
                 server.addr = entry["fields"]["addr"].as_str().unwrap().to_owned();
             }
         }
-        server.stdout_seen.extend(server.stdout.try_iter());
+        // The admin token is printed before the address is logged; give the reader thread
+        // a moment to deliver what is already in the pipe.
+        while let Ok(line) = server.stdout.recv_timeout(Duration::from_millis(500)) {
+            server.stdout_seen.push(line);
+        }
         server
     }
 

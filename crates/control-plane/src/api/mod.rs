@@ -102,6 +102,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             tokens::delete_token
         ))
         .routes(routes!(sync::full_sync))
+        .routes(routes!(sync::list_outbox))
         .split_for_parts()
 }
 

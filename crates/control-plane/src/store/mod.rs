@@ -8,6 +8,7 @@ mod keys;
 mod masters;
 mod models;
 mod namespaces;
+mod outbox;
 mod settings;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use sqlx::{AnyPool, Executor, Row};
 pub use keys::{KeyWrite, NewKey};
 pub use masters::{MasterWrite, NewMaster};
 pub use models::{IssuedBy, Key, Master, Namespace, NamespaceStatus};
+pub use outbox::{OutboxEntry, OutboxStatus};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -118,6 +120,14 @@ impl Store {
         migrator.run(&self.pool).await?;
         let after = self.applied_migrations().await?;
         Ok(after.saturating_sub(before))
+    }
+
+    /// How many migrations this build knows.
+    pub fn known_migrations(&self) -> usize {
+        match self.kind {
+            DatabaseKind::Sqlite => SQLITE_MIGRATIONS.iter().count(),
+            DatabaseKind::Postgres => POSTGRES_MIGRATIONS.iter().count(),
+        }
     }
 
     async fn applied_migrations(&self) -> StoreResult<usize> {

@@ -13,11 +13,9 @@ async fn store(backend: Backend) -> Option<(Store, TestDatabase)> {
     let store = Store::connect(&db.url, db.kind.clone(), 4)
         .await
         .expect("connect");
-    assert_eq!(
-        store.migrate().await.expect("migrate"),
-        1,
-        "a fresh database gets every migration"
-    );
+    let applied = store.migrate().await.expect("migrate");
+    assert!(applied >= 2, "a fresh database gets every migration");
+    assert_eq!(applied, store.known_migrations());
     assert_eq!(
         store.migrate().await.expect("migrate again"),
         0,

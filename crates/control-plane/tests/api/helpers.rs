@@ -54,6 +54,8 @@ pub struct TestApp {
     db: Option<TestDatabase>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    scheduler: Option<ez_control_plane::scheduler::Scheduler>,
+    jobs: Option<ez_control_plane::scheduler::SchedulerHandle>,
 }
 
 /// A response: status, headers and JSON body (`Value::Null` when the body is empty or
@@ -108,7 +110,6 @@ impl Resp {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
-        init_log_capture();
         let db = TestDatabase::create(backend).await;
         let bus = test_bus(backend).await;
         TestApp::start(db, bus).await
@@ -116,8 +117,20 @@ impl TestApp {
 
     /// Starts a control plane on an existing database and bus (restart tests).
     pub async fn start(db: TestDatabase, bus: std::sync::Arc<dyn ConfigBus>) -> TestApp {
+        TestApp::start_with(db, bus, |_| {}).await
+    }
+
+    /// Starts a control plane with a configuration adjusted by `configure`. Its periodic
+    /// jobs are built but not started; see [`TestApp::start_jobs`].
+    pub async fn start_with(
+        db: TestDatabase,
+        bus: std::sync::Arc<dyn ConfigBus>,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        init_log_capture();
         let mut config = Config::defaults();
         config.auth.admin_token = Some(ez_contract::SecretToken::from_plaintext(ADMIN_TOKEN));
+        configure(&mut config);
         let store = Store::connect(&db.url, db.kind.clone(), 5)
             .await
             .expect("connect test database");
@@ -138,10 +151,19 @@ impl TestApp {
         TestApp {
             base,
             client: reqwest::Client::new(),
-            state: cp.state,
+            state: cp.state.clone(),
             db: Some(db),
             stop: Some(stop),
             server: Some(server),
+            scheduler: Some(cp.scheduler()),
+            jobs: None,
+        }
+    }
+
+    /// Starts the control plane's periodic jobs (outbox retry, bus watchdog).
+    pub fn start_jobs(&mut self) {
+        if let Some(scheduler) = self.scheduler.take() {
+            self.jobs = Some(scheduler.start());
         }
     }
 
@@ -152,6 +174,9 @@ impl TestApp {
         }
         if let Some(server) = self.server.take() {
             let _ = server.await;
+        }
+        if let Some(jobs) = self.jobs.take() {
+            jobs.shutdown().await;
         }
         self.state.store.close().await;
         self.db.take().expect("database present until shutdown")

@@ -140,7 +140,7 @@ async fn expired_key_is_rejected(backend: Backend) {
     write.expires_at = Some(now_unix() - 1);
     let key_row = store.update_key(key_id, &write).await.unwrap();
     let master = store.get_master(master_id).await.unwrap();
-    app.state.sync.key_changed(&key_row, &master).await.unwrap();
+    app.state.sync.key_changed(&key_row, &master).await;
     app.whoami(&key).await.expect_error(401, "key_expired");
 
     // Clearing the expiry revives it.

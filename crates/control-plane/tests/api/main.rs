@@ -4,6 +4,7 @@
 mod helpers;
 
 mod bad_input;
+mod bus_outage;
 mod lifecycle;
 mod platform;
 mod tenancy;
