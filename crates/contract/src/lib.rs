@@ -6,6 +6,7 @@
 
 pub mod bus_keys;
 pub mod provider;
+pub mod routing;
 pub mod selector;
 pub mod snapshot;
 pub mod time;

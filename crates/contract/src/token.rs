@@ -79,6 +79,21 @@ impl SecretToken {
         digest(&self.0)
     }
 
+    /// The last 4 characters behind `****`, how upstream secrets are shown; empty
+    /// stays empty, and a secret of 8 characters or fewer shows nothing of itself.
+    pub fn masked(&self) -> String {
+        let len = self.0.chars().count();
+        match len {
+            0 => String::new(),
+            1..=8 => "****".to_owned(),
+            _ => format!("****{}", self.0.chars().skip(len - 4).collect::<String>()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The first characters (prefix plus a few), safe to store and show.
     pub fn display_prefix(&self) -> String {
         let kind_len = TokenKind::of(&self.0).map_or(0, |k| k.prefix().len());
@@ -164,6 +179,16 @@ mod tests {
         let token = SecretToken::generate(TokenKind::Child);
         assert_eq!(token.display_prefix().len(), "sk-ez-".len() + 4);
         assert!(token.expose().starts_with(&token.display_prefix()));
+    }
+
+    #[test]
+    fn masking_keeps_only_the_last_four() {
+        assert_eq!(
+            SecretToken::from_plaintext("sk-abcdefghijklmnop").masked(),
+            "****mnop"
+        );
+        assert_eq!(SecretToken::from_plaintext("short").masked(), "****");
+        assert_eq!(SecretToken::from_plaintext("").masked(), "");
     }
 
     #[test]

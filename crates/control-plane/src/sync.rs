@@ -16,7 +16,13 @@ use crate::scheduler::Job;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::store::{Key, Master, OutboxEntry, Store, StoreError};
+use std::collections::{BTreeMap, HashMap};
+
+use ez_contract::routing::{BindingSnapshot, ModelSnapshot, ProviderSnapshot, checksum, route_key};
+
+use crate::models::{ModelOverride, describe};
+use crate::routing;
+use crate::store::{ApiKey, Binding, Key, Master, OutboxEntry, ProviderGroup, Store, StoreError};
 
 /// Writes per atomic batch during a full sync: large enough to be fast, small enough
 /// that one batch never blocks Redis noticeably.
@@ -34,6 +40,10 @@ pub enum SyncError {
 pub struct SyncReport {
     pub masters: usize,
     pub keys: usize,
+    /// Credentials written to `config:providers`.
+    pub providers: usize,
+    /// Routes written to `config:bindings`.
+    pub bindings: usize,
     pub removed: usize,
     /// Outbox entries this sync made unnecessary.
     pub settled_outbox: u64,
@@ -49,34 +59,91 @@ pub struct BusSync {
 
 /// What a failed write was about; the outbox stores it as (`resource`, `resource_id`)
 /// and a retry rewrites the resource from the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncTarget {
     /// A master and all its keys.
     Master(i64),
     Key(i64),
+    /// One credential's provider entry and the routes of its group.
+    Credential(i64),
+    /// A provider group's credentials and routes.
+    Group(i64),
+    /// One route (`namespace`, `public_model`): its binding and model entries.
+    Route(String, String),
+    /// Every `meta:models` entry.
+    Models,
 }
 
 impl SyncTarget {
-    pub fn resource(self) -> &'static str {
+    pub fn resource(&self) -> &'static str {
         match self {
             SyncTarget::Master(_) => "master",
             SyncTarget::Key(_) => "key",
+            SyncTarget::Credential(_) => "api_key",
+            SyncTarget::Group(_) => "provider_group",
+            SyncTarget::Route(..) => "binding",
+            SyncTarget::Models => "models",
         }
     }
 
-    pub fn resource_id(self) -> String {
+    pub fn resource_id(&self) -> String {
         match self {
-            SyncTarget::Master(id) | SyncTarget::Key(id) => id.to_string(),
+            SyncTarget::Master(id)
+            | SyncTarget::Key(id)
+            | SyncTarget::Credential(id)
+            | SyncTarget::Group(id) => id.to_string(),
+            SyncTarget::Route(namespace, model) => route_key(namespace, model),
+            SyncTarget::Models => "all".to_owned(),
         }
     }
 
     pub fn parse(resource: &str, resource_id: &str) -> Option<SyncTarget> {
-        let id = resource_id.parse().ok()?;
+        let id = || resource_id.parse::<i64>().ok();
         match resource {
-            "master" => Some(SyncTarget::Master(id)),
-            "key" => Some(SyncTarget::Key(id)),
+            "master" => id().map(SyncTarget::Master),
+            "key" => id().map(SyncTarget::Key),
+            "api_key" => id().map(SyncTarget::Credential),
+            "provider_group" => id().map(SyncTarget::Group),
+            // Namespaces cannot contain dots, so the first dot separates the two.
+            "binding" => resource_id
+                .split_once('.')
+                .map(|(ns, model)| SyncTarget::Route(ns.to_owned(), model.to_owned())),
+            "models" => Some(SyncTarget::Models),
             _ => None,
         }
+    }
+}
+
+/// The routing entries a change touches.
+#[derive(Debug, Default, Clone)]
+pub struct RoutingChange {
+    /// Credentials whose provider entry to rewrite (or remove, when gone).
+    pub credentials: Vec<i64>,
+    /// Groups whose credentials and routes to rewrite.
+    pub groups: Vec<i64>,
+    /// Routes to rewrite (or remove, when no binding is left).
+    pub routes: Vec<(String, String)>,
+    /// Rewrite every model entry.
+    pub all_models: bool,
+}
+
+impl RoutingChange {
+    fn targets(&self) -> Vec<SyncTarget> {
+        let mut targets: Vec<SyncTarget> = self
+            .credentials
+            .iter()
+            .map(|id| SyncTarget::Credential(*id))
+            .collect();
+        targets.extend(self.groups.iter().map(|id| SyncTarget::Group(*id)));
+        targets.extend(
+            self.routes
+                .iter()
+                .map(|(ns, m)| SyncTarget::Route(ns.clone(), m.clone())),
+        );
+        if self.all_models {
+            targets.push(SyncTarget::Models);
+        }
+        targets
     }
 }
 
@@ -154,13 +221,13 @@ impl BusSync {
     /// change, and a write the bus refuses goes to the outbox.
     pub async fn master_changed(&self, master: &Master, keys: &[Key]) {
         let result = self.write_master(master, keys).await;
-        self.settle_write(SyncTarget::Master(master.id), result).await;
+        self.settle_write(&[SyncTarget::Master(master.id)], result).await;
     }
 
     /// Writes one key. Never fails; see [`BusSync::master_changed`].
     pub async fn key_changed(&self, key: &Key, master: &Master) {
         let result = self.write_key(key, master).await;
-        self.settle_write(SyncTarget::Key(key.id), result).await;
+        self.settle_write(&[SyncTarget::Key(key.id)], result).await;
     }
 
     async fn write_master(&self, master: &Master, keys: &[Key]) -> Result<(), SyncError> {
@@ -179,17 +246,26 @@ impl BusSync {
         self.announce(bus_keys::resource::TOKEN, version).await
     }
 
-    async fn settle_write(&self, target: SyncTarget, result: Result<(), SyncError>) {
+    /// Writes the routing entries `change` touches. Never fails; see
+    /// [`BusSync::master_changed`].
+    pub async fn routing_changed(&self, change: RoutingChange) {
+        let result = self.write_routing(&change).await;
+        self.settle_write(&change.targets(), result).await;
+    }
+
+    async fn settle_write(&self, targets: &[SyncTarget], result: Result<(), SyncError>) {
         let Err(e) = result else { return };
         metrics::counter!("ez_bus_sync_failures_total").increment(1);
-        tracing::warn!(error = %e, resource = target.resource(), id = %target.resource_id(), "bus write failed; queued in the sync outbox");
-        if let Err(store_error) = self
-            .store
-            .record_outbox(target.resource(), &target.resource_id(), "upsert", &e.to_string())
-            .await
-        {
-            // Both the bus and the database refused: only a full sync can repair this.
-            tracing::error!(error = %store_error, "could not record the failed bus write in the outbox");
+        for target in targets {
+            tracing::warn!(error = %e, resource = target.resource(), id = %target.resource_id(), "bus write failed; queued in the sync outbox");
+            if let Err(store_error) = self
+                .store
+                .record_outbox(target.resource(), &target.resource_id(), "upsert", &e.to_string())
+                .await
+            {
+                // Both the bus and the database refused: only a full sync can repair this.
+                tracing::error!(error = %store_error, "could not record the failed bus write in the outbox");
+            }
         }
     }
 
@@ -206,7 +282,238 @@ impl BusSync {
                 let master = self.store.get_master(key.master_id).await?;
                 self.write_key(&key, &master).await
             }
+            SyncTarget::Credential(id) => {
+                self.write_routing(&RoutingChange {
+                    credentials: vec![id],
+                    ..Default::default()
+                })
+                .await
+            }
+            SyncTarget::Group(id) => {
+                self.write_routing(&RoutingChange {
+                    groups: vec![id],
+                    ..Default::default()
+                })
+                .await
+            }
+            SyncTarget::Route(ns, model) => {
+                self.write_routing(&RoutingChange {
+                    routes: vec![(ns, model)],
+                    ..Default::default()
+                })
+                .await
+            }
+            SyncTarget::Models => {
+                self.write_routing(&RoutingChange {
+                    all_models: true,
+                    ..Default::default()
+                })
+                .await
+            }
         }
+    }
+
+    /// Rewrites the provider, binding and model entries a change touches, then the
+    /// `meta:*` hashes of the snapshots it changed, then announces it.
+    async fn write_routing(&self, change: &RoutingChange) -> Result<(), SyncError> {
+        let (version, now) = (now_unix_nanos(), now_unix());
+        let overrides = self.store.model_overrides().await?;
+        let mut groups: HashMap<i64, ProviderGroup> = HashMap::new();
+        let mut keys_by_group: HashMap<i64, Vec<ApiKey>> = HashMap::new();
+        let mut routes: Vec<(String, String)> = change.routes.clone();
+        let mut provider_sets = Vec::new();
+        let mut provider_deletes = Vec::new();
+
+        let mut group_ids: Vec<i64> = change.groups.clone();
+        for id in &change.credentials {
+            match self.store.get_api_key(*id).await {
+                Ok(key) => group_ids.push(key.group_id),
+                Err(StoreError::NotFound(_)) => provider_deletes.push(id.to_string()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        group_ids.sort_unstable();
+        group_ids.dedup();
+        for gid in group_ids {
+            let group = match self.store.get_group(gid).await {
+                Ok(group) => group,
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let keys = self.store.api_keys_of_group(gid).await?;
+            let whole_group = change.groups.contains(&gid);
+            for key in keys
+                .iter()
+                .filter(|k| whole_group || change.credentials.contains(&k.id))
+            {
+                provider_sets.push((key.id.to_string(), json(&routing::provider_snapshot(&group, key))));
+            }
+            for b in self.store.bindings_of_group(gid).await? {
+                routes.push((b.namespace, b.public_model));
+            }
+            keys_by_group.insert(gid, keys);
+            groups.insert(gid, group);
+        }
+        routes.sort();
+        routes.dedup();
+
+        let mut binding_sets = Vec::new();
+        let mut binding_deletes = Vec::new();
+        let mut model_sets = Vec::new();
+        for (namespace, public_model) in &routes {
+            let field = route_key(namespace, public_model);
+            let bindings = self.store.bindings_for_route(namespace, public_model).await?;
+            for b in &bindings {
+                if let std::collections::hash_map::Entry::Vacant(slot) = groups.entry(b.group_id) {
+                    match self.store.get_group(b.group_id).await {
+                        Ok(group) => {
+                            keys_by_group.insert(b.group_id, self.store.api_keys_of_group(b.group_id).await?);
+                            slot.insert(group);
+                        }
+                        Err(StoreError::NotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            let refs: Vec<&Binding> = bindings.iter().collect();
+            match routing::binding_snapshot(&refs, &groups, &keys_by_group, now) {
+                Some(snapshot) => {
+                    model_sets.push((field.clone(), json(&model_entry(&snapshot, &overrides))));
+                    binding_sets.push((field, json(&snapshot)));
+                }
+                None => binding_deletes.push(field),
+            }
+        }
+
+        let mut writes = Vec::new();
+        let mut touched = Vec::new();
+        if !provider_sets.is_empty() || !provider_deletes.is_empty() {
+            touched.push((
+                bus_keys::PROVIDERS,
+                bus_keys::PROVIDERS_META,
+                bus_keys::resource::PROVIDERS,
+            ));
+        }
+        if !binding_sets.is_empty() || !binding_deletes.is_empty() {
+            touched.push((
+                bus_keys::BINDINGS,
+                bus_keys::BINDINGS_META,
+                bus_keys::resource::BINDINGS,
+            ));
+            touched.push((
+                bus_keys::MODELS,
+                bus_keys::MODELS_META,
+                bus_keys::resource::MODELS,
+            ));
+        }
+        writes.push(BusWrite::SetFields {
+            key: bus_keys::PROVIDERS.into(),
+            fields: provider_sets,
+        });
+        writes.push(BusWrite::DeleteFields {
+            key: bus_keys::PROVIDERS.into(),
+            fields: provider_deletes,
+        });
+        writes.push(BusWrite::SetFields {
+            key: bus_keys::BINDINGS.into(),
+            fields: binding_sets,
+        });
+        writes.push(BusWrite::DeleteFields {
+            key: bus_keys::BINDINGS.into(),
+            fields: binding_deletes.clone(),
+        });
+        if change.all_models {
+            let all = self.all_model_entries(&overrides).await?;
+            writes.push(BusWrite::ReplaceHash {
+                key: bus_keys::MODELS.into(),
+                fields: all,
+            });
+            if !touched.iter().any(|t| t.0 == bus_keys::MODELS) {
+                touched.push((
+                    bus_keys::MODELS,
+                    bus_keys::MODELS_META,
+                    bus_keys::resource::MODELS,
+                ));
+            }
+        } else {
+            writes.push(BusWrite::SetFields {
+                key: bus_keys::MODELS.into(),
+                fields: model_sets,
+            });
+            writes.push(BusWrite::DeleteFields {
+                key: bus_keys::MODELS.into(),
+                fields: binding_deletes,
+            });
+        }
+        self.bus.apply(writes).await?;
+
+        // The checksum covers the whole snapshot, so it is recomputed from what the bus
+        // now holds (one read per changed snapshot, not per entity).
+        let mut metas = Vec::new();
+        for (hash, meta, _) in &touched {
+            let entries = self.bus.hash_get_all(hash).await?;
+            let sum = checksum(entries.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            metas.push(BusWrite::ReplaceHash {
+                key: (*meta).to_owned(),
+                fields: meta_fields(meta, version, now, sum),
+            });
+        }
+        self.bus.apply(metas).await?;
+        for (_, _, resource) in touched {
+            self.announce(resource, version).await?;
+        }
+        Ok(())
+    }
+
+    /// Every route's model entry, from the current bindings.
+    async fn all_model_entries(
+        &self,
+        overrides: &HashMap<String, ModelOverride>,
+    ) -> Result<Vec<(String, String)>, SyncError> {
+        let snapshot = self.routing_snapshot(now_unix()).await?;
+        Ok(snapshot
+            .bindings
+            .iter()
+            .map(|(field, b)| (field.clone(), json(&model_entry(b, overrides))))
+            .collect())
+    }
+
+    /// The complete routing snapshot the database implies.
+    pub async fn routing_snapshot(&self, now: i64) -> Result<RoutingSnapshot, SyncError> {
+        let groups: HashMap<i64, ProviderGroup> = self
+            .store
+            .all_groups()
+            .await?
+            .into_iter()
+            .map(|g| (g.id, g))
+            .collect();
+        let mut keys_by_group: HashMap<i64, Vec<ApiKey>> = HashMap::new();
+        for key in self.store.all_api_keys().await? {
+            keys_by_group.entry(key.group_id).or_default().push(key);
+        }
+        let mut providers = Vec::new();
+        for (gid, keys) in &keys_by_group {
+            let Some(group) = groups.get(gid) else { continue };
+            providers.extend(
+                keys.iter()
+                    .map(|k| (k.id.to_string(), routing::provider_snapshot(group, k))),
+            );
+        }
+        let all_bindings = self.store.all_bindings().await?;
+        let mut by_route: BTreeMap<String, Vec<&Binding>> = BTreeMap::new();
+        for b in &all_bindings {
+            by_route
+                .entry(route_key(&b.namespace, &b.public_model))
+                .or_default()
+                .push(b);
+        }
+        let bindings = by_route
+            .into_iter()
+            .filter_map(|(field, list)| {
+                routing::binding_snapshot(&list, &groups, &keys_by_group, now).map(|s| (field, s))
+            })
+            .collect();
+        Ok(RoutingSnapshot { providers, bindings })
     }
 
     async fn announce(&self, resource: &str, version: i64) -> Result<(), SyncError> {
@@ -252,6 +559,40 @@ impl BusSync {
                 .into_iter()
                 .map(|(key, fields)| BusWrite::ReplaceHash { key, fields }),
         );
+        // The routing snapshot: each hash replaced whole, with its meta.
+        let routing = self.routing_snapshot(now).await?;
+        let overrides = self.store.model_overrides().await?;
+        let (providers, bindings) = (routing.providers.len(), routing.bindings.len());
+        let provider_fields: Vec<(String, String)> = routing
+            .providers
+            .iter()
+            .map(|(f, p)| (f.clone(), json(p)))
+            .collect();
+        let model_fields: Vec<(String, String)> = routing
+            .bindings
+            .iter()
+            .map(|(f, b)| (f.clone(), json(&model_entry(b, &overrides))))
+            .collect();
+        let binding_fields: Vec<(String, String)> = routing
+            .bindings
+            .iter()
+            .map(|(f, b)| (f.clone(), json(b)))
+            .collect();
+        for (hash, meta, fields) in [
+            (bus_keys::PROVIDERS, bus_keys::PROVIDERS_META, provider_fields),
+            (bus_keys::BINDINGS, bus_keys::BINDINGS_META, binding_fields),
+            (bus_keys::MODELS, bus_keys::MODELS_META, model_fields),
+        ] {
+            let sum = checksum(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            writes.push(BusWrite::ReplaceHash {
+                key: hash.to_owned(),
+                fields,
+            });
+            writes.push(BusWrite::ReplaceHash {
+                key: meta.to_owned(),
+                fields: meta_fields(meta, version, now, sum),
+            });
+        }
         writes.push(BusWrite::ReplaceHash {
             key: bus_keys::SYNC_SENTINEL.to_owned(),
             fields: vec![
@@ -274,6 +615,8 @@ impl BusSync {
         let report = SyncReport {
             masters,
             keys,
+            providers,
+            bindings,
             removed,
             settled_outbox: settled,
             version,
@@ -289,6 +632,58 @@ impl BusSync {
         );
         Ok(report)
     }
+}
+
+/// The routing part of the snapshot: provider and binding entries by field.
+pub struct RoutingSnapshot {
+    pub providers: Vec<(String, ProviderSnapshot)>,
+    pub bindings: Vec<(String, BindingSnapshot)>,
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// What clients can expect of a route: the registry's description of the upstream model
+/// its first routable candidate sends (or of the public name when none routes).
+pub fn model_entry(binding: &BindingSnapshot, overrides: &HashMap<String, ModelOverride>) -> ModelSnapshot {
+    let upstream = binding
+        .candidates
+        .iter()
+        .find_map(|c| c.upstreams.values().next())
+        .map_or(binding.public_model.as_str(), String::as_str);
+    let (info, _) = describe(upstream, overrides);
+    ModelSnapshot {
+        name: route_key(&binding.namespace, &binding.public_model),
+        kind: info.kind,
+        context_window: info.context_window,
+        supports_vision: info.supports_vision,
+        supports_functions: info.supports_functions,
+        supports_tool_choice: info.supports_tool_choice,
+        supports_fim: info.supports_fim,
+        supports_reasoning: info.supports_reasoning,
+        supports_json_output: info.supports_json_output,
+        max_output_tokens: info.max_output_tokens,
+        input_price_per_mtok: info.input_price_per_mtok,
+        output_price_per_mtok: info.output_price_per_mtok,
+    }
+}
+
+/// `version` (ns), `updated_at` (s), `checksum`; the models meta also names its source.
+fn meta_fields(meta: &str, version: i64, now: i64, checksum: String) -> Vec<(String, String)> {
+    let mut fields = vec![
+        ("version".to_owned(), version.to_string()),
+        ("updated_at".to_owned(), now.to_string()),
+        ("checksum".to_owned(), checksum),
+    ];
+    if meta == bus_keys::MODELS_META {
+        let catalog = crate::models::Catalog::builtin();
+        fields.push((
+            "source".to_owned(),
+            format!("{} ({}) + admin overrides", catalog.source, catalog.updated),
+        ));
+    }
+    fields
 }
 
 /// Every bus entry the database implies, as a full sync writes it.

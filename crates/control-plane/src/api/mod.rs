@@ -1,12 +1,17 @@
 //! The HTTP API of the control plane. Every route is registered in [`router`] together
 //! with its OpenAPI annotation, so `/openapi.json` cannot drift from the code.
 
+mod api_keys;
 mod auth;
+mod bindings;
 mod extract;
 mod health;
 mod keys;
 mod masters;
+mod models;
 mod namespaces;
+mod provider_groups;
+mod shortcuts;
 mod sync;
 mod tokens;
 mod whoami;
@@ -101,6 +106,31 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             tokens::update_token,
             tokens::delete_token
         ))
+        .routes(routes!(
+            provider_groups::create_provider_group,
+            provider_groups::list_provider_groups
+        ))
+        .routes(routes!(
+            provider_groups::get_provider_group,
+            provider_groups::update_provider_group,
+            provider_groups::delete_provider_group
+        ))
+        .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
+        .routes(routes!(
+            api_keys::get_api_key,
+            api_keys::update_api_key,
+            api_keys::delete_api_key
+        ))
+        .routes(routes!(shortcuts::create_preset_provider))
+        .routes(routes!(shortcuts::create_custom_provider))
+        .routes(routes!(bindings::create_binding, bindings::list_bindings))
+        .routes(routes!(
+            bindings::get_binding,
+            bindings::update_binding,
+            bindings::delete_binding
+        ))
+        .routes(routes!(models::list_models, models::create_model))
+        .routes(routes!(models::update_model, models::delete_model))
         .routes(routes!(sync::full_sync))
         .routes(routes!(sync::list_outbox))
         .split_for_parts()

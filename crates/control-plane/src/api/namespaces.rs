@@ -52,10 +52,13 @@ fn description(value: &str) -> ApiResult<String> {
 
 async fn ensure_unused(state: &AppState, name: &str, action: &str) -> ApiResult<()> {
     let (masters, keys) = state.store.namespace_usage(name).await?;
-    if masters + keys > 0 {
+    let bindings = state.store.bindings_in_namespace(name).await?;
+    if masters + keys + bindings > 0 {
         return Err(ApiError::conflict(
             "namespace_in_use",
-            format!("cannot {action} namespace {name:?}: used by {masters} master(s) and {keys} key(s)"),
+            format!(
+                "cannot {action} namespace {name:?}: used by {masters} master(s), {keys} key(s) and {bindings} binding(s)"
+            ),
         ));
     }
     Ok(())

@@ -4,11 +4,14 @@
 //! driver; the few dialect differences (auto-increment ids in the migrations, row locks)
 //! are chosen by [`DatabaseKind`]. The same contract tests run against both engines.
 
+mod bindings;
 mod keys;
 mod masters;
+mod model_overrides;
 mod models;
 mod namespaces;
 mod outbox;
+mod providers;
 mod settings;
 
 use std::sync::Arc;
@@ -18,10 +21,12 @@ use ez_config::DatabaseKind;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use bindings::{Binding, BindingWrite};
 pub use keys::{KeyWrite, NewKey};
 pub use masters::{MasterWrite, NewMaster};
 pub use models::{IssuedBy, Key, Master, Namespace, NamespaceStatus};
 pub use outbox::{OutboxEntry, OutboxStatus};
+pub use providers::{ApiKey, ApiKeyWrite, GroupWrite, ProviderGroup};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -4,7 +4,9 @@
 mod helpers;
 
 mod bad_input;
+mod bad_input_routing;
 mod bus_outage;
 mod lifecycle;
 mod platform;
+mod routing_config;
 mod tenancy;

@@ -1,0 +1,104 @@
+//! One-call provider set-up: a group with its official endpoint and default models (or
+//! any OpenAI-compatible endpoint), and one credential per key.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::ApiJson;
+use crate::auth::AdminAuth;
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::providers::{self, CreateGroupRequest, ProviderSetup};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresetRequest {
+    /// `openai`, `anthropic` or `gemini`.
+    pub preset: String,
+    /// One credential is created per key.
+    pub api_keys: Vec<String>,
+    /// Group name (default: the preset's name).
+    pub name: Option<String>,
+    /// Models (default: the preset's well-known models).
+    pub models: Option<Vec<String>>,
+    /// One weight per key (default 1 each).
+    pub weights: Option<Vec<i64>>,
+    pub route_group: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomRequest {
+    pub name: String,
+    /// Any OpenAI-compatible endpoint, e.g. `http://vllm:8000/v1`.
+    pub base_url: String,
+    pub api_keys: Vec<String>,
+    pub models: Option<Vec<String>>,
+    pub weights: Option<Vec<i64>>,
+    pub static_headers: Option<BTreeMap<String, String>>,
+    pub route_group: Option<String>,
+}
+
+/// Creates a group for an official provider, with its keys.
+#[utoipa::path(post, path = "/admin/providers/preset", tag = "admin", security(("bearer" = [])),
+    request_body = PresetRequest,
+    responses((status = 201, body = ProviderSetup), (status = "4XX", body = ErrorEnvelope)))]
+pub async fn create_preset_provider(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<PresetRequest>,
+) -> ApiResult<(StatusCode, Json<ProviderSetup>)> {
+    let (kind, default_models) = providers::preset(&req.preset).ok_or_else(|| {
+        ApiError::unprocessable(
+            "unknown_preset",
+            "preset must be one of: openai, anthropic, gemini",
+        )
+    })?;
+    let group = CreateGroupRequest {
+        name: req.name.unwrap_or_else(|| kind.as_str().to_owned()),
+        provider_type: kind.as_str().to_owned(),
+        base_url: None,
+        google_project: None,
+        google_location: None,
+        models: Some(
+            req.models
+                .unwrap_or_else(|| default_models.iter().map(|m| (*m).to_owned()).collect()),
+        ),
+        status: None,
+        static_headers: None,
+        headers_profile: None,
+        route_group: req.route_group,
+    };
+    let setup = providers::create_setup(&state, group, &req.api_keys, req.weights.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(setup)))
+}
+
+/// Creates a group for any OpenAI-compatible endpoint, with its keys.
+#[utoipa::path(post, path = "/admin/providers/custom", tag = "admin", security(("bearer" = [])),
+    request_body = CustomRequest,
+    responses((status = 201, body = ProviderSetup), (status = "4XX", body = ErrorEnvelope)))]
+pub async fn create_custom_provider(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CustomRequest>,
+) -> ApiResult<(StatusCode, Json<ProviderSetup>)> {
+    let group = CreateGroupRequest {
+        name: req.name,
+        provider_type: "compatible".to_owned(),
+        base_url: Some(req.base_url),
+        google_project: None,
+        google_location: None,
+        models: req.models,
+        status: None,
+        static_headers: req.static_headers,
+        headers_profile: None,
+        route_group: req.route_group,
+    };
+    let setup = providers::create_setup(&state, group, &req.api_keys, req.weights.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(setup)))
+}
