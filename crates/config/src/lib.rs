@@ -62,6 +62,7 @@ pub struct Config {
     pub internal: InternalConfig,
     pub log: LogConfig,
     pub sync_outbox: SyncOutboxConfig,
+    pub model_registry: ModelRegistryConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +121,12 @@ pub struct SyncOutboxConfig {
     pub max_retries: i64,
     /// How often the CP checks that the bus still holds its data (and rebuilds it if not).
     pub bus_check_interval: Duration,
+}
+
+/// The model registry's periodic republication of `meta:models`.
+#[derive(Debug, Clone)]
+pub struct ModelRegistryConfig {
+    pub refresh_every: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,8 +309,16 @@ impl RawConfig {
             )?,
         };
 
+        let model_registry = ModelRegistryConfig {
+            refresh_every: positive_duration(
+                "model_registry.refresh_every",
+                &self.model_registry.refresh_every,
+            )?,
+        };
+
         Ok(Config {
             sync_outbox,
+            model_registry,
             server: ServerConfig {
                 listen,
                 balancer_listen,

@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub internal: RawInternal,
     pub log: RawLog,
     pub sync_outbox: RawSyncOutbox,
+    pub model_registry: RawModelRegistry,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +162,20 @@ impl Default for RawSyncOutbox {
             batch_size: 100,
             max_retries: 10,
             bus_check_interval: DurationValue::Text("10s".into()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawModelRegistry {
+    pub refresh_every: DurationValue,
+}
+
+impl Default for RawModelRegistry {
+    fn default() -> Self {
+        RawModelRegistry {
+            refresh_every: DurationValue::Text("10m".into()),
         }
     }
 }

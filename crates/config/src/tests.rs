@@ -31,6 +31,7 @@ fn defaults_work_for_serve() {
         assert_eq!(config.sync_outbox.batch_size, 100);
         assert_eq!(config.sync_outbox.max_retries, 10);
         assert_eq!(config.sync_outbox.bus_check_interval, Duration::from_secs(10));
+        assert_eq!(config.model_registry.refresh_every, Duration::from_secs(600));
         Ok(())
     });
 }
@@ -118,6 +119,11 @@ fn invalid_values_name_the_option() {
             "server.trusted_proxies",
         ),
         ("EZ_SYNC_OUTBOX__INTERVAL", "0s", "sync_outbox.interval"),
+        (
+            "EZ_MODEL_REGISTRY__REFRESH_EVERY",
+            "often",
+            "model_registry.refresh_every",
+        ),
         ("EZ_SYNC_OUTBOX__MAX_RETRIES", "-1", "sync_outbox.max_retries"),
         ("EZ_SYNC_OUTBOX__BATCH_SIZE", "0", "sync_outbox.batch_size"),
     ];

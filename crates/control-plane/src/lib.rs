@@ -76,6 +76,7 @@ pub struct ControlPlane {
     pub generated_admin_token: Option<SecretToken>,
     max_body_bytes: usize,
     outbox: ez_config::SyncOutboxConfig,
+    model_refresh: std::time::Duration,
 }
 
 impl ControlPlane {
@@ -107,6 +108,7 @@ impl ControlPlane {
             generated_admin_token: boot.generated_admin_token,
             max_body_bytes: config.server.max_body_bytes,
             outbox: config.sync_outbox.clone(),
+            model_refresh: config.model_registry.refresh_every,
         })
     }
 
@@ -120,6 +122,10 @@ impl ControlPlane {
             every: self.outbox.interval,
             batch_size: self.outbox.batch_size,
             max_retries: self.outbox.max_retries,
+        }));
+        scheduler.add(Arc::new(sync::ModelRegistryRefresh {
+            sync: self.state.sync.clone(),
+            every: self.model_refresh,
         }));
         scheduler.add(Arc::new(sync::BusWatchdog {
             sync: self.state.sync.clone(),

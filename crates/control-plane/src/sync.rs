@@ -560,29 +560,14 @@ impl BusSync {
                 .map(|(key, fields)| BusWrite::ReplaceHash { key, fields }),
         );
         // The routing snapshot: each hash replaced whole, with its meta.
-        let routing = self.routing_snapshot(now).await?;
-        let overrides = self.store.model_overrides().await?;
-        let (providers, bindings) = (routing.providers.len(), routing.bindings.len());
-        let provider_fields: Vec<(String, String)> = routing
-            .providers
-            .iter()
-            .map(|(f, p)| (f.clone(), json(p)))
-            .collect();
-        let model_fields: Vec<(String, String)> = routing
-            .bindings
-            .iter()
-            .map(|(f, b)| (f.clone(), json(&model_entry(b, &overrides))))
-            .collect();
-        let binding_fields: Vec<(String, String)> = routing
-            .bindings
-            .iter()
-            .map(|(f, b)| (f.clone(), json(b)))
-            .collect();
-        for (hash, meta, fields) in [
-            (bus_keys::PROVIDERS, bus_keys::PROVIDERS_META, provider_fields),
-            (bus_keys::BINDINGS, bus_keys::BINDINGS_META, binding_fields),
-            (bus_keys::MODELS, bus_keys::MODELS_META, model_fields),
-        ] {
+        let routing = self.desired_routing_entries(now).await?;
+        let (providers, bindings) = (routing.providers, routing.bindings);
+        for (hash, fields) in routing.hashes {
+            let meta = match hash {
+                bus_keys::PROVIDERS => bus_keys::PROVIDERS_META,
+                bus_keys::BINDINGS => bus_keys::BINDINGS_META,
+                _ => bus_keys::MODELS_META,
+            };
             let sum = checksum(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             writes.push(BusWrite::ReplaceHash {
                 key: hash.to_owned(),
@@ -684,6 +669,46 @@ fn meta_fields(meta: &str, version: i64, now: i64, checksum: String) -> Vec<(Str
         ));
     }
     fields
+}
+
+/// The three routing hashes the database implies, field by field.
+pub struct RoutingEntries {
+    pub providers: usize,
+    pub bindings: usize,
+    /// (`config:providers` | `config:bindings` | `meta:models`, fields).
+    pub hashes: Vec<(&'static str, Vec<(String, String)>)>,
+}
+
+impl BusSync {
+    /// What `config:providers`, `config:bindings` and `meta:models` should hold.
+    pub async fn desired_routing_entries(&self, now: i64) -> Result<RoutingEntries, SyncError> {
+        let routing = self.routing_snapshot(now).await?;
+        let overrides = self.store.model_overrides().await?;
+        let providers = routing
+            .providers
+            .iter()
+            .map(|(f, p)| (f.clone(), json(p)))
+            .collect();
+        let models = routing
+            .bindings
+            .iter()
+            .map(|(f, b)| (f.clone(), json(&model_entry(b, &overrides))))
+            .collect();
+        let bindings = routing
+            .bindings
+            .iter()
+            .map(|(f, b)| (f.clone(), json(b)))
+            .collect();
+        Ok(RoutingEntries {
+            providers: routing.providers.len(),
+            bindings: routing.bindings.len(),
+            hashes: vec![
+                (bus_keys::PROVIDERS, providers),
+                (bus_keys::BINDINGS, bindings),
+                (bus_keys::MODELS, models),
+            ],
+        })
+    }
 }
 
 /// Every bus entry the database implies, as a full sync writes it.
@@ -826,6 +851,34 @@ impl Job for BusWatchdog {
             metrics::counter!("ez_bus_rebuilds_total").increment(1);
             self.sync.full_sync().await?;
         }
+        Ok(())
+    }
+}
+
+/// Republishes `meta:models` from the registry (catalogue + overrides) and the current
+/// bindings, picking up overrides written by other control planes.
+pub struct ModelRegistryRefresh {
+    pub sync: BusSync,
+    pub every: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl Job for ModelRegistryRefresh {
+    fn name(&self) -> &'static str {
+        "model_registry_refresh"
+    }
+
+    fn interval(&self) -> std::time::Duration {
+        self.every
+    }
+
+    async fn run_once(&self) -> anyhow::Result<()> {
+        self.sync
+            .write_routing(&RoutingChange {
+                all_models: true,
+                ..Default::default()
+            })
+            .await?;
         Ok(())
     }
 }

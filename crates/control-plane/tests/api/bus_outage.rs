@@ -89,18 +89,7 @@ impl ConfigBus for SwitchableBus {
 
 /// What a fresh full sync of the database would write, without the time stamps.
 async fn desired(app: &TestApp) -> BTreeMap<String, BTreeMap<String, String>> {
-    let desired = app.state.sync.desired_entries().await.expect("desired entries");
-    desired
-        .entries
-        .into_iter()
-        .map(|(key, fields)| {
-            let fields = fields
-                .into_iter()
-                .filter(|(f, _)| f != "version" && f != "updated_at")
-                .collect();
-            (key, fields)
-        })
-        .collect()
+    app.desired_bus().await
 }
 
 fn retry_job(app: &TestApp, max_retries: i64) -> OutboxRetry {
@@ -346,9 +335,33 @@ async fn redis_killed_and_restarted_empty_is_rebuilt_with_nothing_lost(backend: 
 
     let (master_a, master_a_key) = app.create_master(json!({ "name": "a" })).await;
     let (key_a_id, key_a) = app.issue_key(&master_a_key, json!({})).await;
+    let setup = app
+        .admin_post(
+            "/admin/providers/preset",
+            json!({ "preset": "openai", "api_keys": ["sk-upstream-aaaa1111"] }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let group_id = setup["group"]["id"].as_i64().unwrap();
+    app.admin_post(
+        "/admin/bindings",
+        json!({ "namespace": "default", "public_model": "gpt-4o", "group_id": group_id }),
+    )
+    .await
+    .expect(201);
     assert_eq!(app.bus_snapshot().await, desired(&app).await);
 
     redis.kill();
+    app.admin_post(
+        "/admin/api-keys",
+        json!({ "group_id": group_id, "api_key": "sk-upstream-bbbb2222", "weight": 3 }),
+    )
+    .await
+    .expect(201);
+    app.admin_post("/admin/bindings", json!({ "namespace": "default", "public_model": "fast", "group_id": group_id, "selector_value": "gpt-4o-mini" }))
+        .await
+        .expect(201);
     let (_, master_b_key) = app.create_master(json!({ "name": "b" })).await;
     let (_, key_b) = app.issue_key(&master_b_key, json!({ "name": "b1" })).await;
     app.delete(&format!("/v1/tokens/{key_a_id}"), &master_a_key)
@@ -377,7 +390,14 @@ async fn redis_killed_and_restarted_empty_is_rebuilt_with_nothing_lost(backend: 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(outbox_total(&app, "dead").await, 0, "nothing died");
-    assert_eq!(app.bus_snapshot().await.len(), 4, "two masters and two keys");
+    let bus = app.bus_snapshot().await;
+    assert_eq!(
+        bus.keys().filter(|k| k.starts_with("auth:")).count(),
+        4,
+        "two masters and two keys"
+    );
+    assert_eq!(bus["config:providers"].len(), 2, "both credentials");
+    assert_eq!(bus["config:bindings"].len(), 2, "both routes");
     app.whoami(&key_a).await.expect_error(401, "key_revoked");
     app.whoami(&key_b).await.expect(200);
     app.shutdown().await;

@@ -307,23 +307,68 @@ impl TestApp {
         })
     }
 
-    /// Every `auth:*` hash on the bus, without the `version`/`updated_at` stamps.
+    /// Every `auth:*` hash and the routing hashes on the bus, without time stamps
+    /// (`version`, `updated_at`; inside JSON values too).
     pub async fn bus_snapshot(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         let bus = self.state.bus.clone();
         let mut out = BTreeMap::new();
         for key in bus.keys_with_prefix("auth:").await.expect("bus keys") {
-            let mut fields: BTreeMap<String, String> = bus
-                .hash_get_all(&key)
-                .await
-                .expect("bus hash")
-                .into_iter()
-                .collect();
-            fields.remove("version");
-            fields.remove("updated_at");
-            out.insert(key, fields);
+            let fields = bus.hash_get_all(&key).await.expect("bus hash");
+            out.insert(key, without_stamps(fields));
+        }
+        for key in ROUTING_HASHES {
+            let fields = bus.hash_get_all(key).await.expect("bus hash");
+            if !fields.is_empty() {
+                out.insert(key.to_owned(), without_stamps(fields));
+            }
         }
         out
     }
+
+    /// What a fresh full sync of the database would write, in the form of
+    /// [`TestApp::bus_snapshot`].
+    pub async fn desired_bus(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        let sync = &self.state.sync;
+        let mut out = BTreeMap::new();
+        for (key, fields) in sync.desired_entries().await.expect("desired entries").entries {
+            out.insert(key, without_stamps(fields));
+        }
+        for (key, fields) in sync
+            .desired_routing_entries(0)
+            .await
+            .expect("desired routing")
+            .hashes
+        {
+            if !fields.is_empty() {
+                out.insert(key.to_owned(), without_stamps(fields));
+            }
+        }
+        out
+    }
+}
+
+const ROUTING_HASHES: [&str; 3] = [
+    ez_contract::bus_keys::PROVIDERS,
+    ez_contract::bus_keys::BINDINGS,
+    ez_contract::bus_keys::MODELS,
+];
+
+fn without_stamps(fields: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    fields
+        .into_iter()
+        .filter(|(f, _)| f != "version" && f != "updated_at")
+        .map(|(f, v)| {
+            let v = match serde_json::from_str::<Value>(&v) {
+                Ok(Value::Object(mut map)) => {
+                    map.remove("updated_at");
+                    map.remove("version");
+                    Value::Object(map).to_string()
+                }
+                _ => v,
+            };
+            (f, v)
+        })
+        .collect()
 }
 
 impl Drop for TestApp {
