@@ -299,7 +299,7 @@ fn text(field: &str, value: &str, max: usize) -> ApiResult<String> {
     Ok(value.trim().to_owned())
 }
 
-fn secret(field: &str, value: &str) -> ApiResult<SecretToken> {
+pub(crate) fn secret(field: &str, value: &str) -> ApiResult<SecretToken> {
     let value = value.trim();
     if value.len() > MAX_SECRET || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
         // The message never repeats the value.
@@ -323,7 +323,7 @@ fn weight(value: i64) -> ApiResult<i64> {
 }
 
 /// Checks a complete group write: type, endpoint, Google fields, lists, headers.
-fn validate_group(mut w: GroupWrite) -> ApiResult<GroupWrite> {
+pub(crate) fn validate_group(mut w: GroupWrite) -> ApiResult<GroupWrite> {
     w.name = validation::identifier("name", &w.name)?;
     let kind: ProviderType = w
         .provider_type
@@ -361,7 +361,7 @@ fn validate_group(mut w: GroupWrite) -> ApiResult<GroupWrite> {
 }
 
 /// Checks a complete credential write against its group.
-async fn validate_api_key(state: &AppState, mut w: ApiKeyWrite) -> ApiResult<(ApiKeyWrite, ProviderGroup)> {
+async fn validate_api_key(state: &AppState, w: ApiKeyWrite) -> ApiResult<(ApiKeyWrite, ProviderGroup)> {
     let group = match state.store.get_group(w.group_id).await {
         Ok(group) => group,
         Err(crate::store::StoreError::NotFound(_)) => {
@@ -376,6 +376,11 @@ async fn validate_api_key(state: &AppState, mut w: ApiKeyWrite) -> ApiResult<(Ap
         .provider_type
         .parse()
         .map_err(|e: String| ApiError::internal(e))?;
+    Ok((check_api_key(w, kind)?, group))
+}
+
+/// The rules of a credential for a group of type `kind`.
+pub(crate) fn check_api_key(mut w: ApiKeyWrite, kind: ProviderType) -> ApiResult<ApiKeyWrite> {
     if kind.is_subscription() {
         if w.access_token.is_empty() && w.refresh_token.is_empty() {
             return Err(ApiError::unprocessable(
@@ -397,10 +402,34 @@ async fn validate_api_key(state: &AppState, mut w: ApiKeyWrite) -> ApiResult<(Ap
     w.account_id = text("account_id", &w.account_id, 256)?;
     w.project_id = text("project_id", &w.project_id, 256)?;
     w.models = model_list("models", &w.models)?;
-    Ok((w, group))
+    Ok(w)
 }
 
-async fn validate_binding(state: &AppState, mut w: BindingWrite) -> ApiResult<BindingWrite> {
+async fn validate_binding(state: &AppState, w: BindingWrite) -> ApiResult<BindingWrite> {
+    let w = check_binding(w)?;
+    if !state
+        .store
+        .missing_namespaces(std::slice::from_ref(&w.namespace))
+        .await?
+        .is_empty()
+    {
+        return Err(ApiError::unprocessable(
+            "namespace_not_found",
+            format!("namespace {:?} does not exist", w.namespace),
+        ));
+    }
+    match state.store.get_group(w.group_id).await {
+        Ok(_) => Ok(w),
+        Err(crate::store::StoreError::NotFound(_)) => Err(ApiError::unprocessable(
+            "group_not_found",
+            format!("provider group {} does not exist", w.group_id),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The rules of a binding that need no database.
+pub(crate) fn check_binding(mut w: BindingWrite) -> ApiResult<BindingWrite> {
     w.namespace = validation::identifier("namespace", &w.namespace)?;
     let public = w.public_model.trim();
     if public.is_empty()
@@ -434,25 +463,7 @@ async fn validate_binding(state: &AppState, mut w: BindingWrite) -> ApiResult<Bi
         }
     }
     w.status = one_of("status", &w.status, BINDING_STATUSES)?;
-    if !state
-        .store
-        .missing_namespaces(std::slice::from_ref(&w.namespace))
-        .await?
-        .is_empty()
-    {
-        return Err(ApiError::unprocessable(
-            "namespace_not_found",
-            format!("namespace {:?} does not exist", w.namespace),
-        ));
-    }
-    match state.store.get_group(w.group_id).await {
-        Ok(_) => Ok(w),
-        Err(crate::store::StoreError::NotFound(_)) => Err(ApiError::unprocessable(
-            "group_not_found",
-            format!("provider group {} does not exist", w.group_id),
-        )),
-        Err(e) => Err(e.into()),
-    }
+    Ok(w)
 }
 
 pub async fn create_group(state: &AppState, req: CreateGroupRequest) -> ApiResult<ProviderGroup> {

@@ -35,6 +35,34 @@ enum Command {
     ControlPlane,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Print the whole configuration as one JSON document (backup, config-as-code).
+    /// Upstream secrets are left out unless --include-secrets is given.
+    Export {
+        /// Include upstream API keys and OAuth tokens.
+        #[arg(long)]
+        include_secrets: bool,
+        /// Write to this file instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Import a configuration document (as written by `export`). Idempotent; the whole
+    /// document is validated before anything is written.
+    Import {
+        /// The JSON document.
+        file: PathBuf,
+        /// What to do with entities that exist already.
+        #[arg(long, value_enum, default_value_t = Policy::Skip)]
+        policy: Policy,
+        /// Only report what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Policy {
+    Skip,
+    Overwrite,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +114,56 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => serve_control_plane(config).await,
+        Command::Export {
+            include_secrets,
+            output,
+        } => {
+            let store = ez_control_plane::open_store(&config).await?;
+            let doc = ez_control_plane::config_doc::export(&store, include_secrets)
+                .await
+                .map_err(|e| anyhow::anyhow!("export failed: {}", e.message))?;
+            let json = serde_json::to_string_pretty(&doc).context("encoding the document")?;
+            match output {
+                Some(path) => std::fs::write(&path, json + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => println!("{json}"),
+            }
+            store.close().await;
+            Ok(())
+        }
+        Command::Import {
+            file,
+            policy,
+            dry_run,
+        } => {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let doc: ez_control_plane::config_doc::ConfigDocument =
+                ez_control_plane::api::parse_document(text.as_bytes())
+                    .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.message))?;
+            let store = ez_control_plane::open_store(&config).await?;
+            let bus = ez_control_plane::open_bus(&config).await?;
+            let cp = ControlPlane::build(&config, store.clone(), bus).await?;
+            print_generated_admin_token(&cp);
+            let policy = match policy {
+                Policy::Skip => ez_control_plane::config_doc::ConflictPolicy::Skip,
+                Policy::Overwrite => ez_control_plane::config_doc::ConflictPolicy::Overwrite,
+            };
+            let report = ez_control_plane::config_doc::import(&cp.state, doc, policy, dry_run)
+                .await
+                .map_err(|e| anyhow::anyhow!("import refused: {}", e.message))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).context("encoding the report")?
+            );
+            if !dry_run && config.redis.url.is_none() {
+                eprintln!(
+                    "note: no redis.url is configured; a running `ezapi serve` picks the import up at its next restart or on POST /admin/sync"
+                );
+            }
+            store.close().await;
+            Ok(())
+        }
         Command::ControlPlane => {
             if config.redis.url.is_none() {
                 anyhow::bail!(
@@ -101,16 +179,7 @@ async fn serve_control_plane(config: Config) -> anyhow::Result<()> {
     let store = ez_control_plane::open_store(&config).await?;
     let bus = ez_control_plane::open_bus(&config).await?;
     let cp = ControlPlane::build(&config, store.clone(), bus).await?;
-    if let Some(token) = &cp.generated_admin_token {
-        // Printed once, to the terminal only: the database keeps just its digest.
-        println!();
-        println!("  ezapi generated an admin token (shown only this once; store it now):");
-        println!();
-        println!("    {}", token.expose());
-        println!();
-        println!("  Use it as: Authorization: Bearer <admin token>");
-        println!();
-    }
+    print_generated_admin_token(&cp);
     let jobs = cp.scheduler().start();
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -137,6 +206,19 @@ async fn serve_control_plane(config: Config) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Printed once, to the terminal only: the database keeps just the token's digest.
+fn print_generated_admin_token(cp: &ControlPlane) {
+    if let Some(token) = &cp.generated_admin_token {
+        println!();
+        println!("  ezapi generated an admin token (shown only this once; store it now):");
+        println!();
+        println!("    {}", token.expose());
+        println!();
+        println!("  Use it as: Authorization: Bearer <admin token>");
+        println!();
+    }
 }
 
 async fn shutdown_signal() {

@@ -4,6 +4,7 @@
 mod api_keys;
 mod auth;
 mod bindings;
+mod config_doc;
 mod extract;
 mod health;
 mod keys;
@@ -27,7 +28,7 @@ use utoipa_axum::routes;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub use extract::{ApiJson, ApiPath, ApiQuery, PageQuery};
+pub use extract::{ApiJson, ApiPath, ApiQuery, PageQuery, parse_object as parse_document};
 
 /// A page of a list: `{"items": […], "total": N, "page": P, "page_size": S}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -131,6 +132,8 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(models::list_models, models::create_model))
         .routes(routes!(models::update_model, models::delete_model))
+        .routes(routes!(config_doc::export_config))
+        .routes(routes!(config_doc::import_config))
         .routes(routes!(sync::full_sync))
         .routes(routes!(sync::list_outbox))
         .split_for_parts()

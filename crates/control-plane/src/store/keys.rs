@@ -6,7 +6,7 @@ use sqlx::{Any, Executor, Row};
 use super::models::{IssuedBy, Key};
 use super::{PageRequest, Store, StoreError, StoreResult, count, json_list, parse_list};
 
-const COLUMNS: &str = "id, master_id, name, token_digest, token_prefix, status, issued_at_epoch, \
+pub(super) const KEY_COLUMNS: &str = "id, master_id, name, token_digest, token_prefix, status, issued_at_epoch, \
      issued_by, default_namespace, namespaces, allow_ips, deny_ips, expires_at, qps, last_used_at, \
      created_at, updated_at";
 
@@ -54,7 +54,7 @@ impl From<&Key> for KeyWrite {
     }
 }
 
-fn from_row(row: &AnyRow) -> StoreResult<Key> {
+pub(super) fn from_row(row: &AnyRow) -> StoreResult<Key> {
     let status: String = row.try_get("status")?;
     let issued_by: String = row.try_get("issued_by")?;
     let text = |column: &'static str| -> StoreResult<Vec<String>> {
@@ -88,7 +88,7 @@ where
     E: Executor<'c, Database = Any>,
 {
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM child_keys WHERE master_id = $1 ORDER BY id"
+        "SELECT {KEY_COLUMNS} FROM child_keys WHERE master_id = $1 ORDER BY id"
     ))
     .bind(master_id)
     .fetch_all(executor)
@@ -120,7 +120,7 @@ impl Store {
                  SELECT $1, $2, $3, $4, 'active', m.epoch, $5, $6, $7, $8, $9, $10, $11, $12, $12 \
                  FROM masters m WHERE m.id = $1 AND m.max_child_keys > \
                  (SELECT COUNT(*) FROM child_keys k WHERE k.master_id = $1 AND k.status <> 'revoked') \
-                 RETURNING {COLUMNS}"
+                 RETURNING {KEY_COLUMNS}"
             ))
             .bind(new.master_id)
             .bind(&new.name)
@@ -151,7 +151,7 @@ impl Store {
 
     pub async fn list_keys(&self, master_id: i64, page: PageRequest) -> StoreResult<(Vec<Key>, i64)> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM child_keys WHERE master_id = $1 ORDER BY id LIMIT $2 OFFSET $3"
+            "SELECT {KEY_COLUMNS} FROM child_keys WHERE master_id = $1 ORDER BY id LIMIT $2 OFFSET $3"
         ))
         .bind(master_id)
         .bind(page.page_size)
@@ -172,14 +172,14 @@ impl Store {
     }
 
     pub async fn all_keys(&self) -> StoreResult<Vec<Key>> {
-        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM child_keys ORDER BY id"))
+        let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM child_keys ORDER BY id"))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(from_row).collect()
     }
 
     pub async fn get_key(&self, id: i64) -> StoreResult<Key> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM child_keys WHERE id = $1"))
+        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM child_keys WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -189,7 +189,7 @@ impl Store {
 
     pub async fn find_key_by_digest(&self, digest: &str) -> StoreResult<Option<Key>> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM child_keys WHERE token_digest = $1"
+            "SELECT {KEY_COLUMNS} FROM child_keys WHERE token_digest = $1"
         ))
         .bind(digest)
         .fetch_optional(&self.pool)
@@ -204,7 +204,7 @@ impl Store {
         let row = sqlx::query(&format!(
             "UPDATE child_keys SET name = $2, status = $3, default_namespace = $4, namespaces = $5, \
              allow_ips = $6, deny_ips = $7, expires_at = $8, qps = $9, updated_at = $10 \
-             WHERE id = $1 AND (status <> 'revoked' OR $3 = 'revoked') RETURNING {COLUMNS}"
+             WHERE id = $1 AND (status <> 'revoked' OR $3 = 'revoked') RETURNING {KEY_COLUMNS}"
         ))
         .bind(id)
         .bind(&w.name)

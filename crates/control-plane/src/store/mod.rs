@@ -5,6 +5,7 @@
 //! are chosen by [`DatabaseKind`]. The same contract tests run against both engines.
 
 mod bindings;
+mod import;
 mod keys;
 mod masters;
 mod model_overrides;
@@ -22,6 +23,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 pub use bindings::{Binding, BindingWrite};
+pub use import::{KeyImport, MasterImport};
 pub use keys::{KeyWrite, NewKey};
 pub use masters::{MasterWrite, NewMaster};
 pub use models::{IssuedBy, Key, Master, Namespace, NamespaceStatus};

@@ -6,6 +6,7 @@ mod helpers;
 mod bad_input;
 mod bad_input_routing;
 mod bus_outage;
+mod config_transfer;
 mod lifecycle;
 mod platform;
 mod routing_config;
