@@ -311,3 +311,84 @@ fn help_explains_each_command() {
         assert!(help.contains(command), "{help}");
     }
 }
+
+#[tokio::test]
+async fn export_and_import_move_a_configuration_between_instances() {
+    let (a, b) = (temp_dir(), temp_dir());
+    let client = reqwest::Client::new();
+    let server = Server::start(&a, &[]);
+    let admin = server.printed_admin_token().expect("admin token");
+    let (status, _) = call(
+        &client,
+        reqwest::Method::POST,
+        server.url("/admin/providers/preset"),
+        &admin,
+        Some(json!({ "preset": "anthropic", "api_keys": ["sk-ant-cli-0001"] })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, master) = call(
+        &client,
+        reqwest::Method::POST,
+        server.url("/admin/masters"),
+        &admin,
+        Some(json!({ "name": "acme" })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let master_key = master["master_key"].as_str().unwrap().to_owned();
+    assert!(server.terminate().success());
+
+    let file = a.join("backup.json");
+    let out = ezapi(&a, &[])
+        .args(["export", "--include-secrets", "-o"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exported: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(exported["masters"][0]["name"], "acme");
+
+    let dry = ezapi(&b, &[])
+        .arg("import")
+        .arg(&file)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let out = ezapi(&b, &[]).arg("import").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"create\""), "{stdout}");
+    let out = ezapi(&b, &[])
+        .args(["export", "--include-secrets"])
+        .output()
+        .unwrap();
+    let reexported: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        reexported, exported,
+        "the second instance exports the same document"
+    );
+
+    // The restored master key works on the second instance.
+    let server = Server::start(&b, &[]);
+    let (status, _) = call(
+        &client,
+        reqwest::Method::GET,
+        server.url("/v1/tokens"),
+        &master_key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(server.terminate().success());
+
+    let bad = a.join("bad.json");
+    std::fs::write(
+        &bad,
+        "{\"format\": \"ezapi-config\", \"version\": 1, \"bindings\": [{}]}",
+    )
+    .unwrap();
+    let out = ezapi(&a, &[]).arg("import").arg(&bad).output().unwrap();
+    assert!(!out.status.success(), "a malformed document is refused");
+}
