@@ -26,16 +26,6 @@ const SECRET_VARS: [(&str, &str); 3] = [
     ("EZ_AUTH__JWT_SECRET", "auth.jwt_secret"),
     ("EZ_INTERNAL__STATS_TOKEN", "internal.stats_token"),
 ];
-const SECTIONS: &[&str] = &[
-    "server",
-    "database",
-    "redis",
-    "auth",
-    "internal",
-    "log",
-    "sync_outbox",
-];
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration file {path}: {reason}")]
@@ -184,15 +174,12 @@ impl Config {
     }
 }
 
-/// `EZ_SECTION__OPTION`; variables of other shapes (such as `EZ_TEST_DATABASE_URL`) are
-/// not configuration and are ignored.
+/// `EZ_SECTION__OPTION`.
 fn env_provider() -> Env {
+    // Only `SECTION__OPTION` names are configuration: other `EZ_` variables (such as
+    // `EZ_TEST_DATABASE_URL`) are ignored, while a misspelt section or option is an error.
     Env::prefixed("EZ_")
-        .filter(|key| {
-            key.as_str()
-                .split_once("__")
-                .is_some_and(|(section, _)| SECTIONS.contains(&section.to_ascii_lowercase().as_str()))
-        })
+        .filter(|key| key.as_str().contains("__"))
         .split("__")
 }
 

@@ -152,6 +152,12 @@ fn unknown_options_are_rejected() {
         Ok(())
     });
     Jail::expect_with(|jail| {
+        jail.set_env("EZ_SEVRER__LISTEN", "127.0.0.1:1");
+        let err = load_in(jail).expect_err("misspelt section").to_string();
+        assert!(err.contains("sevrer"), "{err}");
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
         jail.create_file("ezapi.toml", "[sever]\nlisten = \"127.0.0.1:1\"\n")?;
         assert!(load_in(jail).is_err());
         Ok(())

@@ -508,6 +508,22 @@ pub async fn update_group(state: &AppState, id: i64, req: UpdateGroupRequest) ->
     );
     take!(headers_profile, route_group);
     let write = validate_group(w)?;
+    if write.provider_type != current.provider_type {
+        // The credentials must suit the new type, as they would if created in it.
+        let kind: ProviderType = write
+            .provider_type
+            .parse()
+            .map_err(|e: String| ApiError::internal(e))?;
+        for key in state.store.api_keys_of_group(id).await? {
+            check_api_key(ApiKeyWrite::from(&key), kind).map_err(|e| {
+                ApiError::new(
+                    e.status,
+                    e.code,
+                    format!("credential {} of this group: {}", key.id, e.message),
+                )
+            })?;
+        }
+    }
     let group = state.store.update_group(id, &write).await?;
     state
         .sync

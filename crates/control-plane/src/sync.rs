@@ -55,6 +55,10 @@ pub struct SyncReport {
 pub struct BusSync {
     bus: Arc<dyn ConfigBus>,
     store: Store,
+    /// Serialises this process's bus writes. Each write reads the database's current
+    /// state under the lock, so when two changes race, the later write carries the later
+    /// state, and a full sync never interleaves with an incremental write.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What a failed write was about; the outbox stores it as (`resource`, `resource_id`)
@@ -209,25 +213,35 @@ fn token_write(key: &Key, master: &Master, version: i64, now: i64) -> BusWrite {
 
 impl BusSync {
     pub fn new(bus: Arc<dyn ConfigBus>, store: Store) -> BusSync {
-        BusSync { bus, store }
+        BusSync {
+            bus,
+            store,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+        }
     }
 
     pub fn bus(&self) -> &Arc<dyn ConfigBus> {
         &self.bus
     }
 
-    /// Writes a master and the given keys of it (all of them when a master field that
-    /// keys carry, such as `group`, changed). Never fails: the database already holds the
-    /// change, and a write the bus refuses goes to the outbox.
-    pub async fn master_changed(&self, master: &Master, keys: &[Key]) {
-        let result = self.write_master(master, keys).await;
-        self.settle_write(&[SyncTarget::Master(master.id)], result).await;
+    /// Writes a master and all its keys as the database holds them now. Never fails: the
+    /// database already holds the change, and a write the bus refuses goes to the outbox.
+    pub async fn master_changed(&self, master_id: i64) {
+        self.changed(vec![SyncTarget::Master(master_id)]).await;
     }
 
-    /// Writes one key. Never fails; see [`BusSync::master_changed`].
-    pub async fn key_changed(&self, key: &Key, master: &Master) {
-        let result = self.write_key(key, master).await;
-        self.settle_write(&[SyncTarget::Key(key.id)], result).await;
+    /// Writes one key as the database holds it now. Never fails; see
+    /// [`BusSync::master_changed`].
+    pub async fn key_changed(&self, key_id: i64) {
+        self.changed(vec![SyncTarget::Key(key_id)]).await;
+    }
+
+    async fn changed(&self, targets: Vec<SyncTarget>) {
+        let _writer = self.writer.lock().await;
+        for target in targets {
+            let result = self.resync_unlocked(target.clone()).await;
+            self.settle_write(&[target], result).await;
+        }
     }
 
     async fn write_master(&self, master: &Master, keys: &[Key]) -> Result<(), SyncError> {
@@ -249,6 +263,7 @@ impl BusSync {
     /// Writes the routing entries `change` touches. Never fails; see
     /// [`BusSync::master_changed`].
     pub async fn routing_changed(&self, change: RoutingChange) {
+        let _writer = self.writer.lock().await;
         let result = self.write_routing(&change).await;
         self.settle_write(&change.targets(), result).await;
     }
@@ -271,6 +286,11 @@ impl BusSync {
 
     /// Rewrites `target` from the database's current state.
     pub async fn resync(&self, target: SyncTarget) -> Result<(), SyncError> {
+        let _writer = self.writer.lock().await;
+        self.resync_unlocked(target).await
+    }
+
+    async fn resync_unlocked(&self, target: SyncTarget) -> Result<(), SyncError> {
         match target {
             SyncTarget::Master(id) => {
                 let master = self.store.get_master(id).await?;
@@ -532,6 +552,7 @@ impl BusSync {
     /// have, marks the bus as complete (`meta:sync`) and settles the outbox entries that
     /// the rebuild covered.
     pub async fn full_sync(&self) -> Result<SyncReport, SyncError> {
+        let _writer = self.writer.lock().await;
         let started = std::time::Instant::now();
         // Entries recorded after this point may describe changes the reads below miss.
         let outbox_high_water = self.store.outbox_high_water().await?;

@@ -219,7 +219,7 @@ pub async fn create_master(state: &AppState, req: CreateMasterRequest) -> ApiRes
             token_prefix: token.display_prefix(),
         })
         .await?;
-    state.sync.master_changed(&master, &[]).await;
+    state.sync.master_changed(master.id).await;
     tracing::info!(master_id = master.id, "master created");
     Ok(MasterWithKey {
         master,
@@ -246,19 +246,13 @@ pub async fn update_master(state: &AppState, id: i64, req: UpdateMasterRequest) 
         write.global_qps = validation::non_negative("global_qps", qps)?;
     }
     let master = state.store.update_master(id, &write).await?;
-    // Token snapshots carry the master's group; rewrite them when it changed.
-    let keys = if master.group != current.group {
-        state.store.keys_of_master(id).await?
-    } else {
-        Vec::new()
-    };
-    state.sync.master_changed(&master, &keys).await;
+    state.sync.master_changed(master.id).await;
     Ok(master)
 }
 
 pub async fn delete_master(state: &AppState, id: i64) -> ApiResult<Master> {
     let (master, keys) = state.store.delete_master(id).await?;
-    state.sync.master_changed(&master, &keys).await;
+    state.sync.master_changed(master.id).await;
     tracing::info!(
         master_id = id,
         revoked_keys = keys.len(),
@@ -282,7 +276,7 @@ pub async fn rotate_master(state: &AppState, id: i64) -> ApiResult<MasterWithKey
 
 pub async fn revoke_master_keys(state: &AppState, id: i64) -> ApiResult<Master> {
     let master = state.store.bump_master_epoch(id).await?;
-    state.sync.master_changed(&master, &[]).await;
+    state.sync.master_changed(master.id).await;
     tracing::info!(
         master_id = id,
         epoch = master.epoch,
@@ -336,15 +330,11 @@ pub async fn update_master_access(state: &AppState, id: i64, req: UpdateAccessRe
             ),
         ));
     }
-    let (master, keys) = state
+    let (master, _) = state
         .store
         .update_master_access(id, &access.default_namespace, &access.namespaces, &key_updates)
         .await?;
-    let changed: Vec<Key> = keys
-        .into_iter()
-        .filter(|k| key_updates.iter().any(|(id, _, _)| *id == k.id))
-        .collect();
-    state.sync.master_changed(&master, &changed).await;
+    state.sync.master_changed(master.id).await;
     Ok(master)
 }
 
@@ -398,7 +388,7 @@ pub async fn create_key(
         .await?;
     // Re-read the master: the key carries its group, and the epoch may have moved.
     let master = state.store.get_master(master.id).await?;
-    state.sync.key_changed(&key, &master).await;
+    state.sync.key_changed(key.id).await;
     tracing::info!(
         master_id = master.id,
         key_id = key.id,
@@ -469,7 +459,7 @@ pub async fn update_key(
         write.qps = qps.map(|q| validation::non_negative("qps", q)).transpose()?;
     }
     let key = state.store.update_key(id, &write).await?;
-    state.sync.key_changed(&key, &master).await;
+    state.sync.key_changed(key.id).await;
     Ok(key)
 }
 

@@ -71,7 +71,10 @@ pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             ApiError::bad_request(
                 "invalid_body",
-                format!("request body does not match the schema: {e}"),
+                format!(
+                    "request body does not match the schema: {}",
+                    redact(&e.to_string())
+                ),
             )
         }
     })
@@ -116,6 +119,16 @@ impl PageQuery {
     }
 }
 
+/// serde quotes the offending value (`invalid type: string "…"`); a client that put a
+/// secret in the wrong field must not get it back in an error, which may end up in logs.
+fn redact(message: &str) -> String {
+    static QUOTED: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = QUOTED.get_or_init(|| {
+        regex::Regex::new(r#"(string|variant) ("(?:[^"\\]|\\.)*"|`[^`]*`)"#).expect("constant regex")
+    });
+    re.replace_all(message, "$1 (value not shown)").into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +146,19 @@ mod tests {
             .unwrap_err()
             .code
             .into_owned()
+    }
+
+    #[test]
+    fn values_are_not_echoed_in_errors() {
+        let err = parse_object::<Body>(br#"{"name": "a", "n": "sk-secret-value"}"#).unwrap_err();
+        assert!(!err.message.contains("sk-secret-value"), "{}", err.message);
+        assert!(err.message.contains("expected i64"), "{}", err.message);
+        let err = parse_object::<Body>(br#"{"name": "a", "n": "sk-\"quoted\"-value"}"#).unwrap_err();
+        assert!(!err.message.contains("quoted"), "{}", err.message);
+        assert_eq!(
+            redact("unknown variant `sk-x`, expected one of"),
+            "unknown variant (value not shown), expected one of"
+        );
     }
 
     #[test]

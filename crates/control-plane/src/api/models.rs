@@ -212,13 +212,7 @@ pub async fn create_model(
         output_price_per_mtok: req.output_price_per_mtok,
         embedding_dimensions: req.embedding_dimensions,
     })?;
-    if state.store.model_overrides().await?.contains_key(&name) {
-        return Err(ApiError::conflict(
-            "conflict",
-            format!("model {name:?} already has metadata; use PUT"),
-        ));
-    }
-    state.store.put_model_override(&name, &value).await?;
+    state.store.create_model_override(&name, &value).await?;
     state
         .sync
         .routing_changed(RoutingChange {

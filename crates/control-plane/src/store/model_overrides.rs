@@ -36,6 +36,24 @@ impl Store {
         Ok(true)
     }
 
+    /// Creates the override of `name`; a conflict when one exists (also under races).
+    pub async fn create_model_override(&self, name: &str, value: &ModelOverride) -> StoreResult<()> {
+        let _permit = self.write_permit().await;
+        let data = serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO model_overrides (name, data, created_at, updated_at) VALUES ($1, $2, $3, $3)",
+        )
+        .bind(name)
+        .bind(&data)
+        .bind(now_unix())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            StoreError::or_conflict(e, &format!("metadata of model {name:?} (use PUT to replace it)"))
+        })?;
+        Ok(())
+    }
+
     pub async fn model_overrides(&self) -> StoreResult<HashMap<String, ModelOverride>> {
         let rows = sqlx::query("SELECT name, data FROM model_overrides")
             .fetch_all(&self.pool)
