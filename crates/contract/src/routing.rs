@@ -85,14 +85,16 @@ pub struct ModelSnapshot {
     /// `namespace.public_model`.
     pub name: String,
     pub kind: String,
-    pub context_window: Option<i64>,
+    /// Tokens; 0 = unknown (the reference shape has a number here, never null).
+    pub context_window: i64,
     pub supports_vision: bool,
     pub supports_functions: bool,
     pub supports_tool_choice: bool,
     pub supports_fim: bool,
     pub supports_reasoning: bool,
     pub supports_json_output: bool,
-    pub max_output_tokens: Option<i64>,
+    /// Tokens; 0 = unknown.
+    pub max_output_tokens: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_price_per_mtok: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

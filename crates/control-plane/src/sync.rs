@@ -662,14 +662,14 @@ pub fn model_entry(binding: &BindingSnapshot, overrides: &HashMap<String, ModelO
     ModelSnapshot {
         name: route_key(&binding.namespace, &binding.public_model),
         kind: info.kind,
-        context_window: info.context_window,
+        context_window: info.context_window.unwrap_or(0),
         supports_vision: info.supports_vision,
         supports_functions: info.supports_functions,
         supports_tool_choice: info.supports_tool_choice,
         supports_fim: info.supports_fim,
         supports_reasoning: info.supports_reasoning,
         supports_json_output: info.supports_json_output,
-        max_output_tokens: info.max_output_tokens,
+        max_output_tokens: info.max_output_tokens.unwrap_or(0),
         input_price_per_mtok: info.input_price_per_mtok,
         output_price_per_mtok: info.output_price_per_mtok,
     }
