@@ -137,11 +137,19 @@ impl ControlPlane {
 
     /// The complete HTTP application: routes, fallbacks and middleware.
     pub fn router(&self) -> Router {
+        self.router_with(Router::new())
+    }
+
+    /// The application with `extra` routes (the balancer's, in `ezapi serve`) mounted
+    /// beside the control plane's, under the same middleware.
+    pub fn router_with(&self, extra: Router) -> Router {
         let (routes, _openapi) = api::router();
         let routes = routes
+            .with_state(self.state.clone())
+            .merge(extra)
             .fallback(api::not_found)
             .method_not_allowed_fallback(api::method_not_allowed);
-        middleware::apply(routes, self.max_body_bytes).with_state(self.state.clone())
+        middleware::apply(routes, self.max_body_bytes)
     }
 }
 

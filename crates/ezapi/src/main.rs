@@ -113,7 +113,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("migrations are up to date");
             Ok(())
         }
-        Command::Serve => serve_control_plane(config).await,
+        Command::Serve => serve_control_plane(config, true).await,
         Command::Export {
             include_secrets,
             output,
@@ -170,15 +170,30 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     "`ezapi control-plane` needs `redis.url` (EZ_REDIS__URL): balancers read the config bus from Redis; use `ezapi serve` for a single process"
                 );
             }
-            serve_control_plane(config).await
+            serve_control_plane(config, false).await
         }
     }
 }
 
-async fn serve_control_plane(config: Config) -> anyhow::Result<()> {
+/// Runs the control plane, and with `with_balancer` (`ezapi serve`) the data plane's
+/// routes in the same process, reading the same bus.
+async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Result<()> {
     let store = ez_control_plane::open_store(&config).await?;
     let bus = ez_control_plane::open_bus(&config).await?;
-    let cp = ControlPlane::build(&config, store.clone(), bus).await?;
+    let cp = ControlPlane::build(&config, store.clone(), bus.clone()).await?;
+    let (cache_stop, cache_stopped) = tokio::sync::watch::channel(false);
+    let (extra_routes, cache_task) = if with_balancer {
+        let cache = ez_balancer::SnapshotCache::new(bus);
+        if let Err(e) = cache.refresh().await {
+            tracing::warn!(error = %e, "initial snapshot load failed; the updater retries");
+        }
+        let task = cache.spawn_updater(std::time::Duration::from_secs(5), cache_stopped);
+        let state = ez_balancer::BalancerState::new(cache, ez_balancer::proxy::ProxySettings::default())
+            .context("building the upstream HTTP client")?;
+        (ez_balancer::router(state), Some(task))
+    } else {
+        (axum::Router::new(), None)
+    };
     print_generated_admin_token(&cp);
     let jobs = cp.scheduler().start();
     let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -188,10 +203,14 @@ async fn serve_control_plane(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, database = ?store.kind(), bus = cp.state.bus.kind(), "ezapi listening");
     let grace = config.server.shutdown_grace;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(ez_control_plane::serve(listener, cp.router(), async move {
-        let mut rx = stop_rx;
-        let _ = rx.wait_for(|stop| *stop).await;
-    }));
+    let server = tokio::spawn(ez_control_plane::serve(
+        listener,
+        cp.router_with(extra_routes),
+        async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|stop| *stop).await;
+        },
+    ));
     shutdown_signal().await;
     tracing::info!(
         grace_secs = grace.as_secs(),
@@ -203,6 +222,10 @@ async fn serve_control_plane(config: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("shutdown grace period elapsed with requests still in flight"),
     }
     jobs.shutdown().await;
+    let _ = cache_stop.send(true);
+    if let Some(task) = cache_task {
+        let _ = task.await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -1,0 +1,240 @@
+//! Resolution (SPEC §6 steps 4–5): which route a request names, which bound group serves
+//! it, which credential to use. Pure functions over the snapshot.
+
+use std::collections::HashSet;
+
+use ez_contract::routing::{BindingSnapshot, ProviderSnapshot, route_key};
+use ez_contract::snapshot::TokenSnapshot;
+use rand::Rng;
+
+use crate::snapshot::Snapshot;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// The namespace named by the header is not one the key may use.
+    NamespaceNotAllowed(String),
+    /// No binding for `namespace.public_model`.
+    ModelNotFound(String),
+}
+
+/// The (namespace, public model) a request names: `X-EZ-Namespace` when given (it must be
+/// one of the key's), else a `namespace.` prefix the key may use (`gpt-4.1` stays a model
+/// name), else the key's default namespace.
+pub fn split_model<'a>(
+    model: &'a str,
+    key: &'a TokenSnapshot,
+    header_namespace: Option<&'a str>,
+) -> Result<(&'a str, &'a str), RouteError> {
+    if let Some(ns) = header_namespace {
+        if !key.namespaces.iter().any(|n| n == ns) {
+            return Err(RouteError::NamespaceNotAllowed(ns.to_owned()));
+        }
+        return Ok((ns, model));
+    }
+    if let Some((prefix, rest)) = model.split_once('.')
+        && !rest.is_empty()
+        && key.namespaces.iter().any(|n| n == prefix)
+    {
+        return Ok((prefix, rest));
+    }
+    Ok((key.default_namespace.as_str(), model))
+}
+
+pub fn binding<'s>(
+    snapshot: &'s Snapshot,
+    namespace: &str,
+    public_model: &str,
+) -> Result<&'s BindingSnapshot, RouteError> {
+    let key = route_key(namespace, public_model);
+    snapshot.bindings.get(&key).ok_or(RouteError::ModelNotFound(key))
+}
+
+/// A credential usable now: active and not banned.
+pub fn usable(provider: &ProviderSnapshot, now: i64) -> bool {
+    provider.status == "active" && provider.ban_until <= now
+}
+
+/// The chosen upstream: credential and the model to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pick {
+    pub credential_id: i64,
+    pub upstream_model: String,
+}
+
+fn weighted<T>(items: &[(T, i64)], rng: &mut impl Rng) -> Option<usize> {
+    let total: i64 = items.iter().map(|(_, w)| (*w).max(1)).sum();
+    if total <= 0 {
+        return None;
+    }
+    let mut roll = rng.gen_range(0..total);
+    for (i, (_, w)) in items.iter().enumerate() {
+        let w = (*w).max(1);
+        if roll < w {
+            return Some(i);
+        }
+        roll -= w;
+    }
+    None
+}
+
+/// A usable upstream of a candidate: (credential id, upstream model) and its weight.
+type Weighted = ((i64, String), i64);
+
+/// Picks a candidate group by weight, then one of its usable credentials by weight,
+/// skipping credentials already tried.
+pub fn pick(
+    snapshot: &Snapshot,
+    binding: &BindingSnapshot,
+    tried: &HashSet<i64>,
+    now: i64,
+    rng: &mut impl Rng,
+) -> Option<Pick> {
+    let usable_upstreams = |c: &ez_contract::routing::CandidateSnapshot| -> Vec<Weighted> {
+        c.upstreams
+            .iter()
+            .filter_map(|(id, model)| {
+                let id: i64 = id.parse().ok()?;
+                let provider = snapshot.providers.get(&id)?;
+                (usable(provider, now) && !tried.contains(&id))
+                    .then(|| ((id, model.clone()), provider.weight))
+            })
+            .collect()
+    };
+    let candidates: Vec<(Vec<Weighted>, i64)> = binding
+        .candidates
+        .iter()
+        .filter(|c| c.status == "active")
+        .map(|c| (usable_upstreams(c), c.weight))
+        .filter(|(ups, _)| !ups.is_empty())
+        .collect();
+    let chosen = weighted(&candidates, rng)?;
+    let upstreams = &candidates[chosen].0;
+    let (credential_id, upstream_model) = upstreams[weighted(upstreams, rng)?].0.clone();
+    Some(Pick {
+        credential_id,
+        upstream_model,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use ez_contract::routing::CandidateSnapshot;
+    use ez_contract::snapshot::KeyStatus;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn key(namespaces: &[&str]) -> TokenSnapshot {
+        TokenSnapshot {
+            key_id: 1,
+            master_id: 1,
+            issued_at_epoch: 1,
+            status: KeyStatus::Active,
+            group: "default".into(),
+            namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+            default_namespace: namespaces[0].into(),
+            allow_ips: vec![],
+            deny_ips: vec![],
+            expires_at: None,
+            qps: 0,
+            version: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn model_names_and_namespaces() {
+        let k = key(&["default", "team"]);
+        assert_eq!(split_model("gpt-4o", &k, None), Ok(("default", "gpt-4o")));
+        assert_eq!(split_model("team.gpt-4o", &k, None), Ok(("team", "gpt-4o")));
+        assert_eq!(
+            split_model("gpt-4.1", &k, None),
+            Ok(("default", "gpt-4.1")),
+            "a dot in a model name stays"
+        );
+        assert_eq!(
+            split_model("other.gpt-4o", &k, None),
+            Ok(("default", "other.gpt-4o")),
+            "not the key's namespace"
+        );
+        assert_eq!(split_model("gpt-4o", &k, Some("team")), Ok(("team", "gpt-4o")));
+        assert_eq!(
+            split_model("gpt-4o", &k, Some("other")),
+            Err(RouteError::NamespaceNotAllowed("other".into()))
+        );
+    }
+
+    fn provider(id: i64, weight: i64, status: &str, ban_until: i64) -> ProviderSnapshot {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "name": format!("g#{id}"), "type": "openai", "base_url": "http://x", "api_key": "k",
+            "google_project": "", "google_location": "", "group_id": 1, "group": "default", "models": ["m"],
+            "status": status, "auto_ban": true, "weight": weight, "ban_until": ban_until, "ban_reason": "",
+            "access_token": "", "refresh_token": "", "expires_at": 0, "account_id": "", "project_id": "",
+            "static_headers": {}, "headers_profile": ""
+        }))
+        .unwrap()
+    }
+
+    fn candidate(weight: i64, ids: &[i64]) -> CandidateSnapshot {
+        CandidateSnapshot {
+            group_id: 1,
+            route_group: "default".into(),
+            weight,
+            selector_type: "exact".into(),
+            selector_value: String::new(),
+            status: "active".into(),
+            error: String::new(),
+            error_detail: String::new(),
+            upstreams: ids
+                .iter()
+                .map(|id| (id.to_string(), format!("m{id}")))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn picks_follow_weights_and_skip_unusable_credentials() {
+        let snapshot = Snapshot {
+            providers: HashMap::from([
+                (1, provider(1, 3, "active", 0)),
+                (2, provider(2, 1, "active", 0)),
+                (3, provider(3, 1, "auto_disabled", 0)),
+                (4, provider(4, 1, "active", i64::MAX)),
+            ]),
+            ..Snapshot::default()
+        };
+        let binding = BindingSnapshot {
+            namespace: "default".into(),
+            public_model: "m".into(),
+            status: "active".into(),
+            updated_at: 0,
+            candidates: vec![candidate(1, &[1, 2, 3, 4])],
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut counts = HashMap::new();
+        for _ in 0..4000 {
+            let p = pick(&snapshot, &binding, &HashSet::new(), 100, &mut rng).unwrap();
+            *counts.entry(p.credential_id).or_insert(0) += 1;
+        }
+        assert!(
+            !counts.contains_key(&3) && !counts.contains_key(&4),
+            "disabled and banned are skipped: {counts:?}"
+        );
+        let ratio = f64::from(counts[&1]) / f64::from(counts[&2]);
+        assert!((2.5..3.5).contains(&ratio), "weights 3:1, got {counts:?}");
+        let tried = HashSet::from([1, 2]);
+        assert_eq!(
+            pick(&snapshot, &binding, &tried, 100, &mut rng),
+            None,
+            "nothing left after failover"
+        );
+        assert_eq!(
+            pick(&snapshot, &binding, &HashSet::from([1]), 100, &mut rng)
+                .unwrap()
+                .credential_id,
+            2
+        );
+    }
+}
