@@ -24,15 +24,18 @@ pub struct RedisBus {
 }
 
 impl RedisBus {
-    /// Connects to `url` (`redis://` or `rediss://`). The connection re-establishes
-    /// itself after Redis restarts.
+    /// Prepares a connection to `url` (`redis://` or `rediss://`); it is established on
+    /// first use and re-established after Redis restarts.
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<RedisBus, BusError> {
         let client = redis::Client::open(url).map_err(|e| BusError::Config(e.to_string()))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(OP_TIMEOUT))
             .set_response_timeout(Some(OP_TIMEOUT))
             .set_number_of_retries(2);
-        let conn = timed(ConnectionManager::new_with_config(client.clone(), config)).await?;
+        // Lazy: a Redis that is down at start is a degraded bus (writes go to the outbox),
+        // not a process that cannot start.
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| BusError::Config(e.to_string()))?;
         Ok(RedisBus {
             client,
             conn,

@@ -263,9 +263,17 @@ async fn redis_bus_rejects_a_malformed_url() {
 
 #[tokio::test]
 async fn redis_bus_reports_an_unreachable_server_instead_of_hanging() {
-    // Port 1 is never a Redis server; connecting must fail fast with an error.
+    // Port 1 is never a Redis server: the bus is created (lazily) but every operation
+    // fails fast with an error.
     let started = std::time::Instant::now();
-    let result = RedisBus::connect("redis://127.0.0.1:1", "").await;
-    assert!(result.is_err());
+    let bus = RedisBus::connect("redis://127.0.0.1:1", "")
+        .await
+        .expect("lazy connect");
+    assert!(bus.ping().await.is_err());
+    assert!(
+        bus.apply(vec![BusWrite::Delete { key: "k".into() }])
+            .await
+            .is_err()
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
 }

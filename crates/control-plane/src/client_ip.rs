@@ -11,8 +11,16 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use ipnet::IpNet;
 
+/// IPv4 clients of a dual-stack listener appear as `::ffff:a.b.c.d`.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = peer?;
+    let peer = canonical(peer?);
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return Some(peer);
@@ -23,6 +31,7 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|s| s.trim().parse().ok())
+        .map(canonical)
         .collect();
     Some(
         forwarded
@@ -53,6 +62,19 @@ mod tests {
     #[test]
     fn untrusted_peer_is_the_client_whatever_the_header_says() {
         let ip = client_ip(Some("8.8.8.8".parse().unwrap()), &headers("10.0.0.1"), &[]);
+        assert_eq!(ip, Some("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_matched_as_ipv4() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = client_ip(
+            Some("::ffff:10.0.0.5".parse().unwrap()),
+            &headers("1.2.3.4"),
+            &trusted,
+        );
+        assert_eq!(ip, Some("1.2.3.4".parse().unwrap()));
+        let ip = client_ip(Some("::ffff:8.8.8.8".parse().unwrap()), &HeaderMap::new(), &[]);
         assert_eq!(ip, Some("8.8.8.8".parse().unwrap()));
     }
 

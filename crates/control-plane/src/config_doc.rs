@@ -229,7 +229,11 @@ pub async fn export(store: &Store, include_secrets: bool) -> ApiResult<ConfigDoc
                 google_location: g.google_location.clone(),
                 models: g.models.clone(),
                 status: g.status.clone(),
-                static_headers: g.static_headers.clone(),
+                static_headers: if include_secrets {
+                    g.static_headers.clone()
+                } else {
+                    providers::masked_headers(&g.static_headers)
+                },
                 headers_profile: g.headers_profile.clone(),
                 route_group: g.route_group.clone(),
             })
@@ -474,6 +478,17 @@ pub async fn import(
     let mut namespace_names: HashSet<String> = existing_ns.keys().cloned().collect();
     for ns in &doc.namespaces {
         unique(&mut problems, "namespace", ns.name.clone());
+        if ns.description.chars().count() > 1024
+            || ns
+                .description
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            problems.push(format!(
+                "namespace {:?}: description must be at most 1024 characters without control characters",
+                ns.name
+            ));
+        }
         if check(
             &mut problems,
             "namespace",
@@ -506,7 +521,10 @@ pub async fn import(
         if let Some(w) = check(
             &mut problems,
             &format!("provider group {:?}", g.name),
-            providers::validate_group(write),
+            providers::validate_group(write).and_then(|mut w| {
+                let current = existing_groups.get(&w.name).map(|g| &g.static_headers);
+                providers::restore_masked_headers(&mut w.static_headers, current).map(|()| w)
+            }),
         ) {
             if let Ok(kind) = w.provider_type.parse() {
                 group_types.insert(w.name.clone(), kind);
@@ -674,7 +692,15 @@ pub async fn import(
                 ));
             }
         }
-        master_namespaces.insert(m.name.clone(), m.namespaces.clone());
+        check(
+            &mut problems,
+            &context,
+            validation::display_name("token_prefix", &m.token_prefix),
+        );
+        // A master the import skips keeps its own namespaces; keys are checked against those.
+        if !(policy == ConflictPolicy::Skip && existing_masters.contains_key(&m.name)) {
+            master_namespaces.insert(m.name.clone(), m.namespaces.clone());
+        }
     }
     let mut key_digests: HashMap<String, (String, String)> = existing_child
         .iter()
@@ -694,6 +720,18 @@ pub async fn import(
         if !is_digest(&k.token_digest) {
             problems.push(format!(
                 "{context}: token_digest must be 64 lower-case hex characters"
+            ));
+        }
+        check(
+            &mut problems,
+            &context,
+            validation::display_name("token_prefix", &k.token_prefix),
+        );
+        if let Some(current) = existing_child.get(&(k.master.clone(), k.name.clone()))
+            && current.token_digest != k.token_digest
+        {
+            problems.push(format!(
+                "{context}: a key of that name exists here with another secret"
             ));
         }
         if let Some(other) = key_digests.insert(k.token_digest.clone(), (k.master.clone(), k.name.clone()))

@@ -61,11 +61,15 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// Connects the bus: Redis when `redis.url` is set, else the in-process memory bus.
 pub async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn ConfigBus>> {
     Ok(match &config.redis.url {
-        Some(url) => Arc::new(
-            RedisBus::connect(url, config.redis.key_prefix.clone())
+        Some(url) => {
+            let bus = RedisBus::connect(url, config.redis.key_prefix.clone())
                 .await
-                .context("connecting to Redis (redis.url)")?,
-        ),
+                .context("configuring Redis (redis.url)")?;
+            if let Err(e) = bus.ping().await {
+                tracing::error!(error = %e, "Redis (redis.url) is not reachable; starting with a degraded bus");
+            }
+            Arc::new(bus)
+        }
         None => Arc::new(MemoryBus::new()),
     })
 }
@@ -127,6 +131,9 @@ impl ControlPlane {
         scheduler.add(Arc::new(sync::ModelRegistryRefresh {
             sync: self.state.sync.clone(),
             every: self.model_refresh,
+        }));
+        scheduler.add(Arc::new(middleware::MetricsUpkeep {
+            handle: self.state.metrics.clone(),
         }));
         scheduler.add(Arc::new(sync::BusWatchdog {
             sync: self.state.sync.clone(),

@@ -17,6 +17,69 @@ use crate::store::{ApiKey, ApiKeyWrite, Binding, BindingWrite, GroupWrite, Provi
 use crate::sync::RoutingChange;
 use crate::validation::{self, double_option};
 
+/// Whether a static header carries a credential (its value is then a secret: masked in
+/// responses and left out of exports without secrets).
+pub fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "authorization"
+        || name == "proxy-authorization"
+        || name == "cookie"
+        || ["key", "token", "secret", "auth", "password"]
+            .iter()
+            .any(|part| name.contains(part))
+}
+
+/// `static_headers` with credential values masked.
+pub fn masked_headers(headers: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let shown = if is_secret_header(name) {
+                SecretToken::from_plaintext(value.clone()).masked()
+            } else {
+                value.clone()
+            };
+            (name.clone(), shown)
+        })
+        .collect()
+}
+
+/// A group as the API shows it: credential header values masked.
+pub fn group_view(mut group: ProviderGroup) -> ProviderGroup {
+    group.static_headers = masked_headers(&group.static_headers);
+    group
+}
+
+/// Puts back secret header values a client sent in their masked form (a read-modify-write
+/// round trip, or an export without secrets); a masked value with nothing to restore is
+/// refused rather than stored.
+pub fn restore_masked_headers(
+    headers: &mut BTreeMap<String, String>,
+    current: Option<&BTreeMap<String, String>>,
+) -> ApiResult<()> {
+    for (name, value) in headers.iter_mut() {
+        if !is_secret_header(name) || !value.starts_with("****") {
+            continue;
+        }
+        let original = current
+            .and_then(|c| c.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)))
+            .map(|(_, v)| v)
+            .filter(|v| SecretToken::from_plaintext((*v).clone()).masked() == *value);
+        match original {
+            Some(original) => *value = original.clone(),
+            None => {
+                return Err(ApiError::invalid_field(
+                    "static_headers",
+                    format!(
+                        "{name} holds a masked value; send the real one (or export with include_secrets)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub const GROUP_STATUSES: &[&str] = &["active", "disabled"];
 pub const KEY_STATUSES: &[&str] = &["active", "auto_disabled", "manual_disabled"];
 pub const BINDING_STATUSES: &[&str] = &["active", "disabled"];
@@ -507,7 +570,8 @@ pub async fn update_group(state: &AppState, id: i64, req: UpdateGroupRequest) ->
         static_headers
     );
     take!(headers_profile, route_group);
-    let write = validate_group(w)?;
+    let mut write = validate_group(w)?;
+    restore_masked_headers(&mut write.static_headers, Some(&current.static_headers))?;
     if write.provider_type != current.provider_type {
         // The credentials must suit the new type, as they would if created in it.
         let kind: ProviderType = write
@@ -813,7 +877,7 @@ pub async fn create_setup(
         })
         .await;
     Ok(ProviderSetup {
-        group,
+        group: group_view(group),
         api_keys: created.iter().map(ApiKeyView::from).collect(),
     })
 }

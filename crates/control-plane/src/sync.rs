@@ -22,7 +22,9 @@ use ez_contract::routing::{BindingSnapshot, ModelSnapshot, ProviderSnapshot, che
 
 use crate::models::{ModelOverride, describe};
 use crate::routing;
-use crate::store::{ApiKey, Binding, Key, Master, OutboxEntry, ProviderGroup, Store, StoreError};
+use crate::store::{
+    ApiKey, Binding, Key, Master, OutboxEntry, PageRequest, ProviderGroup, Store, StoreError,
+};
 
 /// Writes per atomic batch during a full sync: large enough to be fast, small enough
 /// that one batch never blocks Redis noticeably.
@@ -59,6 +61,10 @@ pub struct BusSync {
     /// state under the lock, so when two changes race, the later write carries the later
     /// state, and a full sync never interleaves with an incremental write.
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// Change writes run as their own tasks, so a request dropped by its client (which
+    /// cancels the handler) cannot stop a write after the database committed; shutdown
+    /// waits for them ([`BusSync::drain`]).
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// What a failed write was about; the outbox stores it as (`resource`, `resource_id`)
@@ -217,6 +223,7 @@ impl BusSync {
             bus,
             store,
             writer: Arc::new(tokio::sync::Mutex::new(())),
+            tasks: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -237,11 +244,23 @@ impl BusSync {
     }
 
     async fn changed(&self, targets: Vec<SyncTarget>) {
-        let _writer = self.writer.lock().await;
-        for target in targets {
-            let result = self.resync_unlocked(target.clone()).await;
-            self.settle_write(&[target], result).await;
-        }
+        let sync = self.clone();
+        let task = self.tasks.spawn(async move {
+            let _writer = sync.writer.lock().await;
+            for target in targets {
+                let result = sync.resync_unlocked(target.clone()).await;
+                sync.settle_write(&[target], result).await;
+            }
+        });
+        // Awaited so the response follows the bus; if the request is dropped, the task
+        // still runs to the end.
+        let _ = task.await;
+    }
+
+    /// Waits for change writes still in flight (shutdown).
+    pub async fn drain(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     async fn write_master(&self, master: &Master, keys: &[Key]) -> Result<(), SyncError> {
@@ -263,9 +282,13 @@ impl BusSync {
     /// Writes the routing entries `change` touches. Never fails; see
     /// [`BusSync::master_changed`].
     pub async fn routing_changed(&self, change: RoutingChange) {
-        let _writer = self.writer.lock().await;
-        let result = self.write_routing(&change).await;
-        self.settle_write(&change.targets(), result).await;
+        let sync = self.clone();
+        let task = self.tasks.spawn(async move {
+            let _writer = sync.writer.lock().await;
+            let result = sync.write_routing(&change).await;
+            sync.settle_write(&change.targets(), result).await;
+        });
+        let _ = task.await;
     }
 
     async fn settle_write(&self, targets: &[SyncTarget], result: Result<(), SyncError>) {
@@ -554,8 +577,9 @@ impl BusSync {
     pub async fn full_sync(&self) -> Result<SyncReport, SyncError> {
         let _writer = self.writer.lock().await;
         let started = std::time::Instant::now();
-        // Entries recorded after this point may describe changes the reads below miss.
-        let outbox_high_water = self.store.outbox_high_water().await?;
+        // Entries as they are before the reads below; one that changes later may describe
+        // a change the reads miss, and stays open.
+        let open_entries = self.store.open_outbox().await?;
         let desired = self.desired_entries().await?;
         let version = desired.version;
         let now = now_unix();
@@ -616,7 +640,7 @@ impl BusSync {
         }
         self.bus.apply(batch).await?;
         self.announce(bus_keys::resource::ALL, version).await?;
-        let settled = self.store.settle_outbox(outbox_high_water).await?;
+        let settled = self.store.settle_outbox(&open_entries).await?;
 
         let report = SyncReport {
             masters,
@@ -812,7 +836,7 @@ impl OutboxRetry {
             };
             match result {
                 Ok(()) => {
-                    self.store.outbox_done(entry.id).await?;
+                    self.store.outbox_done(&entry).await?;
                     done += 1;
                 }
                 Err(error) => {
@@ -820,7 +844,7 @@ impl OutboxRetry {
                     let dead = attempts >= self.max_retries
                         || SyncTarget::parse(&entry.resource, &entry.resource_id).is_none();
                     self.store
-                        .outbox_retry_failed(entry.id, now + self.backoff_secs(attempts), &error, dead)
+                        .outbox_retry_failed(&entry, now + self.backoff_secs(attempts), &error, dead)
                         .await?;
                     if dead {
                         tracing::error!(id = entry.id, resource = %entry.resource, attempts, "sync outbox entry is dead");
@@ -869,6 +893,25 @@ impl Job for BusWatchdog {
         let marker = self.sync.bus.hash_get(bus_keys::SYNC_SENTINEL, "version").await?;
         if marker.is_none() {
             tracing::warn!("the bus has lost its data (no meta:sync marker); rebuilding it");
+            metrics::counter!("ez_bus_rebuilds_total").increment(1);
+            self.sync.full_sync().await?;
+            return Ok(());
+        }
+        // Dead outbox entries are changes the bus never got; now that it answers, a full
+        // sync writes them (and settles the entries).
+        let (dead, _) = self
+            .sync
+            .store
+            .list_outbox(
+                Some(crate::store::OutboxStatus::Dead),
+                PageRequest {
+                    page: 1,
+                    page_size: 1,
+                },
+            )
+            .await?;
+        if !dead.is_empty() {
+            tracing::warn!("the bus answers again and dead outbox entries exist; rebuilding it");
             metrics::counter!("ez_bus_rebuilds_total").increment(1);
             self.sync.full_sync().await?;
         }

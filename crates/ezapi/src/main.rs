@@ -144,7 +144,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let store = ez_control_plane::open_store(&config).await?;
             let bus = ez_control_plane::open_bus(&config).await?;
             let cp = ControlPlane::build(&config, store.clone(), bus).await?;
-            print_generated_admin_token(&cp);
+            // stderr: standard output carries the JSON report.
+            if let Some(token) = &cp.generated_admin_token {
+                eprintln!(
+                    "ezapi generated an admin token (shown only this once; store it now): {}",
+                    token.expose()
+                );
+            }
             let policy = match policy {
                 Policy::Skip => ez_control_plane::config_doc::ConflictPolicy::Skip,
                 Policy::Overwrite => ez_control_plane::config_doc::ConflictPolicy::Overwrite,
@@ -222,6 +228,7 @@ async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Res
         Err(_) => tracing::warn!("shutdown grace period elapsed with requests still in flight"),
     }
     jobs.shutdown().await;
+    cp.state.sync.drain().await;
     let _ = cache_stop.send(true);
     if let Some(task) = cache_task {
         let _ = task.await;

@@ -20,7 +20,7 @@ pub async fn create_provider_group(
 ) -> ApiResult<(StatusCode, Json<ProviderGroup>)> {
     Ok((
         StatusCode::CREATED,
-        Json(providers::create_group(&state, req).await?),
+        Json(providers::group_view(providers::create_group(&state, req).await?)),
     ))
 }
 
@@ -35,7 +35,11 @@ pub async fn list_provider_groups(
 ) -> ApiResult<Json<Page<ProviderGroup>>> {
     let page = query.validate()?;
     let (items, total) = state.store.list_groups(page).await?;
-    Ok(Json(Page::new(items, total, page)))
+    Ok(Json(Page::new(
+        items.into_iter().map(providers::group_view).collect(),
+        total,
+        page,
+    )))
 }
 
 /// Gets one provider group.
@@ -47,7 +51,7 @@ pub async fn get_provider_group(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<ProviderGroup>> {
-    Ok(Json(state.store.get_group(id).await?))
+    Ok(Json(providers::group_view(state.store.get_group(id).await?)))
 }
 
 /// Updates a provider group; its credentials and routes are rewritten on the bus.
@@ -60,7 +64,9 @@ pub async fn update_provider_group(
     ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<UpdateGroupRequest>,
 ) -> ApiResult<Json<ProviderGroup>> {
-    Ok(Json(providers::update_group(&state, id, req).await?))
+    Ok(Json(providers::group_view(
+        providers::update_group(&state, id, req).await?,
+    )))
 }
 
 /// Deletes a provider group and its credentials; 409 while a binding uses it.

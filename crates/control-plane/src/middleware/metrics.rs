@@ -37,11 +37,48 @@ pub async fn track(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    // A fixed label set: any token is a valid method, and a label per arbitrary method
+    // would let clients grow the metrics without bound.
+    let method = match *request.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    };
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route),
+        ("status", status),
+    ];
     metrics::counter!("ez_http_requests_total", &labels).increment(1);
     metrics::histogram!("ez_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Keeps the recorder's histograms bounded between scrapes (the exporter only drains
+/// them when rendered otherwise).
+pub struct MetricsUpkeep {
+    pub handle: PrometheusHandle,
+}
+
+#[async_trait::async_trait]
+impl crate::scheduler::Job for MetricsUpkeep {
+    fn name(&self) -> &'static str {
+        "metrics_upkeep"
+    }
+
+    fn interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(5)
+    }
+
+    async fn run_once(&self) -> anyhow::Result<()> {
+        self.handle.run_upkeep();
+        Ok(())
+    }
 }

@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use metrics::install_recorder;
+pub use metrics::{MetricsUpkeep, install_recorder};
 pub use request_id::{REQUEST_ID_HEADER, RequestId};
 
 use crate::error::ApiError;

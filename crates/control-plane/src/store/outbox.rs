@@ -8,8 +8,8 @@ use utoipa::ToSchema;
 
 use super::{PageRequest, Store, StoreError, StoreResult, count};
 
-const COLUMNS: &str =
-    "id, resource, resource_id, action, attempts, next_retry_at, last_error, status, created_at, updated_at";
+const COLUMNS: &str = "id, resource, resource_id, action, attempts, next_retry_at, last_error, status, generation, \
+     created_at, updated_at";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -50,6 +50,8 @@ pub struct OutboxEntry {
     pub next_retry_at: i64,
     pub last_error: String,
     pub status: OutboxStatus,
+    /// Bumped by every failure merged into this entry.
+    pub generation: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -65,6 +67,7 @@ fn from_row(row: &AnyRow) -> StoreResult<OutboxEntry> {
         next_retry_at: row.try_get("next_retry_at")?,
         last_error: row.try_get("last_error")?,
         status: OutboxStatus::parse(&status)?,
+        generation: row.try_get("generation")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -89,7 +92,7 @@ impl Store {
         let now = now_unix();
         for _ in 0..2 {
             let updated = sqlx::query(
-                "UPDATE sync_outbox SET action = $3, last_error = $4, updated_at = $5 \
+                "UPDATE sync_outbox SET action = $3, last_error = $4, updated_at = $5, generation = generation + 1 \
                  WHERE resource = $1 AND resource_id = $2 AND status = 'pending'",
             )
             .bind(resource)
@@ -137,20 +140,25 @@ impl Store {
         rows.iter().map(from_row).collect()
     }
 
-    pub async fn outbox_done(&self, id: i64) -> StoreResult<()> {
+    /// Marks an entry done, unless a newer failure merged into it meanwhile.
+    pub async fn outbox_done(&self, entry: &OutboxEntry) -> StoreResult<()> {
         let _permit = self.write_permit().await;
-        sqlx::query("UPDATE sync_outbox SET status = 'done', updated_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now_unix())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE sync_outbox SET status = 'done', updated_at = $3 \
+             WHERE id = $1 AND generation = $2 AND status = 'pending'",
+        )
+        .bind(entry.id)
+        .bind(entry.generation)
+        .bind(now_unix())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// Counts a failed retry: reschedules it, or marks it `dead` when `dead` is set.
     pub async fn outbox_retry_failed(
         &self,
-        id: i64,
+        entry: &OutboxEntry,
         next_retry_at: i64,
         error: &str,
         dead: bool,
@@ -162,10 +170,11 @@ impl Store {
             OutboxStatus::Pending
         };
         sqlx::query(
-            "UPDATE sync_outbox SET attempts = attempts + 1, next_retry_at = $2, last_error = $3, \
-             status = $4, updated_at = $5 WHERE id = $1",
+            "UPDATE sync_outbox SET attempts = attempts + 1, next_retry_at = $3, last_error = $4, \
+             status = $5, updated_at = $6 WHERE id = $1 AND generation = $2 AND status = 'pending'",
         )
-        .bind(id)
+        .bind(entry.id)
+        .bind(entry.generation)
         .bind(next_retry_at)
         .bind(clip(error))
         .bind(status.as_str())
@@ -175,27 +184,32 @@ impl Store {
         Ok(())
     }
 
-    /// The newest entry id (0 when empty): a full sync that read the database after this
-    /// point settles every entry up to it.
-    pub async fn outbox_high_water(&self) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM sync_outbox")
-            .fetch_one(&self.pool)
-            .await?;
-        count(&row)
+    /// The open entries (pending and dead) as they are now.
+    pub async fn open_outbox(&self) -> StoreResult<Vec<OutboxEntry>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM sync_outbox WHERE status IN ('pending', 'dead') ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(from_row).collect()
     }
 
-    /// Marks pending and dead entries up to `up_to_id` done; returns how many.
-    pub async fn settle_outbox(&self, up_to_id: i64) -> StoreResult<u64> {
+    /// Marks `entries` done — those no newer failure merged into since they were read.
+    pub async fn settle_outbox(&self, entries: &[OutboxEntry]) -> StoreResult<u64> {
         let _permit = self.write_permit().await;
-        let done = sqlx::query(
-            "UPDATE sync_outbox SET status = 'done', updated_at = $2 \
-             WHERE id <= $1 AND status IN ('pending', 'dead')",
-        )
-        .bind(up_to_id)
-        .bind(now_unix())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let mut done = 0;
+        for entry in entries {
+            done += sqlx::query(
+                "UPDATE sync_outbox SET status = 'done', updated_at = $3 \
+                 WHERE id = $1 AND generation = $2 AND status IN ('pending', 'dead')",
+            )
+            .bind(entry.id)
+            .bind(entry.generation)
+            .bind(now_unix())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
         Ok(done)
     }
 

@@ -7,6 +7,7 @@ mod bad_input;
 mod bad_input_routing;
 mod bus_outage;
 mod config_transfer;
+mod hardening;
 mod lifecycle;
 mod platform;
 mod routing_config;
