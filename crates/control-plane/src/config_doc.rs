@@ -593,6 +593,7 @@ pub async fn import(
             account_id: k.account_id.clone(),
             project_id: k.project_id.clone(),
             models: k.models.clone(),
+            revision: existing.map_or(0, |e| e.revision),
         };
         if let Some(w) = check(&mut problems, &context, providers::check_api_key(write, kind)) {
             api_keys.push((k, w));
@@ -948,6 +949,7 @@ pub async fn import(
                     global_qps: m.global_qps,
                     default_namespace: m.default_namespace.clone(),
                     namespaces: m.namespaces.clone(),
+                    revision: existing_masters[&m.name].revision,
                 };
                 store.update_master(id, &write).await?;
                 store
@@ -989,6 +991,7 @@ pub async fn import(
                     deny_ips: validation::cidr_list("deny_ips", &k.deny_ips)?,
                     expires_at: k.expires_at,
                     qps: k.qps,
+                    revision: current.revision,
                 };
                 // A revoked key stays revoked; the store refuses to revive it.
                 if current.status != KeyStatus::Revoked {

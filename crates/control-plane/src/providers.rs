@@ -629,6 +629,7 @@ pub async fn create_api_key(state: &AppState, req: CreateApiKeyRequest) -> ApiRe
         account_id: req.account_id.unwrap_or_default(),
         project_id: req.project_id.unwrap_or_default(),
         models: req.models.unwrap_or_default(),
+        revision: 0,
     };
     let (write, _) = validate_api_key(state, write).await?;
     let key = state.store.create_api_key(&write).await?;
@@ -866,6 +867,7 @@ pub async fn create_setup(
             account_id: String::new(),
             project_id: String::new(),
             models: Vec::new(),
+            revision: 0,
         };
         created.push(state.store.create_api_key(&write).await?);
     }

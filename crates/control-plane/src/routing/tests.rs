@@ -38,6 +38,7 @@ fn key(id: i64, group_id: i64) -> ApiKey {
         account_id: String::new(),
         project_id: String::new(),
         models: vec![],
+        revision: 0,
         created_at: 0,
         updated_at: 0,
     }

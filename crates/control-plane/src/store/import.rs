@@ -77,7 +77,7 @@ impl Store {
     ) -> StoreResult<Master> {
         let _permit = self.write_permit().await;
         let row = sqlx::query(&format!(
-            "UPDATE masters SET epoch = CASE WHEN epoch > $2 THEN epoch ELSE $2 END, token_digest = $3, \
+            "UPDATE masters SET revision = revision + 1, epoch = CASE WHEN epoch > $2 THEN epoch ELSE $2 END, token_digest = $3, \
              token_prefix = $4, updated_at = $5 WHERE id = $1 RETURNING {MASTER_COLUMNS}"
         ))
         .bind(id)

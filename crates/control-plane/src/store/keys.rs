@@ -8,7 +8,7 @@ use super::{PageRequest, Store, StoreError, StoreResult, count, json_list, parse
 
 pub(super) const KEY_COLUMNS: &str = "id, master_id, name, token_digest, token_prefix, status, issued_at_epoch, \
      issued_by, default_namespace, namespaces, allow_ips, deny_ips, expires_at, qps, last_used_at, \
-     created_at, updated_at";
+     revision, created_at, updated_at";
 
 /// A child key to insert; validated by the tenants service.
 #[derive(Debug, Clone)]
@@ -37,6 +37,8 @@ pub struct KeyWrite {
     pub deny_ips: Vec<String>,
     pub expires_at: Option<i64>,
     pub qps: Option<i64>,
+    /// The revision the change was computed from.
+    pub revision: i64,
 }
 
 impl From<&Key> for KeyWrite {
@@ -50,6 +52,7 @@ impl From<&Key> for KeyWrite {
             deny_ips: k.deny_ips.clone(),
             expires_at: k.expires_at,
             qps: k.qps,
+            revision: k.revision,
         }
     }
 }
@@ -78,6 +81,7 @@ pub(super) fn from_row(row: &AnyRow) -> StoreResult<Key> {
         expires_at: row.try_get("expires_at")?,
         qps: row.try_get("qps")?,
         last_used_at: row.try_get("last_used_at")?,
+        revision: row.try_get("revision")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -202,9 +206,9 @@ impl Store {
     pub async fn update_key(&self, id: i64, w: &KeyWrite) -> StoreResult<Key> {
         let _permit = self.write_permit().await;
         let row = sqlx::query(&format!(
-            "UPDATE child_keys SET name = $2, status = $3, default_namespace = $4, namespaces = $5, \
+            "UPDATE child_keys SET revision = revision + 1, name = $2, status = $3, default_namespace = $4, namespaces = $5, \
              allow_ips = $6, deny_ips = $7, expires_at = $8, qps = $9, updated_at = $10 \
-             WHERE id = $1 AND (status <> 'revoked' OR $3 = 'revoked') RETURNING {KEY_COLUMNS}"
+             WHERE id = $1 AND revision = $11 AND (status <> 'revoked' OR $3 = 'revoked') RETURNING {KEY_COLUMNS}"
         ))
         .bind(id)
         .bind(&w.name)
@@ -216,6 +220,7 @@ impl Store {
         .bind(w.expires_at)
         .bind(w.qps)
         .bind(now_unix())
+        .bind(w.revision)
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| StoreError::or_conflict(e, &format!("a key named {:?}", w.name)))?;

@@ -7,7 +7,7 @@ use super::models::{Key, Master};
 use super::{PageRequest, Store, StoreError, StoreResult, count, json_list, parse_list};
 
 pub(super) const COLUMNS: &str = "id, name, group_name, status, max_child_keys, global_qps, epoch, \
-     default_namespace, namespaces, token_digest, token_prefix, created_at, updated_at";
+     default_namespace, namespaces, token_digest, token_prefix, revision, created_at, updated_at";
 
 /// A master to insert; validated by the tenants service.
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct MasterWrite {
     pub global_qps: i64,
     pub default_namespace: String,
     pub namespaces: Vec<String>,
+    /// The revision the change was computed from.
+    pub revision: i64,
 }
 
 impl From<&Master> for MasterWrite {
@@ -45,6 +47,7 @@ impl From<&Master> for MasterWrite {
             global_qps: m.global_qps,
             default_namespace: m.default_namespace.clone(),
             namespaces: m.namespaces.clone(),
+            revision: m.revision,
         }
     }
 }
@@ -64,6 +67,7 @@ pub(super) fn from_row(row: &AnyRow) -> StoreResult<Master> {
         namespaces: parse_list("masters.namespaces", &namespaces)?,
         token_digest: row.try_get("token_digest")?,
         token_prefix: row.try_get("token_prefix")?,
+        revision: row.try_get("revision")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -136,9 +140,9 @@ impl Store {
     pub async fn update_master(&self, id: i64, w: &MasterWrite) -> StoreResult<Master> {
         let _permit = self.write_permit().await;
         let row = sqlx::query(&format!(
-            "UPDATE masters SET name = $2, group_name = $3, status = $4, max_child_keys = $5, \
+            "UPDATE masters SET revision = revision + 1, name = $2, group_name = $3, status = $4, max_child_keys = $5, \
              global_qps = $6, default_namespace = $7, namespaces = $8, updated_at = $9 \
-             WHERE id = $1 RETURNING {COLUMNS}"
+             WHERE id = $1 AND revision = $10 RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(&w.name)
@@ -149,18 +153,26 @@ impl Store {
         .bind(&w.default_namespace)
         .bind(json_list(&w.namespaces))
         .bind(now_unix())
+        .bind(w.revision)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| StoreError::or_conflict(e, &format!("master {:?}", w.name)))?
-        .ok_or(StoreError::NotFound("master"))?;
-        from_row(&row)
+        .map_err(|e| StoreError::or_conflict(e, &format!("master {:?}", w.name)))?;
+        match row {
+            Some(row) => from_row(&row),
+            None => {
+                self.get_master(id).await?;
+                Err(StoreError::Conflict(format!(
+                    "master {id} changed meanwhile; read it again and retry"
+                )))
+            }
+        }
     }
 
     /// Raises the master's revocation epoch by one: every key issued before is dead.
     pub async fn bump_master_epoch(&self, id: i64) -> StoreResult<Master> {
         let _permit = self.write_permit().await;
         let row = sqlx::query(&format!(
-            "UPDATE masters SET epoch = epoch + 1, updated_at = $2 WHERE id = $1 RETURNING {COLUMNS}"
+            "UPDATE masters SET revision = revision + 1, epoch = epoch + 1, updated_at = $2 WHERE id = $1 RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(now_unix())
@@ -173,7 +185,7 @@ impl Store {
     pub async fn rotate_master_token(&self, id: i64, digest: &str, prefix: &str) -> StoreResult<Master> {
         let _permit = self.write_permit().await;
         let row = sqlx::query(&format!(
-            "UPDATE masters SET token_digest = $2, token_prefix = $3, updated_at = $4 \
+            "UPDATE masters SET revision = revision + 1, token_digest = $2, token_prefix = $3, updated_at = $4 \
              WHERE id = $1 RETURNING {COLUMNS}"
         ))
         .bind(id)
@@ -193,7 +205,7 @@ impl Store {
         let result = async {
             let now = now_unix();
             let row = sqlx::query(&format!(
-                "UPDATE masters SET status = 'suspended', updated_at = $2 WHERE id = $1 RETURNING {COLUMNS}"
+                "UPDATE masters SET revision = revision + 1, status = 'suspended', updated_at = $2 WHERE id = $1 RETURNING {COLUMNS}"
             ))
             .bind(id)
             .bind(now)
@@ -201,7 +213,7 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound("master"))?;
             let master = from_row(&row)?;
-            sqlx::query("UPDATE child_keys SET status = 'revoked', updated_at = $2 WHERE master_id = $1")
+            sqlx::query("UPDATE child_keys SET revision = revision + 1, status = 'revoked', updated_at = $2 WHERE master_id = $1")
                 .bind(id)
                 .bind(now)
                 .execute(&mut *tx)
@@ -227,7 +239,7 @@ impl Store {
         let result = async {
             let now = now_unix();
             let row = sqlx::query(&format!(
-                "UPDATE masters SET default_namespace = $2, namespaces = $3, updated_at = $4 \
+                "UPDATE masters SET revision = revision + 1, default_namespace = $2, namespaces = $3, updated_at = $4 \
                  WHERE id = $1 RETURNING {COLUMNS}"
             ))
             .bind(id)
@@ -240,7 +252,7 @@ impl Store {
             let master = from_row(&row)?;
             for (key_id, default, list) in key_updates {
                 sqlx::query(
-                    "UPDATE child_keys SET default_namespace = $3, namespaces = $4, updated_at = $5 \
+                    "UPDATE child_keys SET revision = revision + 1, default_namespace = $3, namespaces = $4, updated_at = $5 \
                      WHERE id = $1 AND master_id = $2",
                 )
                 .bind(key_id)

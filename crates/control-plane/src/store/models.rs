@@ -79,6 +79,9 @@ pub struct Master {
     pub namespaces: Vec<String>,
     pub token_digest: String,
     pub token_prefix: String,
+    /// Bumped by every update (optimistic concurrency); not part of the API.
+    #[serde(skip)]
+    pub revision: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -103,6 +106,9 @@ pub struct Key {
     pub expires_at: Option<i64>,
     pub qps: Option<i64>,
     pub last_used_at: Option<i64>,
+    /// Bumped by every update (optimistic concurrency); not part of the API.
+    #[serde(skip)]
+    pub revision: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -14,7 +14,7 @@ use super::{PageRequest, Store, StoreError, StoreResult, count, json_list, parse
 const GROUP_COLUMNS: &str = "id, name, type, base_url, google_project, google_location, models, status, \
      static_headers, headers_profile, route_group, created_at, updated_at";
 const KEY_COLUMNS: &str = "id, group_id, api_key, weight, status, auto_ban, ban_reason, ban_until, access_token, \
-     refresh_token, expires_at, account_id, project_id, models, created_at, updated_at";
+     refresh_token, expires_at, account_id, project_id, models, revision, created_at, updated_at";
 
 /// Shared upstream configuration of a set of credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -92,6 +92,8 @@ pub struct ApiKey {
     pub project_id: String,
     /// Models this credential serves; empty = the group's.
     pub models: Vec<String>,
+    /// Bumped by every update (optimistic concurrency).
+    pub revision: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -112,6 +114,8 @@ pub struct ApiKeyWrite {
     pub account_id: String,
     pub project_id: String,
     pub models: Vec<String>,
+    /// The revision the change was computed from (ignored on create).
+    pub revision: i64,
 }
 
 impl From<&ApiKey> for ApiKeyWrite {
@@ -130,6 +134,7 @@ impl From<&ApiKey> for ApiKeyWrite {
             account_id: k.account_id.clone(),
             project_id: k.project_id.clone(),
             models: k.models.clone(),
+            revision: k.revision,
         }
     }
 }
@@ -179,6 +184,7 @@ fn key_from_row(row: &AnyRow) -> StoreResult<ApiKey> {
         account_id: row.try_get("account_id")?,
         project_id: row.try_get("project_id")?,
         models: parse_list("api_keys.models", &models)?,
+        revision: row.try_get("revision")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -343,9 +349,10 @@ impl Store {
     pub async fn update_api_key(&self, id: i64, w: &ApiKeyWrite) -> StoreResult<ApiKey> {
         let _permit = self.write_permit().await;
         let row = sqlx::query(&format!(
-            "UPDATE api_keys SET group_id = $2, api_key = $3, weight = $4, status = $5, auto_ban = $6, \
+            "UPDATE api_keys SET revision = revision + 1, group_id = $2, api_key = $3, weight = $4, status = $5, auto_ban = $6, \
              ban_reason = $7, ban_until = $8, access_token = $9, refresh_token = $10, expires_at = $11, \
-             account_id = $12, project_id = $13, models = $14, updated_at = $15 WHERE id = $1 RETURNING {KEY_COLUMNS}"
+             account_id = $12, project_id = $13, models = $14, updated_at = $15 \
+             WHERE id = $1 AND revision = $16 RETURNING {KEY_COLUMNS}"
         ))
         .bind(id)
         .bind(w.group_id)
@@ -362,10 +369,18 @@ impl Store {
         .bind(&w.project_id)
         .bind(json_list(&w.models))
         .bind(now_unix())
+        .bind(w.revision)
         .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound("api key"))?;
-        key_from_row(&row)
+        .await?;
+        match row {
+            Some(row) => key_from_row(&row),
+            None => {
+                self.get_api_key(id).await?;
+                Err(StoreError::Conflict(format!(
+                    "api key {id} changed meanwhile; read it again and retry"
+                )))
+            }
+        }
     }
 
     pub async fn get_api_key(&self, id: i64) -> StoreResult<ApiKey> {

@@ -51,6 +51,7 @@ on_both!(
     keys_respect_the_limit_and_stamp_the_epoch,
     revoked_keys_stay_revoked,
     deleting_a_master_revokes_its_keys,
+    updates_from_a_stale_read_are_refused,
 );
 
 async fn within_deadline(test: impl std::future::Future<Output = ()>) {
@@ -153,8 +154,14 @@ async fn masters_round_trip_and_names_are_unique(backend: Backend) {
 
     let bumped = store.bump_master_epoch(m.id).await.unwrap();
     assert_eq!(bumped.epoch, 2);
-    // A later update of other fields never undoes the bump.
-    let mut write = MasterWrite::from(&m);
+    // An update computed before the bump is refused; one computed after keeps it.
+    let mut stale = MasterWrite::from(&m);
+    stale.global_qps = 9;
+    assert!(matches!(
+        store.update_master(m.id, &stale).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut write = MasterWrite::from(&bumped);
     write.global_qps = 9;
     let updated = store.update_master(m.id, &write).await.unwrap();
     assert_eq!((updated.epoch, updated.global_qps), (2, 9));
@@ -215,6 +222,46 @@ async fn revoked_keys_stay_revoked(backend: Backend) {
     // A revoked key frees its slot.
     store.create_key(&new_key(m.id, "b", "k2")).await.unwrap();
     store.create_key(&new_key(m.id, "c", "k3")).await.unwrap();
+}
+
+async fn updates_from_a_stale_read_are_refused(backend: Backend) {
+    let Some((store, _db)) = store(backend).await else {
+        return;
+    };
+    let m = store.create_master(&new_master("acme", "m1")).await.unwrap();
+    let stale = MasterWrite::from(&m);
+    // A concurrent delete suspends the master after `stale` was read …
+    store.delete_master(m.id).await.unwrap();
+    // … so the update computed from the old row must not revive it.
+    assert!(matches!(
+        store.update_master(m.id, &stale).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_master(m.id).await.unwrap().status,
+        MasterStatus::Suspended
+    );
+
+    let m2 = store.create_master(&new_master("other", "m2")).await.unwrap();
+    let k = store.create_key(&new_key(m2.id, "a", "k1")).await.unwrap();
+    let mut stale = KeyWrite::from(&k);
+    let mut suspend = KeyWrite::from(&k);
+    suspend.status = KeyStatus::Suspended;
+    store.update_key(k.id, &suspend).await.unwrap();
+    stale.name = "renamed".into();
+    assert!(matches!(
+        store.update_key(k.id, &stale).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_key(k.id).await.unwrap().status,
+        KeyStatus::Suspended,
+        "the suspension is not lost"
+    );
+    // Reading again and retrying works.
+    let mut fresh = KeyWrite::from(&store.get_key(k.id).await.unwrap());
+    fresh.name = "renamed".into();
+    store.update_key(k.id, &fresh).await.unwrap();
 }
 
 async fn deleting_a_master_revokes_its_keys(backend: Backend) {
