@@ -77,6 +77,35 @@ pub fn router(state: BalancerState) -> Router {
         .with_state(state)
 }
 
+/// `GET /health` of a stand-alone balancer: ready once a snapshot is loaded, with its age
+/// and size; 503 until then.
+pub async fn health(State(state): State<BalancerState>) -> Response {
+    let snapshot = state.cache.snapshot();
+    let ready = state.cache.is_ready();
+    let body = serde_json::json!({
+        "status": if ready { "ok" } else { "starting" },
+        "snapshot": {
+            "ready": ready,
+            "age_seconds": if ready { now_unix() - snapshot.loaded_at } else { -1 },
+            "tokens": snapshot.tokens.len(),
+            "masters": snapshot.masters.len(),
+            "providers": snapshot.providers.len(),
+            "bindings": snapshot.bindings.len(),
+        }
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// The routes of a stand-alone balancer (`ezapi balancer`): the data plane plus `/health`.
+pub fn standalone_router(state: BalancerState) -> Router {
+    router(state.clone()).merge(Router::new().route("/health", get(health)).with_state(state))
+}
+
 async fn chat_completions(State(state): State<BalancerState>, req: Request) -> Response {
     forward(&state, "/chat/completions", req)
         .await

@@ -33,6 +33,11 @@ enum Command {
     /// The control plane of a split deployment: admin/master/internal API, database
     /// owner, writes the config bus (needs `redis.url`; balancers share that Redis).
     ControlPlane,
+    /// The data plane of a split deployment: the OpenAI-compatible proxy on
+    /// `server.balancer_listen`, reading the config bus from Redis (`redis.url`) and
+    /// reporting to the control plane (`internal.control_plane_url`). Never touches the
+    /// database.
+    Balancer,
     /// Apply pending database migrations and exit.
     Migrate,
     /// Print the whole configuration as one JSON document (backup, config-as-code).
@@ -114,6 +119,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => serve_control_plane(config, true).await,
+        Command::Balancer => serve_balancer(config).await,
         Command::Export {
             include_secrets,
             output,
@@ -207,16 +213,34 @@ async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Res
         .with_context(|| format!("binding {} (server.listen)", config.server.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, database = ?store.kind(), bus = cp.state.bus.kind(), "ezapi listening");
-    let grace = config.server.shutdown_grace;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(ez_control_plane::serve(
+    serve_until_signal(
         listener,
         cp.router_with(extra_routes),
-        async move {
-            let mut rx = stop_rx;
-            let _ = rx.wait_for(|stop| *stop).await;
-        },
-    ));
+        config.server.shutdown_grace,
+    )
+    .await?;
+    jobs.shutdown().await;
+    cp.state.sync.drain().await;
+    let _ = cache_stop.send(true);
+    if let Some(task) = cache_task {
+        let _ = task.await;
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves until SIGINT/SIGTERM, then drains in-flight requests for up to `grace`.
+async fn serve_until_signal(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    grace: std::time::Duration,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(ez_control_plane::serve(listener, app, async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    }));
     shutdown_signal().await;
     tracing::info!(
         grace_secs = grace.as_secs(),
@@ -227,13 +251,56 @@ async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Res
         Ok(joined) => joined.context("server task")?.context("serving HTTP")?,
         Err(_) => tracing::warn!("shutdown grace period elapsed with requests still in flight"),
     }
-    jobs.shutdown().await;
-    cp.state.sync.drain().await;
-    let _ = cache_stop.send(true);
-    if let Some(task) = cache_task {
-        let _ = task.await;
+    Ok(())
+}
+
+/// `ezapi balancer`: the proxy alone, fed by the bus.
+async fn serve_balancer(config: Config) -> anyhow::Result<()> {
+    let Some(redis_url) = &config.redis.url else {
+        anyhow::bail!(
+            "`ezapi balancer` needs `redis.url` (EZ_REDIS__URL): it reads the config bus the control plane writes"
+        );
+    };
+    if config.internal.control_plane_url.is_none() {
+        anyhow::bail!(
+            "`ezapi balancer` needs `internal.control_plane_url` (EZ_INTERNAL__CONTROL_PLANE_URL): it reports usage and bans to the control plane"
+        );
     }
-    store.close().await;
+    let bus: std::sync::Arc<dyn ez_bus::ConfigBus> = std::sync::Arc::new(
+        ez_bus::RedisBus::connect(redis_url, config.redis.key_prefix.clone())
+            .await
+            .context("configuring Redis (redis.url)")?,
+    );
+    let cache = ez_balancer::SnapshotCache::new(bus);
+    if let Err(e) = cache.refresh().await {
+        tracing::warn!(error = %e, "initial snapshot load failed; the updater retries");
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let updater = cache.spawn_updater(std::time::Duration::from_secs(5), stopped);
+    let state = ez_balancer::BalancerState::new(cache, ez_balancer::proxy::ProxySettings::default())
+        .context("building the upstream HTTP client")?;
+    let metrics = ez_control_plane::middleware::install_recorder();
+    let app = ez_balancer::proxy::standalone_router(state).route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move { metrics.render() }
+        }),
+    );
+    let app = ez_control_plane::middleware::apply(app, config.server.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind(config.server.balancer_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding {} (server.balancer_listen)",
+                config.server.balancer_listen
+            )
+        })?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(%addr, "ezapi balancer listening");
+    serve_until_signal(listener, app, config.server.shutdown_grace).await?;
+    let _ = stop.send(true);
+    let _ = updater.await;
     tracing::info!("stopped");
     Ok(())
 }

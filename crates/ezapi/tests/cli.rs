@@ -392,3 +392,72 @@ async fn export_and_import_move_a_configuration_between_instances() {
     let out = ezapi(&a, &[]).arg("import").arg(&bad).output().unwrap();
     assert!(!out.status.success(), "a malformed document is refused");
 }
+
+#[test]
+fn balancer_needs_redis_and_the_control_plane_url() {
+    let dir = temp_dir();
+    let out = ezapi(&dir, &[]).arg("balancer").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("EZ_REDIS__URL"));
+    let out = ezapi(&dir, &[("EZ_REDIS__URL", "redis://127.0.0.1:6379".to_owned())])
+        .arg("balancer")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("EZ_INTERNAL__CONTROL_PLANE_URL"));
+}
+
+#[tokio::test]
+async fn a_split_balancer_serves_from_the_bus() {
+    if !Backend::Real.available() {
+        return;
+    }
+    let dir = temp_dir();
+    let env = [
+        ("EZ_REDIS__URL", std::env::var("EZ_TEST_REDIS_URL").unwrap()),
+        ("EZ_REDIS__KEY_PREFIX", format!("ez-balancer-{}:", rand_suffix())),
+        ("EZ_INTERNAL__CONTROL_PLANE_URL", "http://127.0.0.1:9".to_owned()),
+        ("EZ_SERVER__BALANCER_LISTEN", "127.0.0.1:0".to_owned()),
+    ];
+    let mut child = ezapi(&dir, &env).arg("balancer").spawn().unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        assert!(Instant::now() < deadline, "the balancer did not start");
+        let Ok(line) = stderr.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if entry["fields"]["message"] == "ezapi balancer listening" {
+            break entry["fields"]["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    let client = reqwest::Client::new();
+    let health: Value = client
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["snapshot"]["ready"], true);
+    let resp = client
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .bearer_auth("sk-ez-0000000000000000000000000000000000000000")
+        .json(&json!({ "model": "gpt-4o" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().contains_key("x-request-id"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "key_not_found");
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM ends the balancer cleanly");
+}
