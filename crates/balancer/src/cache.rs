@@ -35,6 +35,10 @@ impl SnapshotCache {
         self.current.load()
     }
 
+    pub fn bus(&self) -> &Arc<dyn ConfigBus> {
+        &self.bus
+    }
+
     /// The snapshot in force as an owned handle, to hold across awaits.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()

@@ -10,6 +10,8 @@ pub struct ProxyError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds, sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl ProxyError {
@@ -18,6 +20,7 @@ impl ProxyError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -39,7 +42,13 @@ impl IntoResponse for ProxyError {
         let body = serde_json::json!({
             "error": { "message": self.message, "type": self.kind(), "param": null, "code": self.code }
         });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

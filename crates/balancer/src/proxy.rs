@@ -13,7 +13,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ez_contract::snapshot::TokenSnapshot;
+use ez_contract::snapshot::{MasterSnapshot, TokenSnapshot};
 use ez_contract::time::now_unix;
 use ez_contract::token::digest;
 use ez_contract::validate_key;
@@ -169,6 +169,62 @@ fn authenticate<'s>(
     })
 }
 
+/// How long a one-second window's counter lives (a little past its second).
+const RATE_WINDOW_TTL_MS: u64 = 2_000;
+
+/// SPEC §6 step 3: the master's `global_qps` and the key's `qps` (0 = unlimited), counted
+/// in per-second windows on the bus so every balancer shares them; one round trip. When
+/// the bus cannot count, requests pass (an outage of the bus must not stop traffic).
+async fn rate_limit(
+    state: &BalancerState,
+    token: &TokenSnapshot,
+    master: Option<&MasterSnapshot>,
+) -> Result<(), ProxyError> {
+    let second = now_unix();
+    let mut windows = Vec::with_capacity(2);
+    if let Some(m) = master.filter(|m| m.global_qps > 0) {
+        windows.push((
+            ez_contract::bus_keys::rate_master(m.id, second),
+            m.global_qps,
+            "master",
+        ));
+    }
+    if token.qps > 0 {
+        windows.push((
+            ez_contract::bus_keys::rate_key(token.key_id, second),
+            token.qps,
+            "key",
+        ));
+    }
+    if windows.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = windows.iter().map(|(k, _, _)| k.clone()).collect();
+    match state.cache.bus().count(&keys, RATE_WINDOW_TTL_MS).await {
+        Ok(counts) => {
+            if let Some((_, limit, scope)) = windows
+                .iter()
+                .zip(&counts)
+                .find(|((_, limit, _), count)| **count > *limit)
+                .map(|(w, _)| w)
+            {
+                let mut e = ProxyError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("the {scope} rate limit of {limit} requests per second is exceeded"),
+                );
+                e.retry_after = Some(1);
+                return Err(e);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "rate counters unavailable; letting the request through");
+            Ok(())
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct RoutingFields {
     model: String,
@@ -178,6 +234,7 @@ async fn forward(state: &BalancerState, endpoint: &str, req: Request) -> Result<
     let snapshot = state.cache.snapshot();
     let (parts, body) = req.into_parts();
     let token = authenticate(&snapshot, &parts)?;
+    rate_limit(state, token, snapshot.masters.get(&token.master_id)).await?;
     let bytes = axum::body::to_bytes(body, state.settings.max_body_bytes)
         .await
         .map_err(|_| {

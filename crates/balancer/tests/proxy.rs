@@ -190,6 +190,21 @@ impl Gateway {
         key["key"].as_str().unwrap().to_owned()
     }
 
+    /// Another balancer process on the same bus (its own snapshot cache and port).
+    async fn second_balancer(&self) -> String {
+        let cache = SnapshotCache::new(self.cache.bus().clone());
+        cache.refresh().await.unwrap();
+        let state = BalancerState::new(cache, ProxySettings::default()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(ez_control_plane::serve(
+            listener,
+            ez_balancer::router(state),
+            std::future::pending(),
+        ));
+        base
+    }
+
     async fn chat(&self, key: &str, model: &str, stream: bool) -> (u16, Value, String) {
         let body =
             json!({ "model": model, "messages": [{ "role": "user", "content": "hi" }], "stream": stream });
@@ -231,6 +246,7 @@ both_backends!(
     keys_and_models_are_checked_from_the_snapshot,
     model_listing_shows_only_reachable_routes,
     the_snapshot_follows_refresh_events,
+    rate_limits_hold_across_two_balancers,
 );
 
 async fn chat_completions_reach_the_bound_upstream_model(backend: Backend) {
@@ -425,4 +441,119 @@ async fn the_snapshot_follows_refresh_events(backend: Backend) {
     }
     let _ = stop.send(true);
     updater.await.unwrap();
+}
+
+/// Sends `n` chat requests alternating between two balancers; returns the 429 responses'
+/// (Retry-After, error code) and how many succeeded.
+async fn alternate(gw: &Gateway, other: &str, key: &str, n: usize) -> (Vec<(String, String)>, usize, usize) {
+    let started = Instant::now();
+    let mut limited = Vec::new();
+    let mut ok = 0;
+    for i in 0..n {
+        let base = if i % 2 == 0 { gw.base.as_str() } else { other };
+        let resp = gw
+            .client
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({ "model": "fast", "messages": [] }))
+            .send()
+            .await
+            .unwrap();
+        match resp.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                let retry = resp
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                let body: Value = resp.json().await.unwrap();
+                limited.push((
+                    retry,
+                    body["error"]["code"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    // How many one-second windows the requests can have touched.
+    let windows = started.elapsed().as_secs() as usize + 2;
+    (limited, ok, windows)
+}
+
+async fn rate_limits_hold_across_two_balancers(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let key = gw.setup(&["sk-upstream-good1"], "fast", "gpt-4o-mini").await;
+    let masters = gw
+        .call(reqwest::Method::GET, "/admin/masters", ADMIN, None)
+        .await
+        .1;
+    let master_id = masters["items"][0]["id"].as_i64().unwrap();
+    let keys = gw
+        .call(
+            reqwest::Method::GET,
+            &format!("/admin/masters/{master_id}/keys"),
+            ADMIN,
+            None,
+        )
+        .await
+        .1;
+    let key_id = keys["items"][0]["id"].as_i64().unwrap();
+
+    // Key limit: 2 per second, shared by two balancers. Eight requests span at most two
+    // one-second windows, so at most four pass.
+    let (status, _, text) = gw
+        .call(
+            reqwest::Method::PUT,
+            &format!("/admin/keys/{key_id}"),
+            ADMIN,
+            Some(json!({ "qps": 2 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    gw.cache.refresh().await.unwrap();
+    let other = gw.second_balancer().await;
+    let (limited, ok, windows) = alternate(&gw, &other, &key, 8).await;
+    assert!(
+        ok >= 2 && ok <= 2 * windows,
+        "2 per window pass, {ok} did in {windows} windows"
+    );
+    assert!(
+        windows > 4 || !limited.is_empty(),
+        "the limit holds across balancers"
+    );
+    assert_eq!(limited.len(), 8 - ok);
+    assert!(
+        limited
+            .iter()
+            .all(|(retry, code)| retry == "1" && code == "rate_limited"),
+        "{limited:?}"
+    );
+
+    // Master limit: 1 per second across all its keys.
+    gw.call(
+        reqwest::Method::PUT,
+        &format!("/admin/keys/{key_id}"),
+        ADMIN,
+        Some(json!({ "qps": null })),
+    )
+    .await;
+    let (status, _, _) = gw
+        .call(
+            reqwest::Method::PUT,
+            &format!("/admin/masters/{master_id}"),
+            ADMIN,
+            Some(json!({ "global_qps": 1 })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    gw.cache.refresh().await.unwrap();
+    let other = gw.second_balancer().await;
+    let (limited, ok, windows) = alternate(&gw, &other, &key, 6).await;
+    assert!(
+        ok >= 1 && ok <= windows,
+        "one per second passes, {ok} did in {windows} windows"
+    );
+    assert!(windows > 6 || !limited.is_empty());
+    assert_eq!(limited.len(), 6 - ok);
 }

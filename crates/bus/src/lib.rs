@@ -70,4 +70,9 @@ pub trait ConfigBus: Send + Sync + 'static {
     async fn publish(&self, channel: &str, payload: &str) -> Result<(), BusError>;
 
     async fn subscribe(&self, channel: &str) -> Result<Subscription, BusError>;
+
+    /// Adds one to each counter and returns the new values, in one round trip. A counter
+    /// that did not exist starts at 1 and disappears `ttl_ms` after it was created (rate
+    /// windows name their period in the key).
+    async fn count(&self, keys: &[String], ttl_ms: u64) -> Result<Vec<i64>, BusError>;
 }

@@ -16,6 +16,8 @@ const CHANNEL_CAPACITY: usize = 1024;
 #[derive(Default)]
 pub struct MemoryBus {
     hashes: RwLock<HashMap<String, HashMap<String, String>>>,
+    /// Counter value and when it expires.
+    counters: Mutex<HashMap<String, (i64, std::time::Instant)>>,
     channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
 }
 
@@ -96,6 +98,28 @@ impl ConfigBus for MemoryBus {
         // No subscriber is not an error: the message is simply not delivered, as in Redis.
         let _ = self.sender(channel).send(payload.to_owned());
         Ok(())
+    }
+
+    async fn count(&self, keys: &[String], ttl_ms: u64) -> Result<Vec<i64>, BusError> {
+        let now = std::time::Instant::now();
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        // Expired windows go as new ones are counted, so the map stays small.
+        if counters.len() > 10_000 {
+            counters.retain(|_, (_, expires)| *expires > now);
+        }
+        Ok(keys
+            .iter()
+            .map(|key| {
+                let entry = counters
+                    .entry(key.clone())
+                    .or_insert((0, now + std::time::Duration::from_millis(ttl_ms)));
+                if entry.1 <= now {
+                    *entry = (0, now + std::time::Duration::from_millis(ttl_ms));
+                }
+                entry.0 += 1;
+                entry.0
+            })
+            .collect())
     }
 
     async fn subscribe(&self, channel: &str) -> Result<Subscription, BusError> {

@@ -166,6 +166,22 @@ impl ConfigBus for RedisBus {
             .map(|_| ())
     }
 
+    async fn count(&self, keys: &[String], ttl_ms: u64) -> Result<Vec<i64>, BusError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in keys {
+            let key = self.key(key);
+            pipe.incr(&key, 1);
+            // NX: only a new counter gets its lifetime (Redis 7).
+            pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms).arg("NX").ignore();
+        }
+        let mut conn = self.conn.clone();
+        timed(pipe.query_async::<Vec<i64>>(&mut conn)).await
+    }
+
     async fn subscribe(&self, channel: &str) -> Result<Subscription, BusError> {
         let mut pubsub = timed(self.client.get_async_pubsub()).await?;
         timed(pubsub.subscribe(self.key(channel))).await?;

@@ -73,6 +73,7 @@ contract_tests!(
     keys_with_prefix_treats_glob_characters_literally,
     published_messages_reach_subscribers,
     ping_answers,
+    counters_count_and_expire,
 );
 
 async fn replace_hash_overwrites_every_field(bus: Arc<dyn ConfigBus>) {
@@ -276,4 +277,21 @@ async fn redis_bus_reports_an_unreachable_server_instead_of_hanging() {
             .is_err()
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+async fn counters_count_and_expire(bus: Arc<dyn ConfigBus>) {
+    let keys = vec!["rate:a".to_string(), "rate:b".to_string()];
+    assert_eq!(bus.count(&keys, 300).await.unwrap(), vec![1, 1]);
+    assert_eq!(bus.count(&keys, 300).await.unwrap(), vec![2, 2]);
+    assert_eq!(bus.count(&keys[..1], 300).await.unwrap(), vec![3]);
+    assert!(bus.count(&[], 300).await.unwrap().is_empty());
+    // A window ends with its lifetime; the next count starts again at 1.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if bus.count(&keys[1..], 300).await.unwrap() == vec![1] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the counter never expired");
+    }
 }

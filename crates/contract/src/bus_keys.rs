@@ -23,6 +23,16 @@ pub const MODELS_META: &str = "meta:models_meta";
 /// the bus lost its data and must be rebuilt.
 pub const SYNC_SENTINEL: &str = "meta:sync";
 
+/// Per-second request counter of a master (`global_qps`), shared by every balancer.
+pub fn rate_master(id: i64, unix_second: i64) -> String {
+    format!("rate:master:{id}:{unix_second}")
+}
+
+/// Per-second request counter of a child key (`qps`).
+pub fn rate_key(key_id: i64, unix_second: i64) -> String {
+    format!("rate:key:{key_id}:{unix_second}")
+}
+
 pub fn token(digest: &str) -> String {
     format!("{TOKEN_PREFIX}{digest}")
 }

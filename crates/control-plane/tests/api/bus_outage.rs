@@ -85,6 +85,11 @@ impl ConfigBus for SwitchableBus {
         self.check()?;
         self.inner.subscribe(channel).await
     }
+
+    async fn count(&self, keys: &[String], ttl_ms: u64) -> Result<Vec<i64>, BusError> {
+        self.check()?;
+        self.inner.count(keys, ttl_ms).await
+    }
 }
 
 /// What a fresh full sync of the database would write, without the time stamps.
