@@ -10,5 +10,6 @@ mod config_transfer;
 mod hardening;
 mod lifecycle;
 mod platform;
+mod probe_support;
 mod routing_config;
 mod tenancy;
