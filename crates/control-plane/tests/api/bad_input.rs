@@ -12,7 +12,7 @@
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{ADMIN_TOKEN, Resp, TestApp};
+use crate::helpers::{ADMIN_TOKEN, TestApp};
 use crate::probe_support::*;
 use ez_contract::time::now_unix;
 use ez_control_plane::auth::jwt::{Claims, JwtKeys, Role};
@@ -38,102 +38,12 @@ both_backends!(
 // Request plumbing
 // ---------------------------------------------------------------------------------------
 
-/// Sends bad requests and collects every answer that is not the expected error envelope.
-struct Probe<'a> {
-    app: &'a TestApp,
-    failures: Vec<String>,
-    bodies: Vec<String>,
-    sent: usize,
-}
-
-impl<'a> Probe<'a> {
-    fn new(app: &'a TestApp) -> Probe<'a> {
-        Probe {
-            app,
-            failures: Vec::new(),
-            bodies: Vec::new(),
-            sent: 0,
-        }
-    }
-
-    /// Sends one request and checks: no 5xx, the status, the error code (one of
-    /// `codes`), the envelope (non-empty `message` and `type`), an `X-Request-ID`.
-    async fn check(&mut self, route: &str, auth: &Auth, body: &Body, status: u16, codes: &[&str]) -> Resp {
-        let resp = send(self.app, route, auth, body).await;
-        self.sent += 1;
-        let error = &resp.body["error"];
-        let mut problems = Vec::new();
-        if resp.status >= 500 {
-            problems.push("a server error".to_owned());
-        }
-        if resp.status != status {
-            problems.push(format!("status {} instead of {status}", resp.status));
-        }
-        if !codes.iter().any(|c| error["code"] == *c) {
-            problems.push(format!("code {} instead of {codes:?}", error["code"]));
-        }
-        if error["message"].as_str().is_none_or(str::is_empty) {
-            problems.push("no error.message".to_owned());
-        }
-        if error["type"].as_str().is_none_or(str::is_empty) {
-            problems.push("no error.type".to_owned());
-        }
-        if !resp.headers.contains_key("x-request-id") {
-            problems.push("no X-Request-ID header".to_owned());
-        }
-        if !problems.is_empty() {
-            self.failures.push(format!(
-                "{route} ({}): {} — got {}",
-                describe(auth, body),
-                problems.join(", "),
-                shorten(&resp.text)
-            ));
-        }
-        self.bodies.push(resp.text.clone());
-        resp
-    }
-
-    /// `check` with one expected code and a JSON body (`Value::Null`: none).
-    async fn json(&mut self, route: &str, auth: &Auth, body: Value, status: u16, code: &str) {
-        self.check(route, auth, &Body::from_value(&body), status, &[code])
-            .await;
-    }
-
-    async fn rows(&mut self, rows: Vec<Row>) {
-        for (route, auth, body, status, code) in rows {
-            self.json(&route, &auth, body, status, code).await;
-        }
-    }
-
+impl Probe<'_> {
     /// Fails the test with every wrong answer, if the state differs from `before`, and
     /// if any error body carried one of `secrets`.
     async fn finish(self, before: &Value, secrets: &[&str]) {
-        let mut failures = self.failures;
         let after = self.app.state_snapshot().await;
-        if &after != before {
-            let mut changes = Vec::new();
-            diff(before, &after, String::new(), &mut changes);
-            failures.push(format!(
-                "the rejected requests changed the state:\n      {}",
-                changes.join("\n      ")
-            ));
-        }
-        for secret in secrets {
-            for body in self.bodies.iter().filter(|b| b.contains(secret)) {
-                failures.push(format!(
-                    "an error body contains a secret ({}…): {}",
-                    &secret[..8],
-                    shorten(body)
-                ));
-            }
-        }
-        assert!(
-            failures.is_empty(),
-            "{} problem(s) with {} bad requests:\n  {}",
-            failures.len(),
-            self.sent,
-            failures.join("\n  ")
-        );
+        self.assert_none(&self.problems(before, &after, secrets));
         assert_eq!(&after, before);
     }
 }

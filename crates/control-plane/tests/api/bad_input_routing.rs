@@ -24,7 +24,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{ADMIN_TOKEN, Resp, TestApp, captured_logs};
+use crate::helpers::{ADMIN_TOKEN, TestApp, captured_logs};
 use crate::probe_support::*;
 
 both_backends!(
@@ -83,104 +83,20 @@ fn without(base: &Value, field: &str) -> Value {
     out
 }
 
-/// Sends bad requests and collects every answer that is not the expected error envelope.
-struct Probe<'a> {
-    app: &'a TestApp,
-    failures: Vec<String>,
-    bodies: Vec<(String, String)>,
-    sent: usize,
-}
-
-impl<'a> Probe<'a> {
-    fn new(app: &'a TestApp) -> Probe<'a> {
-        Probe {
-            app,
-            failures: Vec::new(),
-            bodies: Vec::new(),
-            sent: 0,
-        }
-    }
-
-    /// Sends one request and checks: no 5xx, the status, the error code (one of
-    /// `codes`), the envelope (non-empty `message` and `type`), an `X-Request-ID`.
-    async fn check(&mut self, route: &str, auth: &Auth, body: &Body, status: u16, codes: &[&str]) -> Resp {
-        let resp = send(self.app, route, auth, body).await;
-        self.sent += 1;
-        let error = &resp.body["error"];
-        let mut problems = Vec::new();
-        if resp.status >= 500 {
-            problems.push("a server error".to_owned());
-        }
-        if resp.status != status {
-            problems.push(format!("status {} instead of {status}", resp.status));
-        }
-        if !codes.iter().any(|c| error["code"] == *c) {
-            problems.push(format!("code {} instead of {codes:?}", error["code"]));
-        }
-        if error["message"].as_str().is_none_or(str::is_empty) {
-            problems.push("no error.message".to_owned());
-        }
-        if error["type"].as_str().is_none_or(str::is_empty) {
-            problems.push("no error.type".to_owned());
-        }
-        if !resp.headers.contains_key("x-request-id") {
-            problems.push("no X-Request-ID header".to_owned());
-        }
-        if !problems.is_empty() {
-            self.failures.push(format!(
-                "{route} ({}): {} — got {}",
-                describe(auth, body),
-                problems.join(", "),
-                shorten(&resp.text)
-            ));
-        }
-        self.bodies
-            .push((format!("{route} ({})", describe(auth, body)), resp.text.clone()));
-        resp
-    }
-
-    /// `check` with one expected code and a JSON body (`Value::Null`: none).
-    async fn json(&mut self, route: &str, auth: &Auth, body: Value, status: u16, code: &str) {
-        self.check(route, auth, &Body::from_value(&body), status, &[code])
-            .await;
-    }
-
-    async fn rows(&mut self, rows: Vec<Row>) {
-        for (route, auth, body, status, code) in rows {
-            self.json(&route, &auth, body, status, code).await;
-        }
-    }
-
+impl Probe<'_> {
     /// Fails the test with every wrong answer, if the state differs from `before`, if
-    /// any response body carried an upstream secret (sent or stored), or if a log line
-    /// did.
-    async fn finish(self, before: &Value) {
-        let mut failures = self.failures;
+    /// any response body carried an upstream secret (sent or stored), or if a log line or
+    /// an admin list did.
+    async fn finish_routing(self, before: &Value) {
         let after = routing_snapshot(self.app).await;
-        if &after != before {
-            let mut changes = Vec::new();
-            diff(before, &after, String::new(), &mut changes);
-            failures.push(format!(
-                "the rejected requests changed the state:\n      {}",
-                changes.join("\n      ")
-            ));
-        }
         let secrets: Vec<&str> = SENT_SECRETS.iter().chain(&FIXTURE_SECRETS).copied().collect();
+        let mut failures = self.problems(before, &after, &secrets);
+        let listed = after["api"].to_string();
+        let logs = captured_logs();
         for secret in &secrets {
-            for (request, body) in self.bodies.iter().filter(|(_, b)| b.contains(secret)) {
-                failures.push(format!(
-                    "a response carries the upstream secret {secret:?} unmasked: {request} → {}",
-                    shorten(body)
-                ));
-            }
-            // The API's own lists (groups, credentials, bindings, models) mask them too.
-            let listed = after["api"].to_string();
             if listed.contains(secret) {
                 failures.push(format!("an admin list shows the upstream secret {secret:?}"));
             }
-        }
-        let logs = captured_logs();
-        for secret in &secrets {
             if let Some(line) = logs.lines().find(|l| l.contains(secret)) {
                 failures.push(format!(
                     "a log line carries the upstream secret {secret:?}: {}",
@@ -188,14 +104,7 @@ impl<'a> Probe<'a> {
                 ));
             }
         }
-        assert!(
-            failures.is_empty(),
-            "{} problem(s) with {} bad requests:\n  {}",
-            failures.len(),
-            self.sent,
-            failures.join("\n  ")
-        );
-        assert_eq!(&after, before);
+        self.assert_none(&failures);
     }
 }
 
@@ -466,7 +375,7 @@ async fn malformed_json_changes_nothing(backend: Backend) {
             .await;
     }
 
-    probe.finish(&before).await;
+    probe.finish_routing(&before).await;
 }
 
 async fn wrong_content_type_is_415(backend: Backend) {
@@ -497,7 +406,7 @@ async fn wrong_content_type_is_415(backend: Backend) {
             .await;
     }
 
-    probe.finish(&before).await;
+    probe.finish_routing(&before).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -808,7 +717,7 @@ async fn wrong_types_and_unknown_fields_are_400(backend: Backend) {
     ];
     probe.rows(rows).await;
 
-    probe.finish(&before).await;
+    probe.finish_routing(&before).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -989,7 +898,7 @@ async fn provider_group_rules_are_enforced(backend: Backend) {
             .await;
     }
 
-    probe.finish(&before).await;
+    probe.finish_routing(&before).await;
 }
 
 async fn api_key_rules_are_enforced(backend: Backend) {
@@ -1083,7 +992,7 @@ async fn api_key_rules_are_enforced(backend: Backend) {
     ];
     probe.rows(rows).await;
 
-    probe.finish(&before).await;
+    probe.finish_routing(&before).await;
 }
 
 async fn shortcut_rules_are_enforced(backend: Backend) {
@@ -1152,7 +1061,7 @@ async fn shortcut_rules_are_enforced(backend: Backend) {
     ];
     probe.rows(rows).await;
 
-    probe.finish(&before).await;
+    probe.finish_routing(&before).await;
 }
 
 async fn binding_rules_are_enforced(backend: Backend) {
@@ -1226,7 +1135,7 @@ async fn binding_rules_are_enforced(backend: Backend) {
     ];
     probe.rows(rows).await;
 
-    probe.finish(&before).await;
+    probe.finish_routing(&before).await;
 }
 
 async fn model_override_rules_are_enforced(backend: Backend) {
@@ -1311,7 +1220,7 @@ async fn model_override_rules_are_enforced(backend: Backend) {
     ];
     probe.rows(rows).await;
 
-    probe.finish(&before).await;
+    probe.finish_routing(&before).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1423,7 +1332,7 @@ async fn bad_pagination_filters_and_ids_are_rejected(backend: Backend) {
         }
     }
 
-    probe.finish(&before).await;
+    probe.finish_routing(&before).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1510,7 +1419,7 @@ async fn missing_and_wrong_credentials_are_401(backend: Backend) {
         probe.check(route, &bearer("wrong"), body, 401, INVALID).await;
     }
 
-    probe.finish(&before).await;
+    probe.finish_routing(&before).await;
 }
 
 async fn wrong_role_is_403(backend: Backend) {
@@ -1542,7 +1451,7 @@ async fn wrong_role_is_403(backend: Backend) {
         probe.check(route, auth, &body, 403, &["admin_required"]).await;
     }
 
-    probe.finish(&before).await;
+    probe.finish_routing(&before).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1671,7 +1580,7 @@ async fn oversized_bodies_wrong_methods_and_routes(backend: Backend) {
         }
     }
 
-    probe.finish(&before).await;
+    probe.finish_routing(&before).await;
 }
 
 // ---------------------------------------------------------------------------------------

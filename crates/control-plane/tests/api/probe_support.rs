@@ -132,3 +132,115 @@ pub(crate) fn diff(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+/// Sends bad requests and collects every answer that is not the expected error envelope.
+pub(crate) struct Probe<'a> {
+    pub(crate) app: &'a TestApp,
+    pub(crate) failures: Vec<String>,
+    /// (request, response body) of every request sent.
+    pub(crate) bodies: Vec<(String, String)>,
+    pub(crate) sent: usize,
+}
+
+impl<'a> Probe<'a> {
+    pub(crate) fn new(app: &'a TestApp) -> Probe<'a> {
+        Probe {
+            app,
+            failures: Vec::new(),
+            bodies: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    /// Sends one request and checks: no 5xx, the status, the error code (one of
+    /// `codes`), the envelope (non-empty `message` and `type`), an `X-Request-ID`.
+    pub(crate) async fn check(
+        &mut self,
+        route: &str,
+        auth: &Auth,
+        body: &Body,
+        status: u16,
+        codes: &[&str],
+    ) -> Resp {
+        let resp = send(self.app, route, auth, body).await;
+        self.sent += 1;
+        let error = &resp.body["error"];
+        let mut problems = Vec::new();
+        if resp.status >= 500 {
+            problems.push("a server error".to_owned());
+        }
+        if resp.status != status {
+            problems.push(format!("status {} instead of {status}", resp.status));
+        }
+        if !codes.iter().any(|c| error["code"] == *c) {
+            problems.push(format!("code {} instead of {codes:?}", error["code"]));
+        }
+        if error["message"].as_str().is_none_or(str::is_empty) {
+            problems.push("no error.message".to_owned());
+        }
+        if error["type"].as_str().is_none_or(str::is_empty) {
+            problems.push("no error.type".to_owned());
+        }
+        if !resp.headers.contains_key("x-request-id") {
+            problems.push("no X-Request-ID header".to_owned());
+        }
+        if !problems.is_empty() {
+            self.failures.push(format!(
+                "{route} ({}): {} — got {}",
+                describe(auth, body),
+                problems.join(", "),
+                shorten(&resp.text)
+            ));
+        }
+        self.bodies
+            .push((format!("{route} ({})", describe(auth, body)), resp.text.clone()));
+        resp
+    }
+
+    /// `check` with one expected code and a JSON body (`Value::Null`: none).
+    pub(crate) async fn json(&mut self, route: &str, auth: &Auth, body: Value, status: u16, code: &str) {
+        self.check(route, auth, &Body::from_value(&body), status, &[code])
+            .await;
+    }
+
+    pub(crate) async fn rows(&mut self, rows: Vec<Row>) {
+        for (route, auth, body, status, code) in rows {
+            self.json(&route, &auth, body, status, code).await;
+        }
+    }
+
+    /// Every problem found: wrong answers, a state that differs from `before`, and
+    /// response bodies carrying one of `secrets`.
+    pub(crate) fn problems(&self, before: &Value, after: &Value, secrets: &[&str]) -> Vec<String> {
+        let mut failures = self.failures.clone();
+        if after != before {
+            let mut changes = Vec::new();
+            diff(before, after, String::new(), &mut changes);
+            failures.push(format!(
+                "the rejected requests changed the state:\n      {}",
+                changes.join("\n      ")
+            ));
+        }
+        for secret in secrets {
+            for (request, body) in self.bodies.iter().filter(|(_, b)| b.contains(secret)) {
+                failures.push(format!(
+                    "a response carries a secret ({}…): {request} → {}",
+                    &secret[..secret.len().min(8)],
+                    shorten(body)
+                ));
+            }
+        }
+        failures
+    }
+
+    /// Fails the test with `failures`, if any.
+    pub(crate) fn assert_none(&self, failures: &[String]) {
+        assert!(
+            failures.is_empty(),
+            "{} problem(s) with {} bad requests:\n  {}",
+            failures.len(),
+            self.sent,
+            failures.join("\n  ")
+        );
+    }
+}
