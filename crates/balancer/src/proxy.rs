@@ -17,7 +17,6 @@ use ez_contract::snapshot::{MasterSnapshot, TokenSnapshot};
 use ez_contract::time::now_unix;
 use ez_contract::token::digest;
 use ez_contract::validate_key;
-use serde::Deserialize;
 
 use crate::cache::SnapshotCache;
 use crate::error::ProxyError;
@@ -225,11 +224,6 @@ async fn rate_limit(
     }
 }
 
-#[derive(Deserialize)]
-struct RoutingFields {
-    model: String,
-}
-
 async fn forward(state: &BalancerState, endpoint: &str, req: Request) -> Result<Response, ProxyError> {
     let snapshot = state.cache.snapshot();
     let (parts, body) = req.into_parts();
@@ -244,13 +238,7 @@ async fn forward(state: &BalancerState, endpoint: &str, req: Request) -> Result<
                 "request body is too large",
             )
         })?;
-    let fields: RoutingFields = serde_json::from_slice(&bytes).map_err(|_| {
-        ProxyError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body must be a JSON object with a \"model\"",
-        )
-    })?;
+    // One parse: the document is needed anyway to rewrite `model` for the upstream.
     let mut document: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&bytes).map_err(|_| {
             ProxyError::new(
@@ -259,9 +247,19 @@ async fn forward(state: &BalancerState, endpoint: &str, req: Request) -> Result<
                 "the body must be a JSON object",
             )
         })?;
+    let model = match document.get("model") {
+        Some(serde_json::Value::String(model)) if !model.is_empty() => model.clone(),
+        _ => {
+            return Err(ProxyError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body needs a \"model\" string",
+            ));
+        }
+    };
     let header_namespace = parts.headers.get("x-ez-namespace").and_then(|v| v.to_str().ok());
     let (namespace, public_model) =
-        route::split_model(&fields.model, token, header_namespace).map_err(route_error)?;
+        route::split_model(&model, token, header_namespace).map_err(route_error)?;
     let binding = route::binding(&snapshot, namespace, public_model).map_err(route_error)?;
 
     let mut tried = HashSet::new();
