@@ -345,6 +345,25 @@ pub enum ConflictPolicy {
     Overwrite,
 }
 
+/// What an import does with one entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportAction {
+    Create,
+    Update,
+    Skip,
+}
+
+impl ImportAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportAction::Create => "create",
+            ImportAction::Update => "update",
+            ImportAction::Skip => "skip",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ImportChange {
     /// `namespace`, `provider_group`, `api_key`, `binding`, `model`, `master`, `key`.
@@ -352,7 +371,7 @@ pub struct ImportChange {
     /// The entity's natural key (name, or names joined by `/`).
     pub key: String,
     /// `create`, `update` or `skip`.
-    pub action: &'static str,
+    pub action: ImportAction,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -768,12 +787,12 @@ pub async fn import(
 
     // Plan: what each entity becomes.
     let action = |exists: bool| match (exists, policy) {
-        (false, _) => "create",
-        (true, ConflictPolicy::Skip) => "skip",
-        (true, ConflictPolicy::Overwrite) => "update",
+        (false, _) => ImportAction::Create,
+        (true, ConflictPolicy::Skip) => ImportAction::Skip,
+        (true, ConflictPolicy::Overwrite) => ImportAction::Update,
     };
     let mut changes = Vec::new();
-    let mut plan = |kind: &'static str, key: String, exists: bool| -> &'static str {
+    let mut plan = |kind: &'static str, key: String, exists: bool| -> ImportAction {
         let a = action(exists);
         changes.push(ImportChange { kind, key, action: a });
         a
@@ -841,7 +860,7 @@ pub async fn import(
         *counts
             .entry(c.kind.to_owned())
             .or_default()
-            .entry(c.action.to_owned())
+            .entry(c.action.as_str().to_owned())
             .or_default() += 1;
     }
     let report = ImportReport {
@@ -857,12 +876,12 @@ pub async fn import(
     // Apply, in dependency order.
     for (ns, a) in doc.namespaces.iter().zip(ns_actions) {
         match a {
-            "create" => drop(
+            ImportAction::Create => drop(
                 store
                     .create_namespace(&ns.name, &ns.description, ns.status)
                     .await?,
             ),
-            "update" => {
+            ImportAction::Update => {
                 let id = existing_ns[&ns.name].id;
                 drop(
                     store
@@ -877,10 +896,10 @@ pub async fn import(
         existing_groups.iter().map(|(n, g)| (n.clone(), g.id)).collect();
     for (g, a) in groups.iter().zip(group_actions) {
         match a {
-            "create" => {
+            ImportAction::Create => {
                 group_ids.insert(g.name.clone(), store.create_group(g).await?.id);
             }
-            "update" => drop(store.update_group(group_ids[&g.name], g).await?),
+            ImportAction::Update => drop(store.update_group(group_ids[&g.name], g).await?),
             _ => {}
         }
     }
@@ -890,8 +909,8 @@ pub async fn import(
             ..w
         };
         match a {
-            "create" => drop(store.create_api_key(&w).await?),
-            "update" => {
+            ImportAction::Create => drop(store.create_api_key(&w).await?),
+            ImportAction::Update => {
                 let id = existing_keys[&(d.group.clone(), d.fingerprint.clone())].id;
                 drop(store.update_api_key(id, &w).await?);
             }
@@ -904,8 +923,8 @@ pub async fn import(
             ..w
         };
         match a {
-            "create" => drop(store.create_binding(&w).await?),
-            "update" => {
+            ImportAction::Create => drop(store.create_binding(&w).await?),
+            ImportAction::Update => {
                 let id =
                     existing_bindings[&(d.namespace.clone(), d.public_model.clone(), d.group.clone())].id;
                 drop(store.update_binding(id, &w).await?);
@@ -914,7 +933,7 @@ pub async fn import(
         }
     }
     for (m, a) in doc.models.iter().zip(model_actions) {
-        if a != "skip" {
+        if a != ImportAction::Skip {
             store.put_model_override(&m.name, &m.override_).await?;
         }
     }
@@ -922,7 +941,7 @@ pub async fn import(
         existing_masters.iter().map(|(n, m)| (n.clone(), m.id)).collect();
     for (m, a) in doc.masters.iter().zip(master_actions) {
         match a {
-            "create" => {
+            ImportAction::Create => {
                 let created = store
                     .import_master(&MasterImport {
                         name: m.name.clone(),
@@ -939,7 +958,7 @@ pub async fn import(
                     .await?;
                 master_ids.insert(m.name.clone(), created.id);
             }
-            "update" => {
+            ImportAction::Update => {
                 let id = master_ids[&m.name];
                 let write = MasterWrite {
                     name: m.name.clone(),
@@ -961,7 +980,7 @@ pub async fn import(
     }
     for (k, a) in doc.keys.iter().zip(child_actions) {
         match a {
-            "create" => drop(
+            ImportAction::Create => drop(
                 store
                     .import_key(&KeyImport {
                         master_id: master_ids[&k.master],
@@ -980,7 +999,7 @@ pub async fn import(
                     })
                     .await?,
             ),
-            "update" => {
+            ImportAction::Update => {
                 let current = &existing_child[&(k.master.clone(), k.name.clone())];
                 let write = KeyWrite {
                     name: k.name.clone(),

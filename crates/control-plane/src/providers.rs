@@ -80,6 +80,13 @@ pub fn restore_masked_headers(
     Ok(())
 }
 
+/// For partial updates: each `$field` the request sent replaces the write's value.
+macro_rules! take_fields {
+    ($req:ident => $write:ident; $($field:ident),+ $(,)?) => {
+        $( if let Some(v) = $req.$field { $write.$field = v; } )+
+    };
+}
+
 pub const GROUP_STATUSES: &[&str] = &["active", "disabled"];
 pub const KEY_STATUSES: &[&str] = &["active", "auto_disabled", "manual_disabled"];
 pub const BINDING_STATUSES: &[&str] = &["active", "disabled"];
@@ -556,10 +563,7 @@ pub async fn create_group(state: &AppState, req: CreateGroupRequest) -> ApiResul
 pub async fn update_group(state: &AppState, id: i64, req: UpdateGroupRequest) -> ApiResult<ProviderGroup> {
     let current = state.store.get_group(id).await?;
     let mut w = GroupWrite::from(&current);
-    macro_rules! take {
-        ($($field:ident),+) => { $( if let Some(v) = req.$field { w.$field = v; } )+ };
-    }
-    take!(
+    take_fields!(req => w;
         name,
         provider_type,
         base_url,
@@ -567,9 +571,10 @@ pub async fn update_group(state: &AppState, id: i64, req: UpdateGroupRequest) ->
         google_location,
         models,
         status,
-        static_headers
+        static_headers,
+        headers_profile,
+        route_group
     );
-    take!(headers_profile, route_group);
     let mut write = validate_group(w)?;
     restore_masked_headers(&mut write.static_headers, Some(&current.static_headers))?;
     if write.provider_type != current.provider_type {
@@ -658,10 +663,7 @@ pub async fn update_api_key(state: &AppState, id: i64, req: UpdateApiKeyRequest)
     if let Some(v) = &req.refresh_token {
         w.refresh_token = secret("refresh_token", v)?;
     }
-    macro_rules! take {
-        ($($field:ident),+) => { $( if let Some(v) = req.$field { w.$field = v; } )+ };
-    }
-    take!(
+    take_fields!(req => w;
         weight, status, auto_ban, ban_reason, ban_until, expires_at, account_id, project_id, models
     );
     let (write, _) = validate_api_key(state, w).await?;
@@ -720,10 +722,7 @@ pub async fn create_binding(state: &AppState, req: CreateBindingRequest) -> ApiR
 pub async fn update_binding(state: &AppState, id: i64, req: UpdateBindingRequest) -> ApiResult<Binding> {
     let current = state.store.get_binding(id).await?;
     let mut w = BindingWrite::from(&current);
-    macro_rules! take {
-        ($($field:ident),+) => { $( if let Some(v) = req.$field { w.$field = v; } )+ };
-    }
-    take!(
+    take_fields!(req => w;
         namespace,
         public_model,
         group_id,
