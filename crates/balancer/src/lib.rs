@@ -2,11 +2,18 @@
 //! config-bus snapshot, resolves the model to a bound provider group, picks a credential
 //! and forwards the request, streaming the answer back. It never touches the database.
 
+pub mod bans;
+pub mod body;
 pub mod cache;
 pub mod error;
 pub mod proxy;
+pub mod report;
 pub mod route;
+pub mod sink;
 pub mod snapshot;
+pub mod upstream;
+pub mod usage;
 
 pub use cache::SnapshotCache;
-pub use proxy::{BalancerState, router};
+pub use proxy::{BalancerState, ProxySettings, router};
+pub use report::Reporter;

@@ -1,29 +1,39 @@
-//! The OpenAI-compatible ingress: authenticate → resolve → pick a credential → forward,
-//! failing over to another credential on connect errors, timeouts, 5xx and 429 (always
-//! before the first byte reaches the client), and streaming the answer chunk by chunk.
+//! The ingress (SPEC §6): authenticate → rate limit → resolve → pick a credential →
+//! forward, failing over to another credential on connect errors, timeouts, 5xx, 429 and
+//! refused credentials (always before the first byte reaches the client), banning
+//! credentials with `auto_ban` that the upstream refuses, and streaming the answer back
+//! chunk by chunk while its usage is recorded.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use ez_contract::report::{CredentialBan, LogRecord};
+use ez_contract::routing::{BindingSnapshot, ProviderSnapshot};
 use ez_contract::snapshot::{MasterSnapshot, TokenSnapshot};
 use ez_contract::time::now_unix;
 use ez_contract::token::digest;
 use ez_contract::validate_key;
+use ipnet::IpNet;
+use serde_json::{Map, Value};
 
+use crate::bans::LocalBans;
+use crate::body::{ObservedBody, Trace};
 use crate::cache::SnapshotCache;
 use crate::error::ProxyError;
+use crate::report::Reporter;
 use crate::route::{self, RouteError};
 use crate::snapshot::Snapshot;
+use crate::upstream::{self, Ingress};
 
-/// Limits and deadlines of the proxy.
+/// Limits and deadlines of the proxy (configuration section `balancer`).
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     /// Credentials tried per request (the first one included).
@@ -31,7 +41,15 @@ pub struct ProxySettings {
     pub connect_timeout: Duration,
     /// From sending the request to the upstream's response headers.
     pub first_byte_timeout: Duration,
+    /// Longest silence between two chunks of the answer.
+    pub idle_timeout: Duration,
+    /// Whole request, arrival to last byte.
+    pub total_timeout: Duration,
+    /// How long an auto-banned credential rests.
+    pub ban_duration: Duration,
     pub max_body_bytes: usize,
+    /// Peers whose `X-Forwarded-For` is believed for the client address.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for ProxySettings {
@@ -40,7 +58,11 @@ impl Default for ProxySettings {
             max_attempts: 3,
             connect_timeout: Duration::from_secs(5),
             first_byte_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            total_timeout: Duration::from_secs(600),
+            ban_duration: Duration::from_secs(600),
             max_body_bytes: 10 * 1024 * 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -48,36 +70,46 @@ impl Default for ProxySettings {
 #[derive(Clone)]
 pub struct BalancerState {
     pub cache: Arc<SnapshotCache>,
+    pub reporter: Arc<Reporter>,
     http: reqwest::Client,
     settings: Arc<ProxySettings>,
+    bans: Arc<LocalBans>,
 }
 
 impl BalancerState {
-    pub fn new(cache: Arc<SnapshotCache>, settings: ProxySettings) -> Result<BalancerState, reqwest::Error> {
+    pub fn new(
+        cache: Arc<SnapshotCache>,
+        settings: ProxySettings,
+        reporter: Arc<Reporter>,
+    ) -> Result<BalancerState, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .build()?;
         Ok(BalancerState {
             cache,
+            reporter,
             http,
             settings: Arc::new(settings),
+            bans: Arc::new(LocalBans::default()),
         })
     }
 }
 
-/// The data-plane routes (OpenAI format).
+/// The data-plane routes.
 pub fn router(state: BalancerState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/responses", post(responses))
+        .route("/v1/messages", post(messages))
         .route("/v1/models", get(list_models))
         .with_state(state)
 }
 
 /// `GET /health` of a stand-alone balancer: ready once a snapshot is loaded, with its age
-/// and size; 503 until then.
+/// and size, and the report buffer; 503 until then.
 pub async fn health(State(state): State<BalancerState>) -> Response {
     let snapshot = state.cache.snapshot();
     let ready = state.cache.is_ready();
@@ -90,6 +122,10 @@ pub async fn health(State(state): State<BalancerState>) -> Response {
             "masters": snapshot.masters.len(),
             "providers": snapshot.providers.len(),
             "bindings": snapshot.bindings.len(),
+        },
+        "reports": {
+            "buffered_logs": state.reporter.buffered(),
+            "dropped_logs": state.reporter.dropped(),
         }
     });
     let status = if ready {
@@ -106,21 +142,23 @@ pub fn standalone_router(state: BalancerState) -> Router {
 }
 
 async fn chat_completions(State(state): State<BalancerState>, req: Request) -> Response {
-    forward(&state, "/chat/completions", req)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    forward(&state, Ingress::ChatCompletions, req).await
 }
 
 async fn completions(State(state): State<BalancerState>, req: Request) -> Response {
-    forward(&state, "/completions", req)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    forward(&state, Ingress::Completions, req).await
 }
 
 async fn embeddings(State(state): State<BalancerState>, req: Request) -> Response {
-    forward(&state, "/embeddings", req)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    forward(&state, Ingress::Embeddings, req).await
+}
+
+async fn responses(State(state): State<BalancerState>, req: Request) -> Response {
+    forward(&state, Ingress::Responses, req).await
+}
+
+async fn messages(State(state): State<BalancerState>, req: Request) -> Response {
+    forward(&state, Ingress::Messages, req).await
 }
 
 /// The client key: `Authorization: Bearer`, `x-api-key`, `x-goog-api-key` or `?key=`.
@@ -139,12 +177,21 @@ fn client_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a 
         .filter(|k| !k.is_empty())
 }
 
+fn client_ip(parts: &axum::http::request::Parts, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    ez_contract::client_ip::client_ip(peer, &parts.headers, trusted)
+}
+
 /// Authenticates the request's key against the snapshot with the shared validation
-/// function.
+/// function; returns the key's entry and digest.
 fn authenticate<'s>(
     snapshot: &'s Snapshot,
     parts: &axum::http::request::Parts,
-) -> Result<&'s TokenSnapshot, ProxyError> {
+    ip: Option<IpAddr>,
+) -> Result<(&'s TokenSnapshot, String), ProxyError> {
     let key = client_key(&parts.headers, parts.uri.query()).ok_or_else(|| {
         ProxyError::new(
             StatusCode::UNAUTHORIZED,
@@ -152,20 +199,18 @@ fn authenticate<'s>(
             "send an API key as Authorization: Bearer <key>",
         )
     })?;
-    let token = snapshot.tokens.get(&digest(key));
+    let hash = digest(key);
+    let token = snapshot.tokens.get(&hash);
     let master = token.and_then(|t| snapshot.masters.get(&t.master_id));
-    let ip = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
     validate_key(token, master, ip, now_unix())?;
-    token.ok_or_else(|| {
+    let token = token.ok_or_else(|| {
         ProxyError::new(
             StatusCode::UNAUTHORIZED,
             "key_not_found",
             "the API key is not valid",
         )
-    })
+    })?;
+    Ok((token, hash))
 }
 
 /// How long a one-second window's counter lives (a little past its second).
@@ -180,87 +225,283 @@ async fn rate_limit(
     master: Option<&MasterSnapshot>,
 ) -> Result<(), ProxyError> {
     let second = now_unix();
-    let mut windows = Vec::with_capacity(2);
-    if let Some(m) = master.filter(|m| m.global_qps > 0) {
-        windows.push((
-            ez_contract::bus_keys::rate_master(m.id, second),
-            m.global_qps,
-            "master",
-        ));
-    }
-    if token.qps > 0 {
-        windows.push((
-            ez_contract::bus_keys::rate_key(token.key_id, second),
-            token.qps,
-            "key",
-        ));
-    }
-    if windows.is_empty() {
+    let master = master.filter(|m| m.global_qps > 0);
+    let key_limited = token.qps > 0;
+    if master.is_none() && !key_limited {
         return Ok(());
     }
-    let keys: Vec<String> = windows.iter().map(|(k, _, _)| k.clone()).collect();
-    match state.cache.bus().count(&keys, RATE_WINDOW_TTL_MS).await {
-        Ok(counts) => {
-            if let Some((_, limit, scope)) = windows
-                .iter()
-                .zip(&counts)
-                .find(|((_, limit, _), count)| **count > *limit)
-                .map(|(w, _)| w)
-            {
-                let mut e = ProxyError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!("the {scope} rate limit of {limit} requests per second is exceeded"),
-                );
-                e.retry_after = Some(1);
-                return Err(e);
-            }
-            Ok(())
-        }
+    let mut keys = Vec::with_capacity(2);
+    if let Some(m) = master {
+        keys.push(ez_contract::bus_keys::rate_master(m.id, second));
+    }
+    if key_limited {
+        keys.push(ez_contract::bus_keys::rate_key(token.key_id, second));
+    }
+    let counts = match state.cache.bus().count(&keys, RATE_WINDOW_TTL_MS).await {
+        Ok(counts) => counts,
         Err(e) => {
             tracing::warn!(error = %e, "rate counters unavailable; letting the request through");
-            Ok(())
+            return Ok(());
+        }
+    };
+    let mut counts = counts.into_iter();
+    let mut refused = None;
+    if let Some(m) = master {
+        let count = counts.next().unwrap_or(0);
+        let over = count > m.global_qps;
+        state.reporter.note_rate(m.id, count, m.global_qps, over);
+        if over {
+            refused = Some(("master", m.global_qps));
+        }
+    }
+    if key_limited && refused.is_none() && counts.next().unwrap_or(0) > token.qps {
+        refused = Some(("key", token.qps));
+    }
+    match refused {
+        None => Ok(()),
+        Some((scope, limit)) => {
+            let mut e = ProxyError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("the {scope} rate limit of {limit} requests per second is exceeded"),
+            );
+            e.retry_after = Some(1);
+            Err(e)
         }
     }
 }
 
-async fn forward(state: &BalancerState, endpoint: &str, req: Request) -> Result<Response, ProxyError> {
+/// One request, start to end: every authenticated request leaves one log record.
+async fn forward(state: &BalancerState, ingress: Ingress, req: Request) -> Response {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + state.settings.total_timeout;
     let snapshot = state.cache.snapshot();
     let (parts, body) = req.into_parts();
-    let token = authenticate(&snapshot, &parts)?;
-    rate_limit(state, token, snapshot.masters.get(&token.master_id)).await?;
-    let bytes = axum::body::to_bytes(body, state.settings.max_body_bytes)
+    let ip = client_ip(&parts, &state.settings.trusted_proxies);
+    let (token, hash) = match authenticate(&snapshot, &parts, ip) {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
+    let request_id = parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(generate_request_id, str::to_owned);
+    let record = LogRecord {
+        request_id,
+        master_id: token.master_id,
+        key_id: token.key_id,
+        namespace: token.default_namespace.clone(),
+        public_model: String::new(),
+        upstream_model: String::new(),
+        group_id: None,
+        api_key_id: None,
+        endpoint: ingress.route().to_owned(),
+        status_code: 0,
+        error_code: None,
+        error_message: None,
+        latency_ms: 0,
+        first_token_ms: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        client_ip: ip.map(|ip| ip.to_string()),
+        stream: false,
+        created_at: now_unix(),
+    };
+    let mut trace = Trace::new(state.reporter.clone(), started, record, hash);
+    let attempt = async {
+        rate_limit(state, token, snapshot.masters.get(&token.master_id)).await?;
+        let request = ClientRequest::read(state, body, &mut trace).await?;
+        send(
+            state, &snapshot, token, ingress, &parts, request, &mut trace, deadline,
+        )
         .await
-        .map_err(|_| {
-            ProxyError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request body is too large",
-            )
-        })?;
-    // One parse: the document is needed anyway to rewrite `model` for the upstream.
-    let mut document: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes).map_err(|_| {
+    };
+    match attempt.await {
+        Ok((upstream, strip_usage_chunk)) => respond(state, upstream, strip_usage_chunk, trace, deadline),
+        Err(e) => {
+            trace.finish(e.status.as_u16(), Some((e.code, e.message.clone())));
+            e.into_response()
+        }
+    }
+}
+
+fn generate_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The client's body, parsed once: the document is needed anyway to rewrite `model`.
+struct ClientRequest {
+    document: Map<String, Value>,
+    model: String,
+    stream: bool,
+}
+
+impl ClientRequest {
+    async fn read(state: &BalancerState, body: Body, trace: &mut Trace) -> Result<ClientRequest, ProxyError> {
+        let bytes = axum::body::to_bytes(body, state.settings.max_body_bytes)
+            .await
+            .map_err(|_| {
+                ProxyError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request body is too large",
+                )
+            })?;
+        let document: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|_| {
             ProxyError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "the body must be a JSON object",
             )
         })?;
-    let model = match document.get("model") {
-        Some(serde_json::Value::String(model)) if !model.is_empty() => model.clone(),
-        _ => {
-            return Err(ProxyError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "the body needs a \"model\" string",
-            ));
+        let model = match document.get("model") {
+            Some(Value::String(model)) if !model.is_empty() && model.len() <= 256 => model.clone(),
+            _ => {
+                return Err(ProxyError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the body needs a \"model\" string",
+                ));
+            }
+        };
+        let stream = document.get("stream") == Some(&Value::Bool(true));
+        trace.record.public_model = model.clone();
+        trace.record.stream = stream;
+        Ok(ClientRequest {
+            document,
+            model,
+            stream,
+        })
+    }
+
+    /// Asks an OpenAI upstream for the usage chunk of a stream when the client did not;
+    /// returns whether that chunk must be kept from the client.
+    fn request_stream_usage(&mut self, ingress: Ingress) -> bool {
+        if !self.stream || !ingress.supports_stream_usage_option() {
+            return false;
         }
+        let options = self
+            .document
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Value::Object(options) = options else {
+            return false;
+        };
+        if options.get("include_usage") == Some(&Value::Bool(true)) {
+            return false;
+        }
+        options.insert("include_usage".into(), Value::Bool(true));
+        true
+    }
+}
+
+/// Why an upstream answer makes the balancer try another credential.
+enum Refusal {
+    /// The credential itself was refused (401/403, quota exhausted): ban when allowed.
+    Credential {
+        reason: String,
+        quota: bool,
+    },
+    RateLimited,
+    ServerError,
+}
+
+/// Reads a small error body, within the deadline, to tell quota exhaustion from
+/// throttling.
+async fn error_body(response: reqwest::Response, deadline: tokio::time::Instant) -> String {
+    const MAX: usize = 64 * 1024;
+    let read = async {
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut stream).await {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX {
+                break;
+            }
+        }
+        body
     };
+    let body = tokio::time::timeout_at(deadline, read).await.unwrap_or_default();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// OpenAI's `insufficient_quota`, and the wording other providers use for an exhausted
+/// balance or plan.
+fn quota_exhausted(body: &str) -> bool {
+    let body = body.to_ascii_lowercase();
+    [
+        "insufficient_quota",
+        "quota exceeded",
+        "exceeded your current quota",
+        "credit balance is too low",
+        "billing",
+    ]
+    .iter()
+    .any(|needle| body.contains(needle))
+}
+
+async fn classify(
+    response: reqwest::Response,
+    deadline: tokio::time::Instant,
+) -> Result<reqwest::Response, Refusal> {
+    let status = response.status();
+    match status.as_u16() {
+        401 | 403 => Err(Refusal::Credential {
+            reason: format!("upstream {status}"),
+            quota: false,
+        }),
+        402 => Err(Refusal::Credential {
+            reason: "quota exhausted (upstream 402)".into(),
+            quota: true,
+        }),
+        429 => {
+            if quota_exhausted(&error_body(response, deadline).await) {
+                Err(Refusal::Credential {
+                    reason: "quota exhausted (upstream 429)".into(),
+                    quota: true,
+                })
+            } else {
+                Err(Refusal::RateLimited)
+            }
+        }
+        500..=599 => Err(Refusal::ServerError),
+        _ => Ok(response),
+    }
+}
+
+/// Tries credentials until one answers (or the attempts run out); returns the upstream
+/// response and whether to strip the usage chunk the balancer asked for.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    state: &BalancerState,
+    snapshot: &Snapshot,
+    token: &TokenSnapshot,
+    ingress: Ingress,
+    parts: &axum::http::request::Parts,
+    mut request: ClientRequest,
+    trace: &mut Trace,
+    deadline: tokio::time::Instant,
+) -> Result<(reqwest::Response, bool), ProxyError> {
     let header_namespace = parts.headers.get("x-ez-namespace").and_then(|v| v.to_str().ok());
     let (namespace, public_model) =
-        route::split_model(&model, token, header_namespace).map_err(route_error)?;
-    let binding = route::binding(&snapshot, namespace, public_model).map_err(route_error)?;
+        route::split_model(&request.model, token, header_namespace).map_err(route_error)?;
+    trace.record.namespace = namespace.to_owned();
+    trace.record.public_model = public_model.to_owned();
+    let binding = route::binding(snapshot, namespace, public_model).map_err(route_error)?;
+    let speaks = |p: &ProviderSnapshot| upstream::provider_type(p).is_some_and(|t| ingress.served_by(t));
+    if !serves_format(snapshot, binding, &speaks) {
+        return Err(ProxyError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_endpoint",
+            format!(
+                "model {:?} is served by providers that do not speak {}",
+                request.model,
+                ingress.route()
+            ),
+        ));
+    }
+    let strip_usage_chunk = request.request_stream_usage(ingress);
 
     let mut tried = HashSet::new();
     let mut last_error = ProxyError::new(
@@ -269,41 +510,48 @@ async fn forward(state: &BalancerState, endpoint: &str, req: Request) -> Result<
         "no healthy upstream serves this model now",
     );
     for _ in 0..state.settings.max_attempts.max(1) {
+        let now = now_unix();
         let pick = {
             let mut rng = rand::thread_rng();
-            route::pick(&snapshot, binding, &tried, now_unix(), &mut rng)
+            route::pick(snapshot, binding, now, &mut rng, |id, p| {
+                !tried.contains(&id) && !state.bans.is_banned(id, now) && speaks(p)
+            })
         };
         let Some(pick) = pick else { break };
         tried.insert(pick.credential_id);
         let Some(provider) = snapshot.providers.get(&pick.credential_id) else {
             continue;
         };
-        document.insert(
-            "model".into(),
-            serde_json::Value::String(pick.upstream_model.clone()),
-        );
-        let payload = serde_json::to_vec(&document).unwrap_or_default();
-        let url = format!("{}{endpoint}", provider.base_url.trim_end_matches('/'));
-        let mut request = state
+        let Some(kind) = upstream::provider_type(provider) else {
+            continue;
+        };
+        trace.record.upstream_model = pick.upstream_model.clone();
+        trace.record.group_id = Some(provider.group_id);
+        trace.record.api_key_id = Some(provider.id);
+        request
+            .document
+            .insert("model".into(), Value::String(pick.upstream_model));
+        let payload = serde_json::to_vec(&request.document).map_err(|_| {
+            ProxyError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body could not be re-encoded",
+            )
+        })?;
+        let outgoing = state
             .http
-            .post(url)
+            .post(upstream::url(provider, ingress))
+            .headers(upstream::headers(provider, kind, &parts.headers))
             .header(header::CONTENT_TYPE, "application/json")
             .body(payload);
-        request = if provider.provider_type == "azure" {
-            request.header("api-key", &provider.api_key)
-        } else {
-            request.bearer_auth(&provider.api_key)
-        };
-        for (name, value) in &provider.static_headers {
-            if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value))
-            {
-                request = request.header(name, value);
-            }
-        }
-        match tokio::time::timeout(state.settings.first_byte_timeout, request.send()).await {
+        let wait = state
+            .settings
+            .first_byte_timeout
+            .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let response = match tokio::time::timeout(wait, outgoing.send()).await {
             Err(_) => {
                 tracing::warn!(
-                    credential = pick.credential_id,
+                    credential = provider.id,
                     "upstream timed out before the first byte; failing over"
                 );
                 last_error = ProxyError::new(
@@ -311,39 +559,114 @@ async fn forward(state: &BalancerState, endpoint: &str, req: Request) -> Result<
                     "upstream_timeout",
                     "the upstream did not answer in time",
                 );
+                continue;
             }
             Ok(Err(e)) => {
-                tracing::warn!(credential = pick.credential_id, error = %e.without_url(), "upstream unreachable; failing over");
-                last_error = ProxyError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unreachable",
-                    "the upstream could not be reached",
-                );
-            }
-            Ok(Ok(response))
-                if response.status().is_server_error()
-                    || response.status() == StatusCode::TOO_MANY_REQUESTS =>
-            {
-                tracing::warn!(credential = pick.credential_id, status = %response.status(), "upstream refused; failing over");
-                last_error = if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                let timed_out = e.is_timeout();
+                tracing::warn!(credential = provider.id, error = %e.without_url(), "upstream unreachable; failing over");
+                last_error = if timed_out {
                     ProxyError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "upstream_rate_limited",
-                        "the upstream is rate limiting",
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "the upstream could not be reached in time",
                     )
                 } else {
-                    ProxyError::new(StatusCode::BAD_GATEWAY, "upstream_error", "the upstream failed")
+                    ProxyError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unreachable",
+                        "the upstream could not be reached",
+                    )
+                };
+                continue;
+            }
+            Ok(Ok(response)) => response,
+        };
+        match classify(response, deadline).await {
+            Ok(response) => return Ok((response, strip_usage_chunk)),
+            Err(Refusal::Credential { reason, quota }) => {
+                tracing::warn!(credential = provider.id, %reason, "upstream refused the credential; failing over");
+                if provider.auto_ban {
+                    ban(state, provider, &reason);
+                }
+                last_error = if quota {
+                    ProxyError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_quota_exhausted",
+                        "the upstream credentials have no quota left",
+                    )
+                } else {
+                    ProxyError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_auth_failed",
+                        "the upstream refused the gateway's credentials",
+                    )
                 };
             }
-            Ok(Ok(response)) => return Ok(passthrough(response)),
+            Err(Refusal::RateLimited) => {
+                tracing::warn!(
+                    credential = provider.id,
+                    "upstream is rate limiting; failing over"
+                );
+                last_error = ProxyError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "upstream_rate_limited",
+                    "the upstream is rate limiting",
+                );
+                last_error.retry_after = Some(1);
+            }
+            Err(Refusal::ServerError) => {
+                tracing::warn!(credential = provider.id, "upstream failed; failing over");
+                last_error =
+                    ProxyError::new(StatusCode::BAD_GATEWAY, "upstream_error", "the upstream failed");
+            }
         }
     }
     Err(last_error)
 }
 
+/// Whether any credential of the binding speaks the request's format.
+fn serves_format(
+    snapshot: &Snapshot,
+    binding: &BindingSnapshot,
+    speaks: &impl Fn(&ProviderSnapshot) -> bool,
+) -> bool {
+    let mut any = false;
+    for candidate in &binding.candidates {
+        for id in candidate.upstreams.keys() {
+            let provider = id.parse().ok().and_then(|id: i64| snapshot.providers.get(&id));
+            match provider {
+                Some(p) if speaks(p) => return true,
+                Some(_) => any = true,
+                None => {}
+            }
+        }
+    }
+    // A binding with no credential at all is "no upstream", not a format mismatch.
+    !any
+}
+
+/// Bans a credential here at once and tells the control plane, which persists the ban
+/// and syncs it to every balancer.
+fn ban(state: &BalancerState, provider: &ProviderSnapshot, reason: &str) {
+    let now = now_unix();
+    let until = now + i64::try_from(state.settings.ban_duration.as_secs()).unwrap_or(i64::MAX / 2);
+    state.bans.ban(provider.id, until, now);
+    state.reporter.ban(CredentialBan {
+        api_key_id: provider.id,
+        ban_until: until,
+        reason: reason.to_owned(),
+    });
+}
+
 /// The upstream's answer as the client's: status, end-to-end headers, and the body
-/// streamed chunk by chunk (dropping it, e.g. on client disconnect, cancels the upstream).
-fn passthrough(upstream: reqwest::Response) -> Response {
+/// observed on its way (usage, first token, deadlines, log record).
+fn respond(
+    state: &BalancerState,
+    upstream: reqwest::Response,
+    strip_usage_chunk: bool,
+    trace: Trace,
+    deadline: tokio::time::Instant,
+) -> Response {
     let status = upstream.status();
     let mut headers = HeaderMap::new();
     for (name, value) in upstream.headers() {
@@ -361,7 +684,19 @@ fn passthrough(upstream: reqwest::Response) -> Response {
             headers.append(name.clone(), value.clone());
         }
     }
-    let mut response = Response::new(Body::from_stream(upstream.bytes_stream()));
+    let sse = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let body = ObservedBody::new(
+        upstream,
+        sse,
+        strip_usage_chunk,
+        trace,
+        state.settings.idle_timeout,
+        deadline,
+    );
+    let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
@@ -387,8 +722,9 @@ fn route_error(e: RouteError) -> ProxyError {
 async fn list_models(State(state): State<BalancerState>, req: Request) -> Response {
     let snapshot = state.cache.snapshot();
     let (parts, _) = req.into_parts();
-    let token = match authenticate(&snapshot, &parts) {
-        Ok(token) => token,
+    let ip = client_ip(&parts, &state.settings.trusted_proxies);
+    let token = match authenticate(&snapshot, &parts, ip) {
+        Ok((token, _)) => token,
         Err(e) => return e.into_response(),
     };
     let mut ids: Vec<String> = snapshot
@@ -404,7 +740,7 @@ async fn list_models(State(state): State<BalancerState>, req: Request) -> Respon
         })
         .collect();
     ids.sort();
-    let data: Vec<serde_json::Value> = ids
+    let data: Vec<Value> = ids
         .into_iter()
         .map(|id| serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": "ez-api" }))
         .collect();
@@ -413,6 +749,8 @@ async fn list_models(State(state): State<BalancerState>, req: Request) -> Respon
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     #[test]
@@ -426,5 +764,18 @@ mod tests {
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk-b"));
         assert_eq!(client_key(&h, None), Some("sk-b"));
         assert_eq!(client_key(&HeaderMap::new(), Some("other=1")), None);
+    }
+
+    #[test]
+    fn quota_exhaustion_is_told_from_throttling() {
+        assert!(quota_exhausted(
+            r#"{"error":{"code":"insufficient_quota","message":"You exceeded your current quota"}}"#
+        ));
+        assert!(quota_exhausted(
+            r#"{"error":{"message":"Your credit balance is too low"}}"#
+        ));
+        assert!(!quota_exhausted(
+            r#"{"error":{"message":"Rate limit reached for requests"}}"#
+        ));
     }
 }

@@ -1,8 +1,6 @@
 //! Resolution (SPEC §6 steps 4–5): which route a request names, which bound group serves
 //! it, which credential to use. Pure functions over the snapshot.
 
-use std::collections::HashSet;
-
 use ez_contract::routing::{BindingSnapshot, ProviderSnapshot, route_key};
 use ez_contract::snapshot::TokenSnapshot;
 use rand::Rng;
@@ -81,13 +79,14 @@ fn weighted<T>(items: &[(T, i64)], rng: &mut impl Rng) -> Option<usize> {
 type Weighted = ((i64, String), i64);
 
 /// Picks a candidate group by weight, then one of its usable credentials by weight,
-/// skipping credentials already tried.
+/// among those `accept` lets through (not tried yet, not banned locally, speaking the
+/// request's format).
 pub fn pick(
     snapshot: &Snapshot,
     binding: &BindingSnapshot,
-    tried: &HashSet<i64>,
     now: i64,
     rng: &mut impl Rng,
+    accept: impl Fn(i64, &ProviderSnapshot) -> bool,
 ) -> Option<Pick> {
     let usable_upstreams = |c: &ez_contract::routing::CandidateSnapshot| -> Vec<Weighted> {
         c.upstreams
@@ -95,7 +94,7 @@ pub fn pick(
             .filter_map(|(id, model)| {
                 let id: i64 = id.parse().ok()?;
                 let provider = snapshot.providers.get(&id)?;
-                (usable(provider, now) && !tried.contains(&id))
+                (usable(provider, now) && accept(id, provider))
                     .then(|| ((id, model.clone()), provider.weight))
             })
             .collect()
@@ -118,7 +117,7 @@ pub fn pick(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::{BTreeMap, HashMap, HashSet};
 
     use ez_contract::routing::CandidateSnapshot;
     use ez_contract::snapshot::KeyStatus;
@@ -215,7 +214,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut counts = HashMap::new();
         for _ in 0..4000 {
-            let p = pick(&snapshot, &binding, &HashSet::new(), 100, &mut rng).unwrap();
+            let p = pick(&snapshot, &binding, 100, &mut rng, |_, _| true).unwrap();
             *counts.entry(p.credential_id).or_insert(0) += 1;
         }
         assert!(
@@ -226,12 +225,12 @@ mod tests {
         assert!((2.5..3.5).contains(&ratio), "weights 3:1, got {counts:?}");
         let tried = HashSet::from([1, 2]);
         assert_eq!(
-            pick(&snapshot, &binding, &tried, 100, &mut rng),
+            pick(&snapshot, &binding, 100, &mut rng, |id, _| !tried.contains(&id)),
             None,
             "nothing left after failover"
         );
         assert_eq!(
-            pick(&snapshot, &binding, &HashSet::from([1]), 100, &mut rng)
+            pick(&snapshot, &binding, 100, &mut rng, |id, _| id != 1)
                 .unwrap()
                 .credential_id,
             2

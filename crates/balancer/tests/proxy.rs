@@ -11,8 +11,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use ez_balancer::proxy::ProxySettings;
-use ez_balancer::{BalancerState, SnapshotCache};
+use ez_balancer::{BalancerState, ProxySettings, Reporter, SnapshotCache};
 use ez_config::Config;
 use ez_control_plane::ControlPlane;
 use ez_control_plane::store::Store;
@@ -33,6 +32,20 @@ async fn mock_chat(headers: HeaderMap, Json(body): Json<Value>) -> Response {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({ "error": { "message": "boom" } })),
+        )
+            .into_response();
+    }
+    if auth.ends_with("deny") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": { "message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key" } })),
+        )
+            .into_response();
+    }
+    if auth.ends_with("quota") {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({ "error": { "message": "You exceeded your current quota, please check your plan and billing details.", "type": "insufficient_quota", "code": "insufficient_quota" } })),
         )
             .into_response();
     }
@@ -58,8 +71,15 @@ async fn mock_chat(headers: HeaderMap, Json(body): Json<Value>) -> Response {
                 "data: {}\n\n",
                 json!({ "object": "chat.completion.chunk", "model": model, "choices": [{ "delta": { "content": "lo" } }] })
             ),
-            "data: [DONE]\n\n".to_owned(),
         ];
+        let mut chunks = chunks.to_vec();
+        if body["stream_options"]["include_usage"] == json!(true) {
+            chunks.push(format!(
+                "data: {}\n\n",
+                json!({ "object": "chat.completion.chunk", "model": model, "choices": [], "usage": { "prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9 } })
+            ));
+        }
+        chunks.push("data: [DONE]\n\n".to_owned());
         let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
         return Response::builder()
             .header("content-type", "text/event-stream")
@@ -99,6 +119,8 @@ struct Gateway {
     upstream: String,
     client: reqwest::Client,
     cache: Arc<SnapshotCache>,
+    reporter: Arc<Reporter>,
+    cp: ControlPlane,
     _db: TestDatabase,
 }
 
@@ -111,12 +133,13 @@ impl Gateway {
         let store = Store::connect(&db.url, db.kind.clone(), 5).await.unwrap();
         store.migrate().await.unwrap();
         let cp = ControlPlane::build(&config, store, bus.clone()).await.unwrap();
-        let cache = SnapshotCache::new(bus);
+        let cache = SnapshotCache::new(bus.clone());
         let settings = ProxySettings {
             first_byte_timeout: Duration::from_secs(2),
             ..ProxySettings::default()
         };
-        let state = BalancerState::new(cache.clone(), settings).unwrap();
+        let reporter = Reporter::new(cp.report_sink(), bus, 10_000);
+        let state = BalancerState::new(cache.clone(), settings, reporter.clone()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = cp.router_with(ez_balancer::router(state));
@@ -126,8 +149,26 @@ impl Gateway {
             upstream: start_mock().await,
             client: reqwest::Client::new(),
             cache,
+            reporter,
+            cp,
             _db: db,
         }
+    }
+
+    /// Ships what the balancer recorded and stores the log records (what the reporter
+    /// task and the log writer job do on their intervals).
+    async fn deliver_reports(&self) {
+        self.reporter.flush(Duration::from_secs(1)).await;
+        self.cp.state.log_writer.flush().await.unwrap();
+    }
+
+    /// The log records the admin sees, newest first.
+    async fn logs(&self, query: &str) -> Vec<Value> {
+        let (status, body, text) = self
+            .call(reqwest::Method::GET, &format!("/admin/logs{query}"), ADMIN, None)
+            .await;
+        assert_eq!(status, 200, "{text}");
+        body["items"].as_array().unwrap().clone()
     }
 
     async fn call(
@@ -194,7 +235,7 @@ impl Gateway {
     async fn second_balancer(&self) -> String {
         let cache = SnapshotCache::new(self.cache.bus().clone());
         cache.refresh().await.unwrap();
-        let state = BalancerState::new(cache, ProxySettings::default()).unwrap();
+        let state = BalancerState::new(cache, ProxySettings::default(), self.reporter.clone()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(ez_control_plane::serve(
@@ -240,6 +281,8 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    usage_and_logs_are_recorded,
+    refused_credentials_are_banned_and_the_ban_persisted,
     chat_completions_reach_the_bound_upstream_model,
     streams_pass_through_chunk_by_chunk,
     failing_credentials_fail_over_before_the_first_byte,
@@ -556,4 +599,203 @@ async fn rate_limits_hold_across_two_balancers(backend: Backend) {
     );
     assert!(windows > 6 || !limited.is_empty());
     assert_eq!(limited.len(), 6 - ok);
+}
+
+fn sse_events(text: &str) -> Vec<&str> {
+    text.split("\n\n").filter(|e| !e.is_empty()).collect()
+}
+
+async fn usage_and_logs_are_recorded(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let key = gw.setup(&["sk-upstream-good1"], "fast", "gpt-4o-mini").await;
+    let (status, _, text) = gw.chat(&key, "fast", false).await;
+    assert_eq!(status, 200, "{text}");
+    // A stream whose client did not ask for usage: the balancer asks for it and keeps
+    // the extra chunk to itself.
+    let (status, _, text) = gw.chat(&key, "fast", true).await;
+    assert_eq!(status, 200);
+    let events = sse_events(&text);
+    assert_eq!(events.len(), 3, "no usage chunk reaches the client: {text}");
+    assert!(!text.contains("\"usage\""), "{text}");
+    // A client that asked for it gets it.
+    let body = json!({ "model": "fast", "messages": [], "stream": true, "stream_options": { "include_usage": true } });
+    let (status, _, text) = gw
+        .call(reqwest::Method::POST, "/v1/chat/completions", &key, Some(body))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(sse_events(&text).len(), 4, "{text}");
+    assert!(text.contains("\"prompt_tokens\":7"), "{text}");
+    // A request refused before any upstream is logged too.
+    let (status, _, _) = gw.chat(&key, "no-such-model", false).await;
+    assert_eq!(status, 404);
+
+    gw.deliver_reports().await;
+    let logs = gw.logs("").await;
+    assert_eq!(logs.len(), 4, "{logs:#?}");
+    let not_found = &logs[0];
+    assert_eq!(not_found["status_code"], 404);
+    assert_eq!(not_found["error_code"], "model_not_found");
+    assert_eq!(not_found["public_model"], "no-such-model");
+    let plain = logs
+        .iter()
+        .find(|l| l["stream"] == json!(false) && l["status_code"] == 200)
+        .unwrap();
+    assert_eq!(
+        (plain["input_tokens"].as_i64(), plain["output_tokens"].as_i64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(plain["public_model"], "fast");
+    assert_eq!(plain["upstream_model"], "gpt-4o-mini");
+    assert_eq!(plain["namespace"], "default");
+    assert_eq!(plain["endpoint"], "/v1/chat/completions");
+    assert!(plain["api_key_id"].as_i64().is_some() && plain["group_id"].as_i64().is_some());
+    assert_eq!(plain["client_ip"], "127.0.0.1");
+    assert_eq!(plain["request_id"].as_str().unwrap().len(), 32);
+    let streamed: Vec<&Value> = logs.iter().filter(|l| l["stream"] == json!(true)).collect();
+    assert_eq!(streamed.len(), 2);
+    for log in streamed {
+        assert_eq!(log["status_code"], 200);
+        assert_eq!(
+            (log["input_tokens"].as_i64(), log["output_tokens"].as_i64()),
+            (Some(7), Some(2))
+        );
+        assert!(log["first_token_ms"].as_i64().is_some(), "{log}");
+        assert!(log["error_code"].is_null(), "{log}");
+    }
+    // Filters.
+    assert_eq!(gw.logs("?status=error").await.len(), 1);
+    assert_eq!(gw.logs("?status=200&model=fast").await.len(), 3);
+
+    // Usage totals: in the database (through the internal endpoints' service) and as
+    // realtime counters on the bus.
+    let master_id = logs[0]["master_id"].as_i64().unwrap();
+    let key_id = logs[0]["key_id"].as_i64().unwrap();
+    let (requests, tokens) = gw.cp.state.store.key_usage(key_id).await.unwrap();
+    assert_eq!((requests, tokens), (4, 5 + 9 + 9));
+    let key_row = gw.cp.state.store.get_key(key_id).await.unwrap();
+    assert!(key_row.last_used_at.is_some());
+    let (status, realtime, _) = gw
+        .call(
+            reqwest::Method::GET,
+            &format!("/admin/masters/{master_id}/realtime"),
+            ADMIN,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(realtime["requests"], 4);
+    assert_eq!(realtime["tokens"], 23);
+    let (_, master, _) = gw
+        .call(
+            reqwest::Method::GET,
+            &format!("/admin/masters/{master_id}"),
+            ADMIN,
+            None,
+        )
+        .await;
+    assert_eq!(master["realtime"]["requests"], 4, "{master}");
+    let (_, system, _) = gw
+        .call(reqwest::Method::GET, "/admin/realtime", ADMIN, None)
+        .await;
+    assert_eq!(system["requests"], 4);
+    assert_eq!(system["masters"], 1);
+
+    // A master sees only its own logs.
+    let other = gw.admin("/admin/masters", json!({ "name": "other" })).await;
+    let other_key = other["master_key"].as_str().unwrap();
+    let (status, own, _) = gw.call(reqwest::Method::GET, "/v1/logs", other_key, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(own["total"], 0);
+    let (_, own_rt, _) = gw
+        .call(reqwest::Method::GET, "/v1/realtime", other_key, None)
+        .await;
+    assert_eq!(own_rt["requests"], 0);
+}
+
+async fn refused_credentials_are_banned_and_the_ban_persisted(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let key = gw
+        .setup(
+            &["sk-upstream-deny", "sk-upstream-quota", "sk-upstream-good"],
+            "fast",
+            "gpt-4o-mini",
+        )
+        .await;
+    let (_, credentials, _) = gw
+        .call(reqwest::Method::GET, "/admin/api-keys", ADMIN, None)
+        .await;
+    let id_of = |suffix: &str| {
+        credentials["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["api_key"].as_str().unwrap().ends_with(suffix))
+            .map(|c| c["id"].as_i64().unwrap())
+            .unwrap()
+    };
+    let (deny, quota) = (id_of("deny"), id_of("uota"));
+    // Every request succeeds on the good credential, whatever was tried first; the
+    // refused ones are banned here at once, so they are tried at most once each. (Each
+    // is picked first with probability ≥ 1/3 until banned: 30 requests miss one with
+    // probability < 1e-5.)
+    for _ in 0..30 {
+        let (status, body, text) = gw.chat(&key, "fast", false).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(body["choices"][0]["message"]["content"], "hello via good");
+    }
+    gw.deliver_reports().await;
+    let logs = gw.logs("?page_size=100").await;
+    assert_eq!(logs.len(), 30);
+    let used: Vec<i64> = logs.iter().map(|l| l["api_key_id"].as_i64().unwrap()).collect();
+    assert!(
+        !used.contains(&deny) && !used.contains(&quota),
+        "logs name the credential that answered"
+    );
+
+    // Persisted by the control plane and synced to the bus.
+    let now = ez_contract::time::now_unix();
+    for (id, reason) in [(deny, "upstream 401"), (quota, "quota exhausted (upstream 429)")] {
+        let (_, credential, _) = gw
+            .call(
+                reqwest::Method::GET,
+                &format!("/admin/api-keys/{id}"),
+                ADMIN,
+                None,
+            )
+            .await;
+        let until = credential["ban_until"].as_i64().unwrap_or(0);
+        assert!(
+            until > now + 60,
+            "banned for the configured duration: {credential}"
+        );
+        assert!(
+            credential["ban_reason"].as_str().unwrap().contains(reason),
+            "{credential}"
+        );
+    }
+    // A fresh balancer learns the bans from the bus alone.
+    let fresh = SnapshotCache::new(gw.cache.bus().clone());
+    fresh.refresh().await.unwrap();
+    let snapshot = fresh.snapshot();
+    assert!(snapshot.providers[&deny].ban_until > now);
+    assert!(snapshot.providers[&quota].ban_until > now);
+
+    // A credential without auto_ban is failed over but not banned.
+    gw.call(
+        reqwest::Method::PUT,
+        &format!("/admin/api-keys/{deny}"),
+        ADMIN,
+        Some(json!({ "auto_ban": false, "ban_until": null })),
+    )
+    .await;
+    let (status, body, text) = gw
+        .call(
+            reqwest::Method::POST,
+            "/internal/apikey-bans",
+            ADMIN,
+            Some(json!({ "api_key_id": deny, "ban_until": now + 60, "reason": "x" })),
+        )
+        .await;
+    assert_eq!(status, 401, "internal endpoints need the stats token: {text}");
+    assert_eq!(body["error"]["code"], "internal_api_disabled");
 }

@@ -42,6 +42,10 @@ pub enum BusWrite {
     DeleteFields { key: String, fields: Vec<String> },
     /// Remove `key` entirely.
     Delete { key: String },
+    /// Add `by` to the integer counter at `key` (a missing counter starts at 0).
+    IncrBy { key: String, by: i64 },
+    /// Set the plain value at `key`.
+    SetValue { key: String, value: String },
 }
 
 /// Messages received on a subscribed channel. The stream ends when the subscription is
@@ -63,6 +67,9 @@ pub trait ConfigBus: Send + Sync + 'static {
     async fn hash_get_all(&self, key: &str) -> Result<HashMap<String, String>, BusError>;
 
     async fn hash_get(&self, key: &str, field: &str) -> Result<Option<String>, BusError>;
+
+    /// The plain values (counters included) at `keys`, in order; `None` where missing.
+    async fn get_values(&self, keys: &[String]) -> Result<Vec<Option<String>>, BusError>;
 
     /// Every key that starts with `prefix` (order unspecified).
     async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, BusError>;

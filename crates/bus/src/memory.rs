@@ -16,6 +16,8 @@ const CHANNEL_CAPACITY: usize = 1024;
 #[derive(Default)]
 pub struct MemoryBus {
     hashes: RwLock<HashMap<String, HashMap<String, String>>>,
+    /// Plain values and counters without expiry (`IncrBy`, `SetValue`).
+    values: Mutex<HashMap<String, String>>,
     /// Counter value and when it expires.
     counters: Mutex<HashMap<String, (i64, std::time::Instant)>>,
     channels: Mutex<HashMap<String, broadcast::Sender<String>>>,
@@ -47,6 +49,7 @@ impl ConfigBus for MemoryBus {
 
     async fn apply(&self, writes: Vec<BusWrite>) -> Result<(), BusError> {
         let mut hashes = self.hashes.write().unwrap_or_else(PoisonError::into_inner);
+        let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
         for write in writes {
             match write {
                 BusWrite::ReplaceHash { key, fields } => {
@@ -73,6 +76,17 @@ impl ConfigBus for MemoryBus {
                 }
                 BusWrite::Delete { key } => {
                     hashes.remove(&key);
+                    values.remove(&key);
+                }
+                BusWrite::IncrBy { key, by } => {
+                    let value = values.entry(key).or_insert_with(|| "0".to_owned());
+                    // Like Redis, a value that is not an integer is left alone.
+                    if let Ok(current) = value.parse::<i64>() {
+                        *value = current.saturating_add(by).to_string();
+                    }
+                }
+                BusWrite::SetValue { key, value } => {
+                    values.insert(key, value);
                 }
             }
         }
@@ -89,9 +103,20 @@ impl ConfigBus for MemoryBus {
         Ok(hashes.get(key).and_then(|h| h.get(field)).cloned())
     }
 
+    async fn get_values(&self, keys: &[String]) -> Result<Vec<Option<String>>, BusError> {
+        let values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(keys.iter().map(|k| values.get(k).cloned()).collect())
+    }
+
     async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, BusError> {
         let hashes = self.hashes.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(hashes.keys().filter(|k| k.starts_with(prefix)).cloned().collect())
+        let values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(hashes
+            .keys()
+            .chain(values.keys())
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
     }
 
     async fn publish(&self, channel: &str, payload: &str) -> Result<(), BusError> {

@@ -114,6 +114,12 @@ impl ConfigBus for RedisBus {
                 BusWrite::Delete { key } => {
                     pipe.del(self.key(key)).ignore();
                 }
+                BusWrite::IncrBy { key, by } => {
+                    pipe.cmd("INCRBY").arg(self.key(key)).arg(*by).ignore();
+                }
+                BusWrite::SetValue { key, value } => {
+                    pipe.set(self.key(key), value).ignore();
+                }
             }
         }
         let mut conn = self.conn.clone();
@@ -128,6 +134,15 @@ impl ConfigBus for RedisBus {
     async fn hash_get(&self, key: &str, field: &str) -> Result<Option<String>, BusError> {
         let mut conn = self.conn.clone();
         timed(conn.hget(self.key(key), field)).await
+    }
+
+    async fn get_values(&self, keys: &[String]) -> Result<Vec<Option<String>>, BusError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let mut conn = self.conn.clone();
+        timed(redis::cmd("MGET").arg(keys).query_async(&mut conn)).await
     }
 
     async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, BusError> {

@@ -74,6 +74,7 @@ contract_tests!(
     published_messages_reach_subscribers,
     ping_answers,
     counters_count_and_expire,
+    values_increment_set_and_read_back,
 );
 
 async fn replace_hash_overwrites_every_field(bus: Arc<dyn ConfigBus>) {
@@ -294,4 +295,40 @@ async fn counters_count_and_expire(bus: Arc<dyn ConfigBus>) {
         }
         assert!(std::time::Instant::now() < deadline, "the counter never expired");
     }
+}
+
+async fn values_increment_set_and_read_back(bus: Arc<dyn ConfigBus>) {
+    let keys = vec![
+        "stats:a:requests".to_string(),
+        "stats:a:last".to_string(),
+        "stats:missing".to_string(),
+    ];
+    bus.apply(vec![
+        BusWrite::IncrBy {
+            key: keys[0].clone(),
+            by: 3,
+        },
+        BusWrite::IncrBy {
+            key: keys[0].clone(),
+            by: 4,
+        },
+        BusWrite::SetValue {
+            key: keys[1].clone(),
+            value: "1700000000".into(),
+        },
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        bus.get_values(&keys).await.unwrap(),
+        vec![Some("7".to_string()), Some("1700000000".to_string()), None]
+    );
+    assert!(bus.get_values(&[]).await.unwrap().is_empty());
+    let mut listed = bus.keys_with_prefix("stats:a:").await.unwrap();
+    listed.sort();
+    assert_eq!(listed, vec![keys[1].clone(), keys[0].clone()]);
+    bus.apply(vec![BusWrite::Delete { key: keys[0].clone() }])
+        .await
+        .unwrap();
+    assert_eq!(bus.get_values(&keys[..1]).await.unwrap(), vec![None]);
 }

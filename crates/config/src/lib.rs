@@ -53,6 +53,8 @@ pub struct Config {
     pub log: LogConfig,
     pub sync_outbox: SyncOutboxConfig,
     pub model_registry: ModelRegistryConfig,
+    pub log_writer: LogWriterConfig,
+    pub balancer: BalancerConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +125,40 @@ pub struct ModelRegistryConfig {
 pub enum LogFormat {
     Console,
     Json,
+}
+
+/// The control plane's log writer (SPEC §9): records are queued (bounded) and stored in
+/// batches; `retention_days` = 0 keeps them forever.
+#[derive(Debug, Clone)]
+pub struct LogWriterConfig {
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub retention_days: i64,
+}
+
+/// Deadlines and limits of the data plane (SPEC §2 `balancer`).
+#[derive(Debug, Clone)]
+pub struct BalancerConfig {
+    /// TCP/TLS connection to an upstream.
+    pub connect_timeout: Duration,
+    /// From sending the request to the upstream's response headers.
+    pub first_byte_timeout: Duration,
+    /// Longest silence between two chunks of a response body.
+    pub idle_timeout: Duration,
+    /// Whole request, from arrival to the last byte.
+    pub total_timeout: Duration,
+    /// Credentials tried per request, the first included.
+    pub max_failover_attempts: usize,
+    /// How long an auto-banned credential rests.
+    pub ban_duration: Duration,
+    /// Full re-read of the snapshot, in case a refresh event was missed.
+    pub reconcile_interval: Duration,
+    /// How often usage, logs and counters are shipped.
+    pub report_interval: Duration,
+    /// Log records held while the control plane is unreachable; beyond, they are
+    /// dropped and counted.
+    pub report_buffer: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -303,7 +339,65 @@ impl RawConfig {
             )?,
         };
 
+        let lw = &self.log_writer;
+        let log_writer = LogWriterConfig {
+            queue_capacity: match lw.queue_capacity {
+                100..=10_000_000 => lw.queue_capacity,
+                _ => {
+                    return Err(invalid(
+                        "log_writer.queue_capacity",
+                        "must be between 100 and 10000000",
+                    ));
+                }
+            },
+            batch_size: match lw.batch_size {
+                1..=10_000 => lw.batch_size,
+                _ => return Err(invalid("log_writer.batch_size", "must be between 1 and 10000")),
+            },
+            flush_interval: positive_duration("log_writer.flush_interval", &lw.flush_interval)?,
+            retention_days: match lw.retention_days {
+                0..=36_500 => lw.retention_days,
+                _ => {
+                    return Err(invalid(
+                        "log_writer.retention_days",
+                        "must be between 0 (keep forever) and 36500",
+                    ));
+                }
+            },
+        };
+
+        let b = &self.balancer;
+        let balancer = BalancerConfig {
+            connect_timeout: positive_duration("balancer.connect_timeout", &b.connect_timeout)?,
+            first_byte_timeout: positive_duration("balancer.first_byte_timeout", &b.first_byte_timeout)?,
+            idle_timeout: positive_duration("balancer.idle_timeout", &b.idle_timeout)?,
+            total_timeout: positive_duration("balancer.total_timeout", &b.total_timeout)?,
+            max_failover_attempts: match b.max_failover_attempts {
+                1..=20 => b.max_failover_attempts,
+                _ => {
+                    return Err(invalid(
+                        "balancer.max_failover_attempts",
+                        "must be between 1 and 20",
+                    ));
+                }
+            },
+            ban_duration: positive_duration("balancer.ban_duration", &b.ban_duration)?,
+            reconcile_interval: positive_duration("balancer.reconcile_interval", &b.reconcile_interval)?,
+            report_interval: positive_duration("balancer.report_interval", &b.report_interval)?,
+            report_buffer: match b.report_buffer {
+                100..=10_000_000 => b.report_buffer,
+                _ => {
+                    return Err(invalid(
+                        "balancer.report_buffer",
+                        "must be between 100 and 10000000",
+                    ));
+                }
+            },
+        };
+
         Ok(Config {
+            log_writer,
+            balancer,
             sync_outbox,
             model_registry,
             server: ServerConfig {

@@ -15,6 +15,8 @@ pub struct RawConfig {
     pub log: RawLog,
     pub sync_outbox: RawSyncOutbox,
     pub model_registry: RawModelRegistry,
+    pub log_writer: RawLogWriter,
+    pub balancer: RawBalancer,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +178,56 @@ impl Default for RawModelRegistry {
     fn default() -> Self {
         RawModelRegistry {
             refresh_every: DurationValue::Text("10m".into()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLogWriter {
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+    pub flush_interval: DurationValue,
+    pub retention_days: i64,
+}
+
+impl Default for RawLogWriter {
+    fn default() -> Self {
+        RawLogWriter {
+            queue_capacity: 50_000,
+            batch_size: 500,
+            flush_interval: DurationValue::Text("1s".into()),
+            retention_days: 30,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBalancer {
+    pub connect_timeout: DurationValue,
+    pub first_byte_timeout: DurationValue,
+    pub idle_timeout: DurationValue,
+    pub total_timeout: DurationValue,
+    pub max_failover_attempts: usize,
+    pub ban_duration: DurationValue,
+    pub reconcile_interval: DurationValue,
+    pub report_interval: DurationValue,
+    pub report_buffer: usize,
+}
+
+impl Default for RawBalancer {
+    fn default() -> Self {
+        RawBalancer {
+            connect_timeout: DurationValue::Text("5s".into()),
+            first_byte_timeout: DurationValue::Text("60s".into()),
+            idle_timeout: DurationValue::Text("60s".into()),
+            total_timeout: DurationValue::Text("10m".into()),
+            max_failover_attempts: 3,
+            ban_duration: DurationValue::Text("10m".into()),
+            reconcile_interval: DurationValue::Text("5s".into()),
+            report_interval: DurationValue::Text("1s".into()),
+            report_buffer: 50_000,
         }
     }
 }

@@ -33,6 +33,58 @@ pub fn rate_key(key_id: i64, unix_second: i64) -> String {
     format!("rate:key:{key_id}:{unix_second}")
 }
 
+/// Counters written by balancers (SPEC §7): requests and tokens of a child key (by its
+/// digest) and of a master, and the Unix second a key was last used.
+pub fn key_stats(digest: &str, counter: KeyCounter) -> String {
+    format!("key:stats:{digest}:{}", counter.suffix())
+}
+
+pub fn master_stats(id: i64, counter: MasterCounter) -> String {
+    format!("master:stats:{id}:{}", counter.suffix())
+}
+
+/// Prefix of every master counter; the rest is `{id}:{counter}`.
+pub const MASTER_STATS_PREFIX: &str = "master:stats:";
+
+/// Hash of a master's current rate: `qps`, `limit`, `blocked`, `updated_at`.
+pub fn master_rate(id: i64) -> String {
+    format!("master:rate:{id}")
+}
+
+pub const MASTER_RATE_PREFIX: &str = "master:rate:";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCounter {
+    Requests,
+    Tokens,
+    LastAccess,
+}
+
+impl KeyCounter {
+    fn suffix(self) -> &'static str {
+        match self {
+            KeyCounter::Requests => "requests",
+            KeyCounter::Tokens => "tokens",
+            KeyCounter::LastAccess => "last_access",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterCounter {
+    Requests,
+    Tokens,
+}
+
+impl MasterCounter {
+    pub fn suffix(self) -> &'static str {
+        match self {
+            MasterCounter::Requests => "requests",
+            MasterCounter::Tokens => "tokens",
+        }
+    }
+}
+
 pub fn token(digest: &str) -> String {
     format!("{TOKEN_PREFIX}{digest}")
 }

@@ -5,7 +5,9 @@
 //! writes and the DP reads, and the one child-key validation function (SPEC §4).
 
 pub mod bus_keys;
+pub mod client_ip;
 pub mod provider;
+pub mod report;
 pub mod routing;
 pub mod selector;
 pub mod snapshot;

@@ -19,6 +19,7 @@ pub mod store;
 pub mod sync;
 pub mod tenants;
 pub mod testing;
+pub mod usage;
 pub mod validation;
 
 use std::future::Future;
@@ -82,6 +83,7 @@ pub struct ControlPlane {
     max_body_bytes: usize,
     outbox: ez_config::SyncOutboxConfig,
     model_refresh: std::time::Duration,
+    log_writer: ez_config::LogWriterConfig,
 }
 
 impl ControlPlane {
@@ -100,6 +102,11 @@ impl ControlPlane {
         if let Err(e) = sync.full_sync().await {
             tracing::error!(error = %e, "start-up bus sync failed; serving anyway, retry with POST /admin/sync");
         }
+        let log_writer = Arc::new(usage::LogWriter::new(
+            store.clone(),
+            config.log_writer.queue_capacity,
+            config.log_writer.batch_size,
+        ));
         let state = AppState {
             store,
             bus,
@@ -107,6 +114,11 @@ impl ControlPlane {
             auth: Arc::new(boot.authenticator),
             trusted_proxies: config.server.trusted_proxies.clone().into(),
             metrics: middleware::install_recorder(),
+            log_writer,
+            internal: Arc::new(state::InternalAccess {
+                stats_token: config.internal.stats_token.clone(),
+                allow_anonymous: config.internal.allow_anonymous,
+            }),
         };
         Ok(ControlPlane {
             state,
@@ -114,6 +126,7 @@ impl ControlPlane {
             max_body_bytes: config.server.max_body_bytes,
             outbox: config.sync_outbox.clone(),
             model_refresh: config.model_registry.refresh_every,
+            log_writer: config.log_writer.clone(),
         })
     }
 
@@ -139,7 +152,29 @@ impl ControlPlane {
             sync: self.state.sync.clone(),
             every: self.outbox.bus_check_interval,
         }));
+        scheduler.add(Arc::new(usage::LogFlush {
+            writer: self.state.log_writer.clone(),
+            every: self.log_writer.flush_interval,
+        }));
+        scheduler.add(Arc::new(usage::LogRetention {
+            store: self.state.store.clone(),
+            days: self.log_writer.retention_days,
+        }));
         scheduler
+    }
+
+    /// The control plane as the report sink of a balancer in the same process.
+    pub fn report_sink(&self) -> Arc<dyn ez_contract::report::ReportSink> {
+        Arc::new(usage::InProcessReports {
+            state: self.state.clone(),
+        })
+    }
+
+    /// Writes every queued log record (at shutdown, after the listeners stopped).
+    pub async fn flush_logs(&self) {
+        if let Err(e) = self.state.log_writer.flush().await {
+            tracing::error!(error = %e, queued = self.state.log_writer.queued(), "log records could not be stored at shutdown");
+        }
     }
 
     /// The complete HTTP application: routes, fallbacks and middleware.

@@ -188,21 +188,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 }
 
 /// Runs the control plane, and with `with_balancer` (`ezapi serve`) the data plane's
-/// routes in the same process, reading the same bus.
+/// routes in the same process, reading the same bus and reporting to this control plane
+/// directly.
 async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Result<()> {
     let store = ez_control_plane::open_store(&config).await?;
     let bus = ez_control_plane::open_bus(&config).await?;
     let cp = ControlPlane::build(&config, store.clone(), bus.clone()).await?;
-    let (cache_stop, cache_stopped) = tokio::sync::watch::channel(false);
-    let (extra_routes, cache_task) = if with_balancer {
-        let cache = ez_balancer::SnapshotCache::new(bus);
-        if let Err(e) = cache.refresh().await {
-            tracing::warn!(error = %e, "initial snapshot load failed; the updater retries");
-        }
-        let task = cache.spawn_updater(std::time::Duration::from_secs(5), cache_stopped);
-        let state = ez_balancer::BalancerState::new(cache, ez_balancer::proxy::ProxySettings::default())
-            .context("building the upstream HTTP client")?;
-        (ez_balancer::router(state), Some(task))
+    let (data_plane_stop, data_plane_stopped) = tokio::sync::watch::channel(false);
+    let (extra_routes, data_plane) = if with_balancer {
+        let (state, tasks) = start_data_plane(&config, bus, cp.report_sink(), data_plane_stopped).await?;
+        (ez_balancer::router(state), Some(tasks))
     } else {
         (axum::Router::new(), None)
     };
@@ -219,15 +214,67 @@ async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Res
         config.server.shutdown_grace,
     )
     .await?;
-    jobs.shutdown().await;
-    cp.state.sync.drain().await;
-    let _ = cache_stop.send(true);
-    if let Some(task) = cache_task {
-        let _ = task.await;
+    // The data plane's last reports go to the log writer before it is flushed.
+    let _ = data_plane_stop.send(true);
+    if let Some(tasks) = data_plane {
+        tasks.join().await;
     }
+    jobs.shutdown().await;
+    cp.flush_logs().await;
+    cp.state.sync.drain().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The balancer's background tasks: snapshot updater and reporter.
+struct DataPlaneTasks {
+    updater: tokio::task::JoinHandle<()>,
+    reporter: tokio::task::JoinHandle<()>,
+}
+
+impl DataPlaneTasks {
+    async fn join(self) {
+        let _ = self.updater.await;
+        let _ = self.reporter.await;
+    }
+}
+
+/// Loads the snapshot, starts its updater and the reporter; both stop (the reporter
+/// after a last delivery) when `stop` turns true.
+async fn start_data_plane(
+    config: &Config,
+    bus: std::sync::Arc<dyn ez_bus::ConfigBus>,
+    sink: std::sync::Arc<dyn ez_contract::report::ReportSink>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(ez_balancer::BalancerState, DataPlaneTasks)> {
+    let b = &config.balancer;
+    let cache = ez_balancer::SnapshotCache::new(bus.clone());
+    if let Err(e) = cache.refresh().await {
+        tracing::warn!(error = %e, "initial snapshot load failed; the updater retries");
+    }
+    let updater = cache.spawn_updater(b.reconcile_interval, stop.clone());
+    let reporter = ez_balancer::Reporter::new(sink, bus, b.report_buffer);
+    let reporter_task = reporter.spawn(b.report_interval, stop);
+    let settings = ez_balancer::ProxySettings {
+        max_attempts: b.max_failover_attempts,
+        connect_timeout: b.connect_timeout,
+        first_byte_timeout: b.first_byte_timeout,
+        idle_timeout: b.idle_timeout,
+        total_timeout: b.total_timeout,
+        ban_duration: b.ban_duration,
+        max_body_bytes: config.server.max_body_bytes,
+        trusted_proxies: config.server.trusted_proxies.clone(),
+    };
+    let state = ez_balancer::BalancerState::new(cache, settings, reporter)
+        .context("building the upstream HTTP client")?;
+    Ok((
+        state,
+        DataPlaneTasks {
+            updater,
+            reporter: reporter_task,
+        },
+    ))
 }
 
 /// Serves until SIGINT/SIGTERM, then drains in-flight requests for up to `grace`.
@@ -254,31 +301,35 @@ async fn serve_until_signal(
     Ok(())
 }
 
-/// `ezapi balancer`: the proxy alone, fed by the bus.
+/// `ezapi balancer`: the proxy alone, fed by the bus, reporting to the control plane
+/// over HTTP.
 async fn serve_balancer(config: Config) -> anyhow::Result<()> {
     let Some(redis_url) = &config.redis.url else {
         anyhow::bail!(
             "`ezapi balancer` needs `redis.url` (EZ_REDIS__URL): it reads the config bus the control plane writes"
         );
     };
-    if config.internal.control_plane_url.is_none() {
+    let Some(control_plane_url) = &config.internal.control_plane_url else {
         anyhow::bail!(
             "`ezapi balancer` needs `internal.control_plane_url` (EZ_INTERNAL__CONTROL_PLANE_URL): it reports usage and bans to the control plane"
         );
-    }
+    };
     let bus: std::sync::Arc<dyn ez_bus::ConfigBus> = std::sync::Arc::new(
         ez_bus::RedisBus::connect(redis_url, config.redis.key_prefix.clone())
             .await
             .context("configuring Redis (redis.url)")?,
     );
-    let cache = ez_balancer::SnapshotCache::new(bus);
-    if let Err(e) = cache.refresh().await {
-        tracing::warn!(error = %e, "initial snapshot load failed; the updater retries");
-    }
+    let sink = ez_balancer::sink::HttpSink::new(
+        control_plane_url,
+        config
+            .internal
+            .stats_token
+            .as_ref()
+            .map(|t| t.expose().to_owned()),
+    )
+    .context("building the control plane client")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let updater = cache.spawn_updater(std::time::Duration::from_secs(5), stopped);
-    let state = ez_balancer::BalancerState::new(cache, ez_balancer::proxy::ProxySettings::default())
-        .context("building the upstream HTTP client")?;
+    let (state, tasks) = start_data_plane(&config, bus, std::sync::Arc::new(sink), stopped).await?;
     let metrics = ez_control_plane::middleware::install_recorder();
     let app = ez_balancer::proxy::standalone_router(state).route(
         "/metrics",
@@ -297,10 +348,10 @@ async fn serve_balancer(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(%addr, "ezapi balancer listening");
+    tracing::info!(%addr, control_plane = %control_plane_url, "ezapi balancer listening");
     serve_until_signal(listener, app, config.server.shutdown_grace).await?;
     let _ = stop.send(true);
-    let _ = updater.await;
+    tasks.join().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -38,16 +38,27 @@ pub async fn list_masters(
     Ok(Json(Page::new(items, total, page)))
 }
 
-/// Gets one master.
+/// A master with its realtime stats.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct MasterDetail {
+    #[serde(flatten)]
+    pub master: Master,
+    /// From the balancers' counters on the bus; `null` when the bus does not answer.
+    pub realtime: Option<crate::usage::RealtimeStats>,
+}
+
+/// Gets one master, with its realtime stats.
 #[utoipa::path(get, path = "/admin/masters/{id}", tag = "admin", security(("bearer" = [])),
     params(("id" = i64, Path)),
-    responses((status = 200, body = Master), (status = "4XX", body = ErrorEnvelope)))]
+    responses((status = 200, body = MasterDetail), (status = "4XX", body = ErrorEnvelope)))]
 pub async fn get_master(
     _: AdminAuth,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Master>> {
-    Ok(Json(state.store.get_master(id).await?))
+) -> ApiResult<Json<MasterDetail>> {
+    let master = state.store.get_master(id).await?;
+    let realtime = crate::usage::master_realtime(&state, id).await.ok();
+    Ok(Json(MasterDetail { master, realtime }))
 }
 
 /// Updates name, group, status, `max_child_keys` or `global_qps`.

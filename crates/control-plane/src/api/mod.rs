@@ -7,11 +7,14 @@ mod bindings;
 mod config_doc;
 mod extract;
 mod health;
+mod internal;
 mod keys;
+mod logs;
 mod masters;
 mod models;
 mod namespaces;
 mod provider_groups;
+mod realtime;
 mod shortcuts;
 mod sync;
 mod tokens;
@@ -58,7 +61,8 @@ impl<T> Page<T> {
     tags(
         (name = "public", description = "Health, metrics, login"),
         (name = "admin", description = "Administration (admin credential)"),
-        (name = "master", description = "A master's own keys (master credential)"),
+        (name = "master", description = "A master's own keys, logs and stats (master credential)"),
+        (name = "internal", description = "Reports of balancers (X-Internal-Token)"),
     )
 )]
 struct ApiDoc;
@@ -71,6 +75,12 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "internal_token",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::new("X-Internal-Token"),
+            )),
         );
     }
 }
@@ -136,6 +146,15 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(config_doc::import_config))
         .routes(routes!(sync::full_sync))
         .routes(routes!(sync::list_outbox))
+        .routes(routes!(logs::admin_logs))
+        .routes(routes!(logs::master_logs))
+        .routes(routes!(realtime::master_realtime))
+        .routes(routes!(realtime::own_realtime))
+        .routes(routes!(realtime::system_realtime))
+        .routes(routes!(internal::ingest_logs))
+        .routes(routes!(internal::flush_key_usage))
+        .routes(routes!(internal::flush_credential_usage))
+        .routes(routes!(internal::ban_credential))
         .split_for_parts()
 }
 

@@ -74,3 +74,39 @@ impl FromRequestParts<AppState> for AnyCredential {
             .map(AnyCredential)
     }
 }
+
+/// The caller is a balancer (`/internal/*`): it sent `X-Internal-Token` equal to
+/// `internal.stats_token`, or no token is configured and `internal.allow_anonymous` is
+/// set.
+pub struct InternalAuth;
+
+impl FromRequestParts<AppState> for InternalAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let given = parts
+            .headers
+            .get("x-internal-token")
+            .and_then(|v| v.to_str().ok());
+        match (&state.internal.stats_token, given) {
+            (Some(token), Some(given))
+                if ez_contract::token::constant_time_eq(token.expose(), given.trim()) =>
+            {
+                Ok(InternalAuth)
+            }
+            (Some(_), Some(_)) => Err(ApiError::unauthorized(
+                "invalid_internal_token",
+                "the X-Internal-Token is not valid",
+            )),
+            (Some(_), None) => Err(ApiError::unauthorized(
+                "missing_internal_token",
+                "send the stats token as X-Internal-Token",
+            )),
+            (None, _) if state.internal.allow_anonymous => Ok(InternalAuth),
+            (None, _) => Err(ApiError::unauthorized(
+                "internal_api_disabled",
+                "no internal.stats_token is configured (set it, or internal.allow_anonymous = true)",
+            )),
+        }
+    }
+}

@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use ez_contract::token::{constant_time_eq, digest};
 use ez_contract::{SecretToken, TokenKind};
 
-pub use extract::{AdminAuth, AnyCredential, MasterAuth};
+pub use extract::{AdminAuth, AnyCredential, InternalAuth, MasterAuth};
 pub use jwt::{JwtError, JwtKeys, Role};
 
 use crate::error::ApiError;

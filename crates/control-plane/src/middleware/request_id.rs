@@ -35,6 +35,10 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
         .filter(|v| is_sane(v))
         .map_or_else(generate, str::to_owned);
     request.extensions_mut().insert(RequestId(id.clone()));
+    // Handlers outside this crate (the balancer's) read the id from the header.
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        request.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
     // The path only: query strings may carry credentials (`?key=` of Gemini clients).
     let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = next.run(request).instrument(span).await;

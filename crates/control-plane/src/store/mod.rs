@@ -14,6 +14,7 @@ mod namespaces;
 mod outbox;
 mod providers;
 mod settings;
+mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use masters::{MasterWrite, NewMaster};
 pub use models::{IssuedBy, Key, Master, Namespace, NamespaceStatus};
 pub use outbox::{OutboxEntry, OutboxStatus};
 pub use providers::{ApiKey, ApiKeyWrite, GroupWrite, ProviderGroup};
+pub use usage::{BanOutcome, LogFilter, StatusFilter, StoredLog};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

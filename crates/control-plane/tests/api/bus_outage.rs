@@ -71,6 +71,11 @@ impl ConfigBus for SwitchableBus {
         self.inner.hash_get(key, field).await
     }
 
+    async fn get_values(&self, keys: &[String]) -> Result<Vec<Option<String>>, BusError> {
+        self.check()?;
+        self.inner.get_values(keys).await
+    }
+
     async fn keys_with_prefix(&self, prefix: &str) -> Result<Vec<String>, BusError> {
         self.check()?;
         self.inner.keys_with_prefix(prefix).await

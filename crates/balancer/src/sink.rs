@@ -1,0 +1,76 @@
+//! Reports over HTTP to the control plane's `/internal/*` endpoints (`ezapi balancer`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ez_contract::report::{
+    CredentialBan, CredentialUsageBatch, KeyUsageBatch, LogBatch, ReportError, ReportSink,
+};
+use reqwest::StatusCode;
+use serde::Serialize;
+
+pub struct HttpSink {
+    client: reqwest::Client,
+    base_url: String,
+    token: Option<String>,
+}
+
+impl HttpSink {
+    /// `base_url` is `internal.control_plane_url`; `token` the `internal.stats_token`.
+    pub fn new(base_url: &str, token: Option<String>) -> Result<HttpSink, reqwest::Error> {
+        Ok(HttpSink {
+            client: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(15))
+                .build()?,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    async fn post(&self, path: &str, body: &impl Serialize) -> Result<(), ReportError> {
+        let mut request = self.client.post(format!("{}{path}", self.base_url)).json(body);
+        if let Some(token) = &self.token {
+            request = request.header("x-internal-token", token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ReportError::Unavailable(e.without_url().to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        let detail = format!("{path}: {status} {}", text.chars().take(300).collect::<String>());
+        match status {
+            // A wrong token is a configuration error that an operator fixes: keep the
+            // reports meanwhile. Throttling and server trouble pass too.
+            StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::TOO_MANY_REQUESTS => Err(ReportError::Unavailable(detail)),
+            s if s.is_server_error() => Err(ReportError::Unavailable(detail)),
+            _ => Err(ReportError::Rejected(detail)),
+        }
+    }
+}
+
+#[async_trait]
+impl ReportSink for HttpSink {
+    async fn logs(&self, batch: &LogBatch) -> Result<(), ReportError> {
+        self.post("/internal/logs", batch).await
+    }
+
+    async fn key_usage(&self, batch: &KeyUsageBatch) -> Result<(), ReportError> {
+        self.post("/internal/stats/flush", batch).await
+    }
+
+    async fn credential_usage(&self, batch: &CredentialUsageBatch) -> Result<(), ReportError> {
+        self.post("/internal/apikey-stats/flush", batch).await
+    }
+
+    async fn ban(&self, ban: &CredentialBan) -> Result<(), ReportError> {
+        self.post("/internal/apikey-bans", ban).await
+    }
+}

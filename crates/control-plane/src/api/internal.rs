@@ -1,0 +1,77 @@
+//! `/internal/*`: what balancers report (SPEC §5 "Internal"), authenticated by
+//! `X-Internal-Token`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use ez_contract::report::{CredentialBan, CredentialUsageBatch, KeyUsageBatch, LogBatch};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::ApiJson;
+use crate::auth::InternalAuth;
+use crate::error::{ApiResult, ErrorEnvelope};
+use crate::state::AppState;
+use crate::usage;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// Items taken (queued or applied).
+    pub accepted: u64,
+}
+
+/// A batch of log records; queued whole or refused whole (503 when the queue is full:
+/// send it again later).
+#[utoipa::path(post, path = "/internal/logs", tag = "internal", security(("internal_token" = [])),
+    request_body = LogBatch,
+    responses((status = 202, body = Accepted), (status = "4XX", body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
+pub async fn ingest_logs(
+    _: InternalAuth,
+    State(state): State<AppState>,
+    ApiJson(batch): ApiJson<LogBatch>,
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
+    let n = usage::ingest_logs(&state, batch)?;
+    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: n as u64 })))
+}
+
+/// Usage per child key since the sender's last flush: added to the keys' totals;
+/// `last_used_at` moves forward.
+#[utoipa::path(post, path = "/internal/stats/flush", tag = "internal", security(("internal_token" = [])),
+    request_body = KeyUsageBatch,
+    responses((status = 200, body = Accepted), (status = "4XX", body = ErrorEnvelope)))]
+pub async fn flush_key_usage(
+    _: InternalAuth,
+    State(state): State<AppState>,
+    ApiJson(batch): ApiJson<KeyUsageBatch>,
+) -> ApiResult<Json<Accepted>> {
+    let accepted = usage::ingest_key_usage(&state, batch).await?;
+    Ok(Json(Accepted { accepted }))
+}
+
+/// Use per upstream credential since the sender's last flush.
+#[utoipa::path(post, path = "/internal/apikey-stats/flush", tag = "internal", security(("internal_token" = [])),
+    request_body = CredentialUsageBatch,
+    responses((status = 200, body = Accepted), (status = "4XX", body = ErrorEnvelope)))]
+pub async fn flush_credential_usage(
+    _: InternalAuth,
+    State(state): State<AppState>,
+    ApiJson(batch): ApiJson<CredentialUsageBatch>,
+) -> ApiResult<Json<Accepted>> {
+    let accepted = usage::ingest_credential_usage(&state, batch).await?;
+    Ok(Json(Accepted { accepted }))
+}
+
+/// A balancer banned a credential with `auto_ban`: the ban is stored (a longer one in
+/// place is kept) and synced to every balancer. 409 when the credential does not allow
+/// automatic bans.
+#[utoipa::path(post, path = "/internal/apikey-bans", tag = "internal", security(("internal_token" = [])),
+    request_body = CredentialBan,
+    responses((status = 200, body = Accepted), (status = "4XX", body = ErrorEnvelope)))]
+pub async fn ban_credential(
+    _: InternalAuth,
+    State(state): State<AppState>,
+    ApiJson(ban): ApiJson<CredentialBan>,
+) -> ApiResult<Json<Accepted>> {
+    usage::ban_credential(&state, ban).await?;
+    Ok(Json(Accepted { accepted: 1 }))
+}

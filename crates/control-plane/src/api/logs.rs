@@ -1,0 +1,139 @@
+//! Request logs: every master's for the admin, its own for a master.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{ApiQuery, Page, PageQuery};
+use crate::auth::{AdminAuth, MasterAuth};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::state::AppState;
+use crate::store::{LogFilter, StatusFilter, StoredLog};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AdminLogQuery {
+    /// Only this master's requests.
+    #[serde(alias = "master")]
+    pub master_id: Option<i64>,
+    /// Only this child key's requests.
+    #[serde(alias = "key")]
+    pub key_id: Option<i64>,
+    /// Only this public model.
+    pub model: Option<String>,
+    /// An HTTP status (`429`), or `success` (< 400) or `error` (≥ 400).
+    pub status: Option<String>,
+    /// Unix seconds, inclusive.
+    pub since: Option<i64>,
+    /// Unix seconds, exclusive.
+    pub until: Option<i64>,
+    pub page: Option<i64>,
+    pub page_size: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct MasterLogQuery {
+    /// Only this child key's requests.
+    #[serde(alias = "key")]
+    pub key_id: Option<i64>,
+    pub model: Option<String>,
+    /// An HTTP status (`429`), or `success` (< 400) or `error` (≥ 400).
+    pub status: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub page: Option<i64>,
+    pub page_size: Option<i64>,
+}
+
+fn status_filter(status: Option<&str>) -> ApiResult<Option<StatusFilter>> {
+    let Some(status) = status.map(str::trim) else {
+        return Ok(None);
+    };
+    match status {
+        "success" => Ok(Some(StatusFilter::Success)),
+        "error" => Ok(Some(StatusFilter::Error)),
+        code => match code.parse::<i64>() {
+            Ok(code) if (100..=599).contains(&code) => Ok(Some(StatusFilter::Code(code))),
+            _ => Err(ApiError::bad_request(
+                "invalid_query",
+                "status must be an HTTP status, `success` or `error`",
+            )),
+        },
+    }
+}
+
+fn time_range(since: Option<i64>, until: Option<i64>) -> ApiResult<()> {
+    if since.is_some_and(|t| t < 0) || until.is_some_and(|t| t < 0) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "since and until are Unix seconds",
+        ));
+    }
+    Ok(())
+}
+
+fn model_filter(model: Option<String>) -> ApiResult<Option<String>> {
+    match model {
+        Some(m) if m.len() > 300 => Err(ApiError::bad_request("invalid_query", "model is too long")),
+        Some(m) if m.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+/// Request logs of every master, newest first.
+#[utoipa::path(get, path = "/admin/logs", tag = "admin", security(("bearer" = [])),
+    params(AdminLogQuery),
+    responses((status = 200, body = Page<StoredLog>), (status = "4XX", body = ErrorEnvelope)))]
+pub async fn admin_logs(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<AdminLogQuery>,
+) -> ApiResult<Json<Page<StoredLog>>> {
+    let page = PageQuery {
+        page: q.page,
+        page_size: q.page_size,
+    }
+    .validate()?;
+    time_range(q.since, q.until)?;
+    let filter = LogFilter {
+        master_id: q.master_id,
+        key_id: q.key_id,
+        model: model_filter(q.model)?,
+        status: status_filter(q.status.as_deref())?,
+        since: q.since,
+        until: q.until,
+    };
+    let (items, total) = state.store.list_logs(&filter, page).await?;
+    Ok(Json(Page::new(items, total, page)))
+}
+
+/// The master's own request logs, newest first.
+#[utoipa::path(get, path = "/v1/logs", tag = "master", security(("bearer" = [])),
+    params(MasterLogQuery),
+    responses((status = 200, body = Page<StoredLog>), (status = "4XX", body = ErrorEnvelope)))]
+pub async fn master_logs(
+    MasterAuth(master): MasterAuth,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<MasterLogQuery>,
+) -> ApiResult<Json<Page<StoredLog>>> {
+    let page = PageQuery {
+        page: q.page,
+        page_size: q.page_size,
+    }
+    .validate()?;
+    time_range(q.since, q.until)?;
+    let filter = LogFilter {
+        master_id: Some(master.id),
+        key_id: q.key_id,
+        model: model_filter(q.model)?,
+        status: status_filter(q.status.as_deref())?,
+        since: q.since,
+        until: q.until,
+    };
+    let (items, total) = state.store.list_logs(&filter, page).await?;
+    Ok(Json(Page::new(items, total, page)))
+}

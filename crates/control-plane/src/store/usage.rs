@@ -1,0 +1,360 @@
+//! What balancers report: log records (written in batches), usage totals of child keys
+//! and credentials, and credential bans.
+
+use ez_contract::report::{CredentialUsage, KeyUsage, LogRecord};
+use ez_contract::time::now_unix;
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{PageRequest, Store, StoreError, StoreResult, count};
+
+const LOG_COLUMNS: &str = "id, request_id, master_id, key_id, namespace, public_model, upstream_model, \
+     group_id, api_key_id, endpoint, status_code, error_code, error_message, latency_ms, first_token_ms, \
+     input_tokens, output_tokens, client_ip, stream, created_at";
+
+/// Columns an insert binds per record (all of `LOG_COLUMNS` but `id`).
+const LOG_INSERT_ARITY: usize = 19;
+/// Records per INSERT statement (bind parameters stay far below every engine's limit).
+const LOG_INSERT_CHUNK: usize = 200;
+
+/// A stored log record, as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct StoredLog {
+    pub id: i64,
+    pub request_id: String,
+    pub master_id: i64,
+    pub key_id: i64,
+    pub namespace: String,
+    pub public_model: String,
+    pub upstream_model: String,
+    pub group_id: Option<i64>,
+    pub api_key_id: Option<i64>,
+    pub endpoint: String,
+    pub status_code: i64,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub latency_ms: i64,
+    pub first_token_ms: Option<i64>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub client_ip: Option<String>,
+    pub stream: bool,
+    pub created_at: i64,
+}
+
+/// Which records a listing returns; every field narrows it.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub master_id: Option<i64>,
+    pub key_id: Option<i64>,
+    pub model: Option<String>,
+    pub status: Option<StatusFilter>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    Code(i64),
+    /// Status below 400.
+    Success,
+    /// Status 400 and above.
+    Error,
+}
+
+/// What became of a reported ban.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BanOutcome {
+    Banned {
+        group_id: i64,
+    },
+    /// The credential does not allow automatic bans (`auto_ban` is off).
+    NotAllowed,
+}
+
+fn log_from_row(row: &AnyRow) -> StoreResult<StoredLog> {
+    Ok(StoredLog {
+        id: row.try_get("id")?,
+        request_id: row.try_get("request_id")?,
+        master_id: row.try_get("master_id")?,
+        key_id: row.try_get("key_id")?,
+        namespace: row.try_get("namespace")?,
+        public_model: row.try_get("public_model")?,
+        upstream_model: row.try_get("upstream_model")?,
+        group_id: row.try_get("group_id")?,
+        api_key_id: row.try_get("api_key_id")?,
+        endpoint: row.try_get("endpoint")?,
+        status_code: row.try_get("status_code")?,
+        error_code: row.try_get("error_code")?,
+        error_message: row.try_get("error_message")?,
+        latency_ms: row.try_get("latency_ms")?,
+        first_token_ms: row.try_get("first_token_ms")?,
+        input_tokens: row.try_get("input_tokens")?,
+        output_tokens: row.try_get("output_tokens")?,
+        client_ip: row.try_get("client_ip")?,
+        stream: row.try_get::<i64, _>("stream")? != 0,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl LogFilter {
+    /// The WHERE clause (numbered from `$1`) and its parameters, in order.
+    fn clause(&self) -> (String, Vec<FilterValue>) {
+        let mut conditions = Vec::new();
+        let mut values = Vec::new();
+        let mut push = |condition: &str, value: FilterValue| {
+            values.push(value);
+            conditions.push(condition.replace('?', &format!("${}", values.len())));
+        };
+        if let Some(id) = self.master_id {
+            push("master_id = ?", FilterValue::Int(id));
+        }
+        if let Some(id) = self.key_id {
+            push("key_id = ?", FilterValue::Int(id));
+        }
+        if let Some(model) = &self.model {
+            push("public_model = ?", FilterValue::Text(model.clone()));
+        }
+        match self.status {
+            Some(StatusFilter::Code(code)) => push("status_code = ?", FilterValue::Int(code)),
+            Some(StatusFilter::Success) => push("status_code < ?", FilterValue::Int(400)),
+            Some(StatusFilter::Error) => push("status_code >= ?", FilterValue::Int(400)),
+            None => {}
+        }
+        if let Some(since) = self.since {
+            push("created_at >= ?", FilterValue::Int(since));
+        }
+        if let Some(until) = self.until {
+            push("created_at < ?", FilterValue::Int(until));
+        }
+        if conditions.is_empty() {
+            (String::new(), values)
+        } else {
+            (format!(" WHERE {}", conditions.join(" AND ")), values)
+        }
+    }
+}
+
+enum FilterValue {
+    Int(i64),
+    Text(String),
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    values: &'q [FilterValue],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for value in values {
+        query = match value {
+            FilterValue::Int(v) => query.bind(*v),
+            FilterValue::Text(v) => query.bind(v.as_str()),
+        };
+    }
+    query
+}
+
+impl Store {
+    /// Stores log records in as few statements as possible, in one transaction.
+    pub async fn insert_logs(&self, records: &[LogRecord]) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let _permit = self.write_permit().await;
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            for chunk in records.chunks(LOG_INSERT_CHUNK) {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|i| {
+                        let params: Vec<String> = (1..=LOG_INSERT_ARITY)
+                            .map(|p| format!("${}", i * LOG_INSERT_ARITY + p))
+                            .collect();
+                        format!("({})", params.join(", "))
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO log_records ({}) VALUES {}",
+                    LOG_COLUMNS.trim_start_matches("id, "),
+                    rows.join(", ")
+                );
+                let mut query = sqlx::query(&sql);
+                for r in chunk {
+                    query = query
+                        .bind(&r.request_id)
+                        .bind(r.master_id)
+                        .bind(r.key_id)
+                        .bind(&r.namespace)
+                        .bind(&r.public_model)
+                        .bind(&r.upstream_model)
+                        .bind(r.group_id)
+                        .bind(r.api_key_id)
+                        .bind(&r.endpoint)
+                        .bind(i64::from(r.status_code))
+                        .bind(r.error_code.as_deref())
+                        .bind(r.error_message.as_deref())
+                        .bind(r.latency_ms)
+                        .bind(r.first_token_ms)
+                        .bind(r.input_tokens)
+                        .bind(r.output_tokens)
+                        .bind(r.client_ip.as_deref())
+                        .bind(i64::from(r.stream))
+                        .bind(r.created_at);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            Ok(())
+        }
+        .await;
+        self.finish(tx, result).await
+    }
+
+    /// Newest first.
+    pub async fn list_logs(
+        &self,
+        filter: &LogFilter,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<StoredLog>, i64)> {
+        let (clause, values) = filter.clause();
+        let n = values.len();
+        let sql = format!(
+            "SELECT {LOG_COLUMNS} FROM log_records{clause} ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let rows = bind_all(sqlx::query(&sql), &values)
+            .bind(page.page_size)
+            .bind(page.offset())
+            .fetch_all(&self.pool)
+            .await?;
+        let count_sql = format!("SELECT COUNT(*) FROM log_records{clause}");
+        let total = count(
+            &bind_all(sqlx::query(&count_sql), &values)
+                .fetch_one(&self.pool)
+                .await?,
+        )?;
+        Ok((rows.iter().map(log_from_row).collect::<StoreResult<_>>()?, total))
+    }
+
+    /// Removes records older than `before` (Unix seconds); returns how many went.
+    pub async fn delete_logs_before(&self, before: i64) -> StoreResult<u64> {
+        let _permit = self.write_permit().await;
+        let done = sqlx::query("DELETE FROM log_records WHERE created_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Adds reported usage to the child keys' totals and moves `last_used_at` forward.
+    /// Keys that no longer exist are skipped; returns how many were updated.
+    pub async fn add_key_usage(&self, items: &[KeyUsage]) -> StoreResult<u64> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let _permit = self.write_permit().await;
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let mut updated = 0;
+            for item in items {
+                let done = sqlx::query(
+                    "UPDATE child_keys SET request_count = request_count + $1, token_count = token_count + $2, \
+                     last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $3 THEN $3 ELSE last_used_at END \
+                     WHERE token_digest = $4",
+                )
+                .bind(item.requests)
+                .bind(item.tokens)
+                .bind(item.last_accessed_at)
+                .bind(&item.token_hash)
+                .execute(&mut *tx)
+                .await?;
+                updated += done.rows_affected();
+            }
+            Ok(updated)
+        }
+        .await;
+        self.finish(tx, result).await
+    }
+
+    /// Adds reported use to the credentials' totals; returns how many were updated.
+    pub async fn add_credential_usage(&self, items: &[CredentialUsage]) -> StoreResult<u64> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let _permit = self.write_permit().await;
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let mut updated = 0;
+            for item in items {
+                let done = sqlx::query(
+                    "UPDATE api_keys SET request_count = request_count + $1, success_count = success_count + $2 \
+                     WHERE id = $3",
+                )
+                .bind(item.requests)
+                .bind(item.success_requests)
+                .bind(item.api_key_id)
+                .execute(&mut *tx)
+                .await?;
+                updated += done.rows_affected();
+            }
+            Ok(updated)
+        }
+        .await;
+        self.finish(tx, result).await
+    }
+
+    /// Bans a credential with `auto_ban` until `until` (a longer ban already in place is
+    /// kept). Bumps the revision, so an admin update computed before the ban is refused
+    /// rather than silently lifting it.
+    pub async fn ban_credential(&self, id: i64, until: i64, reason: &str) -> StoreResult<BanOutcome> {
+        let _permit = self.write_permit().await;
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            let row = sqlx::query(&format!(
+                "SELECT group_id, auto_ban FROM api_keys WHERE id = $1{}",
+                self.lock_clause()
+            ))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("api key"))?;
+            let group_id: i64 = row.try_get("group_id")?;
+            let auto_ban: i64 = row.try_get("auto_ban")?;
+            if auto_ban == 0 {
+                return Ok(BanOutcome::NotAllowed);
+            }
+            sqlx::query(
+                "UPDATE api_keys SET ban_until = CASE WHEN ban_until IS NULL OR ban_until < $1 THEN $1 ELSE ban_until END, \
+                 ban_reason = $2, revision = revision + 1, updated_at = $3 WHERE id = $4",
+            )
+            .bind(until)
+            .bind(reason)
+            .bind(now_unix())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            Ok(BanOutcome::Banned { group_id })
+        }
+        .await;
+        self.finish(tx, result).await
+    }
+
+    /// Usage totals of a credential: (requests, successful requests).
+    pub async fn credential_usage(&self, id: i64) -> StoreResult<(i64, i64)> {
+        let row = sqlx::query("SELECT request_count, success_count FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("api key"))?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// Usage totals of a child key: (requests, tokens).
+    pub async fn key_usage(&self, id: i64) -> StoreResult<(i64, i64)> {
+        let row = sqlx::query("SELECT request_count, token_count FROM child_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound("key"))?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+}

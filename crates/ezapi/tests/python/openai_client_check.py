@@ -1,0 +1,162 @@
+"""The official `openai` client against ez-api with a child key.
+
+Run by crates/ezapi/tests/openai_python.rs, which starts the gateway in front of a mock
+upstream and sets OPENAI_BASE_URL and OPENAI_API_KEY. The expected values mirror that
+mock (REPLY_PIECES, PROMPT_TOKENS, EMBEDDING there). Prints one line per check and exits
+non-zero when any fails.
+"""
+
+import sys
+import traceback
+
+import openai
+
+CHAT_MODEL = "gpt-4o-mini"
+EMBEDDING_MODEL = "text-embedding-3-small"
+REPLY_PIECES = ["Hello", " from", " the", " mock", " upstream."]
+PROMPT_TOKENS = 9
+EMBEDDING = [0.25, -0.5, 1.0]
+MESSAGES = [{"role": "user", "content": "Say hello."}]
+
+# No retries: a failure shows the gateway's first answer, not a later one.
+client = openai.OpenAI(max_retries=0, timeout=20.0)
+
+
+def expect(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def expect_usage(usage):
+    expect(usage is not None, "no usage block")
+    want = (PROMPT_TOKENS, len(REPLY_PIECES), PROMPT_TOKENS + len(REPLY_PIECES))
+    got = (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+    expect(got == want, f"usage {got}, expected {want}")
+
+
+def chat_completion():
+    completion = client.chat.completions.create(model=CHAT_MODEL, messages=MESSAGES)
+    expect(completion.object == "chat.completion", f"object {completion.object!r}")
+    expect(completion.model == CHAT_MODEL, f"model {completion.model!r}")
+    expect(len(completion.choices) == 1, f"{len(completion.choices)} choices")
+    choice = completion.choices[0]
+    expect(choice.message.role == "assistant", f"role {choice.message.role!r}")
+    expect(choice.message.content == "".join(REPLY_PIECES), f"content {choice.message.content!r}")
+    expect(choice.finish_reason == "stop", f"finish_reason {choice.finish_reason!r}")
+    expect_usage(completion.usage)
+    expect(completion._request_id, "no x-request-id header")
+    return f"{choice.message.content!r}, {completion.usage.total_tokens} tokens, request {completion._request_id}"
+
+
+def stream_chunks(**extra):
+    stream = client.chat.completions.create(model=CHAT_MODEL, messages=MESSAGES, stream=True, **extra)
+    expect(isinstance(stream, openai.Stream), f"a {type(stream).__name__}, not a Stream")
+    chunks = list(stream)
+    expect(chunks, "no chunks")
+    for chunk in chunks:
+        expect(chunk.object == "chat.completion.chunk", f"object {chunk.object!r}")
+        expect(chunk.id == chunks[0].id, "chunk ids differ")
+    with_choices = [c for c in chunks if c.choices]
+    expect(with_choices[0].choices[0].delta.role == "assistant", "the first delta has no assistant role")
+    pieces = [c.choices[0].delta.content for c in with_choices if c.choices[0].delta.content]
+    expect(pieces == REPLY_PIECES, f"deltas {pieces}, expected {REPLY_PIECES}")
+    expect("".join(pieces) == "".join(REPLY_PIECES), "concatenated content differs")
+    finishes = [c.choices[0].finish_reason for c in with_choices if c.choices[0].finish_reason]
+    expect(finishes == ["stop"], f"finish reasons {finishes}")
+    expect(with_choices[-1].choices[0].finish_reason == "stop", "the last choice chunk does not finish")
+    return chunks, pieces
+
+
+def chat_stream():
+    chunks, pieces = stream_chunks()
+    expect(all(c.choices for c in chunks), "a chunk without choices although include_usage was not asked")
+    expect(all(c.usage is None for c in chunks), "a usage block although include_usage was not asked")
+    return f"{len(chunks)} chunks, deltas {pieces}"
+
+
+def chat_stream_with_usage():
+    chunks, _ = stream_chunks(stream_options={"include_usage": True})
+    last = chunks[-1]
+    expect(last.choices == [], f"the last chunk has choices {last.choices}")
+    expect_usage(last.usage)
+    expect(all(c.usage is None for c in chunks[:-1]), "usage on a chunk before the last")
+    return f"{len(chunks)} chunks, final usage {last.usage.total_tokens} tokens"
+
+
+def embeddings_base64():
+    # The client asks for base64 unless told otherwise, and decodes it to floats.
+    result = client.embeddings.create(model=EMBEDDING_MODEL, input=["first", "second"])
+    expect(result.object == "list", f"object {result.object!r}")
+    expect(result.model == EMBEDDING_MODEL, f"model {result.model!r}")
+    vectors = [d.embedding for d in sorted(result.data, key=lambda d: d.index)]
+    expect(vectors == [EMBEDDING + [0.0], EMBEDDING + [1.0]], f"vectors {vectors}")
+    expect(result.usage.prompt_tokens == 4 and result.usage.total_tokens == 4, f"usage {result.usage}")
+    return f"{len(vectors)} vectors of {len(vectors[0])}"
+
+
+def embeddings_float():
+    result = client.embeddings.create(model=EMBEDDING_MODEL, input="one", encoding_format="float")
+    expect(len(result.data) == 1, f"{len(result.data)} embeddings")
+    expect(result.data[0].embedding == EMBEDDING + [0.0], f"vector {result.data[0].embedding}")
+    return f"vector {result.data[0].embedding}"
+
+
+def models_list():
+    ids = sorted(m.id for m in client.models.list())
+    expect(CHAT_MODEL in ids and EMBEDDING_MODEL in ids, f"models {ids}")
+    model = next(m for m in client.models.list() if m.id == CHAT_MODEL)
+    expect(model.object == "model", f"object {model.object!r}")
+    return f"models {ids}"
+
+
+def wrong_key():
+    bad = openai.OpenAI(api_key="sk-ez-" + "0" * 40, max_retries=0, timeout=20.0)
+    try:
+        bad.chat.completions.create(model=CHAT_MODEL, messages=MESSAGES)
+    except openai.AuthenticationError as e:
+        expect(e.status_code == 401, f"status {e.status_code}")
+        expect(e.code == "key_not_found", f"code {e.code!r}")
+        expect(e.type == "authentication_error", f"type {e.type!r}")
+        return f"AuthenticationError {e.status_code} {e.code}"
+    raise AssertionError("no AuthenticationError")
+
+
+def unknown_model():
+    try:
+        client.chat.completions.create(model="no-such-model", messages=MESSAGES)
+    except openai.NotFoundError as e:
+        expect(e.status_code == 404, f"status {e.status_code}")
+        expect(e.code == "model_not_found", f"code {e.code!r}")
+        return f"NotFoundError {e.status_code} {e.code}"
+    raise AssertionError("no NotFoundError")
+
+
+CHECKS = [
+    chat_completion,
+    chat_stream,
+    chat_stream_with_usage,
+    embeddings_base64,
+    embeddings_float,
+    models_list,
+    wrong_key,
+    unknown_model,
+]
+
+
+def main():
+    print(f"openai {openai.__version__} against {client.base_url}")
+    failed = 0
+    for check in CHECKS:
+        try:
+            detail = check()
+            print(f"ok   {check.__name__}: {detail}")
+        except Exception as e:  # noqa: BLE001 - every failure is reported, then counted
+            failed += 1
+            print(f"FAIL {check.__name__}: {type(e).__name__}: {e}")
+            traceback.print_exc()
+    print(f"{len(CHECKS) - failed} of {len(CHECKS)} checks ok")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
