@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Part, Snapshot};
 
 pub struct SnapshotCache {
     bus: Arc<dyn ConfigBus>,
@@ -53,8 +53,14 @@ impl SnapshotCache {
     /// comes back empty without the `meta:sync` marker (a bus that lost its data, before
     /// the control plane rebuilt it).
     pub async fn refresh(&self) -> Result<(), ez_bus::BusError> {
-        let loaded = Snapshot::load(self.bus.as_ref(), now_unix()).await?;
-        if loaded.is_empty() && !self.get().is_empty() {
+        self.refresh_part(Part::All).await
+    }
+
+    /// Reloads one part, sharing the rest with the current snapshot.
+    pub async fn refresh_part(&self, part: Part) -> Result<(), ez_bus::BusError> {
+        let part = if self.is_ready() { part } else { Part::All };
+        let loaded = self.get().reload(self.bus.as_ref(), part, now_unix()).await?;
+        if loaded.part_is_empty(part) && !self.get().part_is_empty(part) {
             let marker = self.bus.hash_get(bus_keys::SYNC_SENTINEL, "version").await?;
             if marker.is_none() {
                 tracing::warn!("the bus is empty and unmarked; keeping the last good snapshot");
@@ -87,6 +93,7 @@ impl SnapshotCache {
                     tracing::warn!(error = %e, "snapshot reload failed; serving the last good snapshot");
                 }
                 loop {
+                    let mut part = Part::All;
                     let event = async {
                         match events.as_mut() {
                             Some(stream) => stream.next().await,
@@ -96,18 +103,91 @@ impl SnapshotCache {
                     tokio::select! {
                         _ = stop.wait_for(|s| *s) => return,
                         message = event => {
-                            if message.is_none() {
+                            let Some(message) = message else {
                                 break; // subscription lost: re-subscribe
-                            }
+                            };
+                            part = event_part(&message);
                         }
                         () = tokio::time::sleep(reconcile) => {}
                     }
-                    if let Err(e) = cache.refresh().await {
+                    if let Err(e) = cache.refresh_part(part).await {
                         tracing::warn!(error = %e, "snapshot reload failed; serving the last good snapshot");
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
+    }
+}
+
+/// The part a refresh event names (`{"resource": …}`); anything unreadable reloads all.
+fn event_part(message: &str) -> Part {
+    serde_json::from_str::<serde_json::Value>(message)
+        .ok()
+        .and_then(|v| v.get("resource")?.as_str().map(Part::of_resource))
+        .unwrap_or(Part::All)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_name_the_part_to_reload() {
+        assert_eq!(event_part(r#"{"resource":"token","version":1}"#), Part::Auth);
+        assert_eq!(event_part(r#"{"resource":"master"}"#), Part::Auth);
+        assert_eq!(event_part(r#"{"resource":"bindings"}"#), Part::Routing);
+        assert_eq!(event_part(r#"{"resource":"providers"}"#), Part::Routing);
+        assert_eq!(event_part(r#"{"resource":"all"}"#), Part::All);
+        assert_eq!(event_part("garbage"), Part::All);
+    }
+
+    fn provider_json(id: i64) -> String {
+        serde_json::json!({
+            "id": id, "name": format!("g#{id}"), "type": "openai", "base_url": "http://up/v1",
+            "api_key": "sk", "google_project": "", "google_location": "", "group_id": 1,
+            "group": "default", "models": ["m"], "status": "active", "auto_ban": true,
+            "weight": 1, "ban_until": 0, "ban_reason": "", "access_token": "",
+            "refresh_token": "", "expires_at": 0, "account_id": "", "project_id": "",
+            "static_headers": {}, "headers_profile": ""
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_part_that_vanishes_from_an_unmarked_bus_is_kept() {
+        use ez_bus::{BusWrite, MemoryBus};
+        let bus: Arc<dyn ConfigBus> = Arc::new(MemoryBus::new());
+        let set_provider = BusWrite::ReplaceHash {
+            key: bus_keys::PROVIDERS.into(),
+            fields: vec![("1".into(), provider_json(1))],
+        };
+        bus.apply(vec![set_provider]).await.unwrap();
+        let cache = SnapshotCache::new(bus.clone());
+        cache.refresh().await.unwrap();
+        assert_eq!(cache.snapshot().providers.len(), 1);
+
+        // The bus lost its data (no `meta:sync` marker): the last good routing stays.
+        bus.apply(vec![BusWrite::Delete {
+            key: bus_keys::PROVIDERS.into(),
+        }])
+        .await
+        .unwrap();
+        cache.refresh_part(Part::Routing).await.unwrap();
+        assert_eq!(
+            cache.snapshot().providers.len(),
+            1,
+            "kept while the bus is unmarked"
+        );
+
+        // A complete (marked) bus that really has no providers is believed.
+        bus.apply(vec![BusWrite::ReplaceHash {
+            key: bus_keys::SYNC_SENTINEL.into(),
+            fields: vec![("version".into(), "1".into())],
+        }])
+        .await
+        .unwrap();
+        cache.refresh_part(Part::Routing).await.unwrap();
+        assert!(cache.snapshot().providers.is_empty());
     }
 }

@@ -196,12 +196,12 @@ mod tests {
     #[test]
     fn picks_follow_weights_and_skip_unusable_credentials() {
         let snapshot = Snapshot {
-            providers: HashMap::from([
+            providers: std::sync::Arc::new(HashMap::from([
                 (1, provider(1, 3, "active", 0)),
                 (2, provider(2, 1, "active", 0)),
                 (3, provider(3, 1, "auto_disabled", 0)),
                 (4, provider(4, 1, "active", i64::MAX)),
-            ]),
+            ])),
             ..Snapshot::default()
         };
         let binding = BindingSnapshot {

@@ -68,6 +68,16 @@ pub trait ConfigBus: Send + Sync + 'static {
 
     async fn hash_get(&self, key: &str, field: &str) -> Result<Option<String>, BusError>;
 
+    /// The hashes at `keys`, in order (empty where missing), in as few round trips as the
+    /// implementation can manage — a balancer loads every `auth:token:*` this way.
+    async fn hash_get_all_many(&self, keys: &[String]) -> Result<Vec<HashMap<String, String>>, BusError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.hash_get_all(key).await?);
+        }
+        Ok(out)
+    }
+
     /// The plain values (counters included) at `keys`, in order; `None` where missing.
     async fn get_values(&self, keys: &[String]) -> Result<Vec<Option<String>>, BusError>;
 

@@ -14,6 +14,8 @@ use crate::{BusError, BusWrite, ConfigBus, Subscription};
 /// Upper bound for one bus operation, so a dead Redis never hangs a request.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 const SCAN_BATCH: usize = 1000;
+/// Commands per pipelined round trip of bulk reads.
+const PIPELINE_BATCH: usize = 1000;
 
 pub struct RedisBus {
     client: redis::Client,
@@ -129,6 +131,19 @@ impl ConfigBus for RedisBus {
     async fn hash_get_all(&self, key: &str) -> Result<HashMap<String, String>, BusError> {
         let mut conn = self.conn.clone();
         timed(conn.hgetall(self.key(key))).await
+    }
+
+    async fn hash_get_all_many(&self, keys: &[String]) -> Result<Vec<HashMap<String, String>>, BusError> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut conn = self.conn.clone();
+        for chunk in keys.chunks(PIPELINE_BATCH) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.hgetall(self.key(key));
+            }
+            out.extend(timed(pipe.query_async::<Vec<HashMap<String, String>>>(&mut conn)).await?);
+        }
+        Ok(out)
     }
 
     async fn hash_get(&self, key: &str, field: &str) -> Result<Option<String>, BusError> {

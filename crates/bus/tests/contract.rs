@@ -75,6 +75,7 @@ contract_tests!(
     ping_answers,
     counters_count_and_expire,
     values_increment_set_and_read_back,
+    many_hashes_are_read_in_order,
 );
 
 async fn replace_hash_overwrites_every_field(bus: Arc<dyn ConfigBus>) {
@@ -331,4 +332,28 @@ async fn values_increment_set_and_read_back(bus: Arc<dyn ConfigBus>) {
         .await
         .unwrap();
     assert_eq!(bus.get_values(&keys[..1]).await.unwrap(), vec![None]);
+}
+
+async fn many_hashes_are_read_in_order(bus: Arc<dyn ConfigBus>) {
+    let keys: Vec<String> = (0..2500).map(|i| format!("many:{i}")).collect();
+    let writes = keys
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 7 != 0)
+        .map(|(i, key)| BusWrite::ReplaceHash {
+            key: key.clone(),
+            fields: fields(&[("n", &i.to_string())]),
+        })
+        .collect();
+    bus.apply(writes).await.unwrap();
+    let read = bus.hash_get_all_many(&keys).await.unwrap();
+    assert_eq!(read.len(), keys.len());
+    for (i, hash) in read.iter().enumerate() {
+        if i % 7 == 0 {
+            assert!(hash.is_empty(), "missing keys read as empty hashes");
+        } else {
+            assert_eq!(hash.get("n"), Some(&i.to_string()));
+        }
+    }
+    assert!(bus.hash_get_all_many(&[]).await.unwrap().is_empty());
 }
