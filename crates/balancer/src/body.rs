@@ -53,7 +53,7 @@ impl Trace {
         }
         self.record.latency_ms = millis(self.started.elapsed());
         self.reporter.record(Outcome {
-            record: std::mem::replace(&mut self.record, empty_record()),
+            record: std::mem::take(&mut self.record),
             token_hash: std::mem::take(&mut self.token_hash),
         });
     }
@@ -82,30 +82,6 @@ impl Drop for Trace {
 
 pub fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn empty_record() -> LogRecord {
-    LogRecord {
-        request_id: String::new(),
-        master_id: 0,
-        key_id: 0,
-        namespace: String::new(),
-        public_model: String::new(),
-        upstream_model: String::new(),
-        group_id: None,
-        api_key_id: None,
-        endpoint: String::new(),
-        status_code: 0,
-        error_code: None,
-        error_message: None,
-        latency_ms: 0,
-        first_token_ms: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        client_ip: None,
-        stream: false,
-        created_at: 0,
-    }
 }
 
 enum Watch {

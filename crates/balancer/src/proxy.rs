@@ -292,21 +292,10 @@ async fn forward(state: &BalancerState, ingress: Ingress, req: Request) -> Respo
         master_id: token.master_id,
         key_id: token.key_id,
         namespace: token.default_namespace.clone(),
-        public_model: String::new(),
-        upstream_model: String::new(),
-        group_id: None,
-        api_key_id: None,
         endpoint: ingress.route().to_owned(),
-        status_code: 0,
-        error_code: None,
-        error_message: None,
-        latency_ms: 0,
-        first_token_ms: None,
-        input_tokens: 0,
-        output_tokens: 0,
         client_ip: ip.map(|ip| ip.to_string()),
-        stream: false,
         created_at: now_unix(),
+        ..LogRecord::default()
     };
     let mut trace = Trace::new(state.reporter.clone(), started, record, hash);
     let attempt = async {

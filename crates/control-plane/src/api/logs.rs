@@ -9,13 +9,13 @@ use super::{ApiQuery, Page, PageQuery};
 use crate::auth::{AdminAuth, MasterAuth};
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::state::AppState;
-use crate::store::{LogFilter, StatusFilter, StoredLog};
+use crate::store::{LogFilter, PageRequest, StatusFilter, StoredLog};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct AdminLogQuery {
-    /// Only this master's requests.
+pub struct LogQuery {
+    /// Only this master's requests (admin only; a master sees its own).
     #[serde(alias = "master")]
     pub master_id: Option<i64>,
     /// Only this child key's requests.
@@ -28,22 +28,6 @@ pub struct AdminLogQuery {
     /// Unix seconds, inclusive.
     pub since: Option<i64>,
     /// Unix seconds, exclusive.
-    pub until: Option<i64>,
-    pub page: Option<i64>,
-    pub page_size: Option<i64>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct MasterLogQuery {
-    /// Only this child key's requests.
-    #[serde(alias = "key")]
-    pub key_id: Option<i64>,
-    pub model: Option<String>,
-    /// An HTTP status (`429`), or `success` (< 400) or `error` (≥ 400).
-    pub status: Option<String>,
-    pub since: Option<i64>,
     pub until: Option<i64>,
     pub page: Option<i64>,
     pub page_size: Option<i64>,
@@ -84,56 +68,57 @@ fn model_filter(model: Option<String>) -> ApiResult<Option<String>> {
     }
 }
 
+impl LogQuery {
+    /// The page and filter; `own` pins the master (a master's own logs).
+    fn validate(self, own: Option<i64>) -> ApiResult<(PageRequest, LogFilter)> {
+        let page = PageQuery {
+            page: self.page,
+            page_size: self.page_size,
+        }
+        .validate()?;
+        time_range(self.since, self.until)?;
+        if own.is_some() && self.master_id.is_some_and(|id| Some(id) != own) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "a master lists only its own logs; leave master_id out",
+            ));
+        }
+        let filter = LogFilter {
+            master_id: own.or(self.master_id),
+            key_id: self.key_id,
+            model: model_filter(self.model)?,
+            status: status_filter(self.status.as_deref())?,
+            since: self.since,
+            until: self.until,
+        };
+        Ok((page, filter))
+    }
+}
+
 /// Request logs of every master, newest first.
 #[utoipa::path(get, path = "/admin/logs", tag = "admin", security(("bearer" = [])),
-    params(AdminLogQuery),
+    params(LogQuery),
     responses((status = 200, body = Page<StoredLog>), (status = "4XX", body = ErrorEnvelope)))]
 pub async fn admin_logs(
     _: AdminAuth,
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<AdminLogQuery>,
+    ApiQuery(query): ApiQuery<LogQuery>,
 ) -> ApiResult<Json<Page<StoredLog>>> {
-    let page = PageQuery {
-        page: q.page,
-        page_size: q.page_size,
-    }
-    .validate()?;
-    time_range(q.since, q.until)?;
-    let filter = LogFilter {
-        master_id: q.master_id,
-        key_id: q.key_id,
-        model: model_filter(q.model)?,
-        status: status_filter(q.status.as_deref())?,
-        since: q.since,
-        until: q.until,
-    };
+    let (page, filter) = query.validate(None)?;
     let (items, total) = state.store.list_logs(&filter, page).await?;
     Ok(Json(Page::new(items, total, page)))
 }
 
 /// The master's own request logs, newest first.
 #[utoipa::path(get, path = "/v1/logs", tag = "master", security(("bearer" = [])),
-    params(MasterLogQuery),
+    params(LogQuery),
     responses((status = 200, body = Page<StoredLog>), (status = "4XX", body = ErrorEnvelope)))]
 pub async fn master_logs(
     MasterAuth(master): MasterAuth,
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<MasterLogQuery>,
+    ApiQuery(query): ApiQuery<LogQuery>,
 ) -> ApiResult<Json<Page<StoredLog>>> {
-    let page = PageQuery {
-        page: q.page,
-        page_size: q.page_size,
-    }
-    .validate()?;
-    time_range(q.since, q.until)?;
-    let filter = LogFilter {
-        master_id: Some(master.id),
-        key_id: q.key_id,
-        model: model_filter(q.model)?,
-        status: status_filter(q.status.as_deref())?,
-        since: q.since,
-        until: q.until,
-    };
+    let (page, filter) = query.validate(Some(master.id))?;
     let (items, total) = state.store.list_logs(&filter, page).await?;
     Ok(Json(Page::new(items, total, page)))
 }

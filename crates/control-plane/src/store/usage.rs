@@ -245,9 +245,12 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Adds reported usage to the child keys' totals and moves `last_used_at` forward.
-    /// Keys that no longer exist are skipped; returns how many were updated.
-    pub async fn add_key_usage(&self, items: &[KeyUsage]) -> StoreResult<u64> {
+    /// Runs one statement per item in one transaction; returns the rows changed.
+    async fn update_each<T>(
+        &self,
+        items: &[T],
+        statement: for<'q> fn(&'q T) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> StoreResult<u64> {
         if items.is_empty() {
             return Ok(0);
         }
@@ -256,18 +259,7 @@ impl Store {
         let result = async {
             let mut updated = 0;
             for item in items {
-                let done = sqlx::query(
-                    "UPDATE child_keys SET request_count = request_count + $1, token_count = token_count + $2, \
-                     last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $3 THEN $3 ELSE last_used_at END \
-                     WHERE token_digest = $4",
-                )
-                .bind(item.requests)
-                .bind(item.tokens)
-                .bind(item.last_accessed_at)
-                .bind(&item.token_hash)
-                .execute(&mut *tx)
-                .await?;
-                updated += done.rows_affected();
+                updated += statement(item).execute(&mut *tx).await?.rows_affected();
             }
             Ok(updated)
         }
@@ -275,31 +267,35 @@ impl Store {
         self.finish(tx, result).await
     }
 
+    /// Adds reported usage to the child keys' totals and moves `last_used_at` forward.
+    /// Keys that no longer exist are skipped; returns how many were updated.
+    pub async fn add_key_usage(&self, items: &[KeyUsage]) -> StoreResult<u64> {
+        self.update_each(items, |item| {
+            sqlx::query(
+                "UPDATE child_keys SET request_count = request_count + $1, token_count = token_count + $2, \
+                 last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $3 THEN $3 ELSE last_used_at END \
+                 WHERE token_digest = $4",
+            )
+            .bind(item.requests)
+            .bind(item.tokens)
+            .bind(item.last_accessed_at)
+            .bind(item.token_hash.as_str())
+        })
+        .await
+    }
+
     /// Adds reported use to the credentials' totals; returns how many were updated.
     pub async fn add_credential_usage(&self, items: &[CredentialUsage]) -> StoreResult<u64> {
-        if items.is_empty() {
-            return Ok(0);
-        }
-        let _permit = self.write_permit().await;
-        let mut tx = self.begin_write().await?;
-        let result = async {
-            let mut updated = 0;
-            for item in items {
-                let done = sqlx::query(
-                    "UPDATE api_keys SET request_count = request_count + $1, success_count = success_count + $2 \
-                     WHERE id = $3",
-                )
-                .bind(item.requests)
-                .bind(item.success_requests)
-                .bind(item.api_key_id)
-                .execute(&mut *tx)
-                .await?;
-                updated += done.rows_affected();
-            }
-            Ok(updated)
-        }
-        .await;
-        self.finish(tx, result).await
+        self.update_each(items, |item| {
+            sqlx::query(
+                "UPDATE api_keys SET request_count = request_count + $1, success_count = success_count + $2 \
+                 WHERE id = $3",
+            )
+            .bind(item.requests)
+            .bind(item.success_requests)
+            .bind(item.api_key_id)
+        })
+        .await
     }
 
     /// Bans a credential with `auto_ban` until `until` (a longer ban already in place is
