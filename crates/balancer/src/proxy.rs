@@ -392,12 +392,14 @@ enum Refusal {
         reason: String,
         quota: bool,
     },
-    RateLimited,
+    /// With the upstream's `Retry-After` (seconds), when it sent one.
+    RateLimited {
+        retry_after: Option<u64>,
+    },
     ServerError,
 }
 
-/// Reads a small error body, within the deadline, to tell quota exhaustion from
-/// throttling.
+/// Reads a small error body, within `deadline`, to tell quota exhaustion from throttling.
 async fn error_body(response: reqwest::Response, deadline: tokio::time::Instant) -> String {
     const MAX: usize = 64 * 1024;
     let read = async {
@@ -430,9 +432,12 @@ fn quota_exhausted(body: &str) -> bool {
     .any(|needle| body.contains(needle))
 }
 
+/// Sorts an upstream answer: passed to the client, or a reason to try another
+/// credential. `read_by` bounds reading an error body (a stalled body must not eat the
+/// time left for failover).
 async fn classify(
     response: reqwest::Response,
-    deadline: tokio::time::Instant,
+    read_by: tokio::time::Instant,
 ) -> Result<reqwest::Response, Refusal> {
     let status = response.status();
     match status.as_u16() {
@@ -445,13 +450,19 @@ async fn classify(
             quota: true,
         }),
         429 => {
-            if quota_exhausted(&error_body(response, deadline).await) {
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| s.clamp(1, 3600));
+            if quota_exhausted(&error_body(response, read_by).await) {
                 Err(Refusal::Credential {
                     reason: "quota exhausted (upstream 429)".into(),
                     quota: true,
                 })
             } else {
-                Err(Refusal::RateLimited)
+                Err(Refusal::RateLimited { retry_after })
             }
         }
         500..=599 => Err(Refusal::ServerError),
@@ -539,6 +550,7 @@ async fn send(
             .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         let response = match tokio::time::timeout(wait, outgoing.send()).await {
             Err(_) => {
+                state.reporter.note_failed_attempt(provider.id);
                 tracing::warn!(
                     credential = provider.id,
                     "upstream timed out before the first byte; failing over"
@@ -551,6 +563,7 @@ async fn send(
                 continue;
             }
             Ok(Err(e)) => {
+                state.reporter.note_failed_attempt(provider.id);
                 let timed_out = e.is_timeout();
                 tracing::warn!(credential = provider.id, error = %e.without_url(), "upstream unreachable; failing over");
                 last_error = if timed_out {
@@ -570,7 +583,12 @@ async fn send(
             }
             Ok(Ok(response)) => response,
         };
-        match classify(response, deadline).await {
+        let read_by = deadline.min(tokio::time::Instant::now() + state.settings.idle_timeout);
+        let outcome = classify(response, read_by).await;
+        if outcome.is_err() {
+            state.reporter.note_failed_attempt(provider.id);
+        }
+        match outcome {
             Ok(response) => return Ok((response, strip_usage_chunk)),
             Err(Refusal::Credential { reason, quota }) => {
                 tracing::warn!(credential = provider.id, %reason, "upstream refused the credential; failing over");
@@ -591,7 +609,7 @@ async fn send(
                     )
                 };
             }
-            Err(Refusal::RateLimited) => {
+            Err(Refusal::RateLimited { retry_after }) => {
                 tracing::warn!(
                     credential = provider.id,
                     "upstream is rate limiting; failing over"
@@ -601,7 +619,7 @@ async fn send(
                     "upstream_rate_limited",
                     "the upstream is rate limiting",
                 );
-                last_error.retry_after = Some(1);
+                last_error.retry_after = Some(retry_after.unwrap_or(1));
             }
             Err(Refusal::ServerError) => {
                 tracing::warn!(credential = provider.id, "upstream failed; failing over");

@@ -162,6 +162,11 @@ impl Reporter {
         }
     }
 
+    /// A credential tried for a request that then went to another one (it failed).
+    pub fn note_failed_attempt(&self, credential_id: i64) {
+        self.lock().credentials.entry(credential_id).or_default().requests += 1;
+    }
+
     /// Queues a ban for the control plane (which persists it and syncs every balancer).
     pub fn ban(&self, ban: CredentialBan) {
         self.lock().bans.push(ban);
@@ -237,10 +242,17 @@ impl Reporter {
                 fields: vec![
                     ("qps".into(), qps.to_string()),
                     ("limit".into(), t.limit.to_string()),
-                    ("blocked".into(), t.blocked.to_string()),
                     ("updated_at".into(), now.to_string()),
                 ],
             });
+            // Refusals of every balancer add up.
+            if t.blocked > 0 {
+                writes.push(BusWrite::IncrField {
+                    key: bus_keys::master_rate(*id),
+                    field: "blocked".into(),
+                    by: t.blocked,
+                });
+            }
         }
         if let Err(e) = self.bus.apply(writes).await {
             tracing::warn!(error = %e, "realtime counters not written; keeping them for the next round");
@@ -255,6 +267,8 @@ impl Reporter {
                 let e = counters.1.entry(id).or_default();
                 e.requests += t.requests;
                 e.tokens += t.tokens;
+                e.blocked += t.blocked;
+                e.window_count = e.window_count.max(t.window_count);
                 e.limit = t.limit;
             }
         }

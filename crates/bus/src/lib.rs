@@ -46,6 +46,8 @@ pub enum BusWrite {
     IncrBy { key: String, by: i64 },
     /// Set the plain value at `key`.
     SetValue { key: String, value: String },
+    /// Add `by` to the integer `field` of the hash at `key` (missing → 0).
+    IncrField { key: String, field: String, by: i64 },
 }
 
 /// Messages received on a subscribed channel. The stream ends when the subscription is

@@ -88,6 +88,16 @@ impl ConfigBus for MemoryBus {
                 BusWrite::SetValue { key, value } => {
                     values.insert(key, value);
                 }
+                BusWrite::IncrField { key, field, by } => {
+                    let value = hashes
+                        .entry(key)
+                        .or_default()
+                        .entry(field)
+                        .or_insert_with(|| "0".to_owned());
+                    if let Ok(current) = value.parse::<i64>() {
+                        *value = current.saturating_add(by).to_string();
+                    }
+                }
             }
         }
         Ok(())

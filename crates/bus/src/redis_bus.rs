@@ -122,6 +122,13 @@ impl ConfigBus for RedisBus {
                 BusWrite::SetValue { key, value } => {
                     pipe.set(self.key(key), value).ignore();
                 }
+                BusWrite::IncrField { key, field, by } => {
+                    pipe.cmd("HINCRBY")
+                        .arg(self.key(key))
+                        .arg(field)
+                        .arg(*by)
+                        .ignore();
+                }
             }
         }
         let mut conn = self.conn.clone();

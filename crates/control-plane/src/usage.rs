@@ -26,6 +26,9 @@ const MAX_ERROR_MESSAGE: usize = 1_000;
 const MAX_TEXT: usize = 300;
 /// Records or items one internal request may carry.
 pub const MAX_BATCH_ITEMS: usize = 10_000;
+/// Largest count one report item may carry (a balancer reports about a second of
+/// traffic); totals far below `i64::MAX` can never overflow.
+const MAX_REPORTED_COUNT: i64 = 1_000_000_000_000;
 /// A rate entry older than this is stale: nobody is sending.
 const RATE_FRESH_SECS: i64 = 5;
 
@@ -237,8 +240,14 @@ pub async fn ingest_key_usage(state: &AppState, batch: KeyUsageBatch) -> ApiResu
                 "must be a SHA-256 hex digest",
             ));
         }
-        if item.requests < 0 || item.tokens < 0 || item.last_accessed_at < 0 {
-            return Err(ApiError::invalid_field("items", "counts must not be negative"));
+        if !(0..=MAX_REPORTED_COUNT).contains(&item.requests)
+            || !(0..=MAX_REPORTED_COUNT).contains(&item.tokens)
+            || item.last_accessed_at < 0
+        {
+            return Err(ApiError::invalid_field(
+                "items",
+                format!("counts must be between 0 and {MAX_REPORTED_COUNT}"),
+            ));
         }
     }
     Ok(state.store.add_key_usage(&batch.items).await?)
@@ -248,10 +257,13 @@ pub async fn ingest_key_usage(state: &AppState, batch: KeyUsageBatch) -> ApiResu
 pub async fn ingest_credential_usage(state: &AppState, batch: CredentialUsageBatch) -> ApiResult<u64> {
     check_batch_size(batch.items.len())?;
     for item in &batch.items {
-        if item.requests < 0 || item.success_requests < 0 || item.success_requests > item.requests {
+        if !(0..=MAX_REPORTED_COUNT).contains(&item.requests)
+            || item.success_requests < 0
+            || item.success_requests > item.requests
+        {
             return Err(ApiError::invalid_field(
                 "items",
-                "counts must not be negative and success_requests ≤ requests",
+                format!("counts must be between 0 and {MAX_REPORTED_COUNT}, and success_requests ≤ requests"),
             ));
         }
     }
@@ -354,7 +366,8 @@ pub struct RealtimeStats {
     pub qps: i64,
     /// The master's `global_qps` (0 = unlimited).
     pub limit: i64,
-    /// Requests refused by the rate limit in the most recent report interval.
+    /// Requests refused by the master's rate limit, by every balancer, since the
+    /// counters started.
     pub blocked: i64,
     /// Unix seconds of the newest rate report; 0 when none.
     pub updated_at: i64,
@@ -406,7 +419,7 @@ pub async fn master_realtime(state: &AppState, master_id: i64) -> ApiResult<Real
         tokens: parse_i64(counters[1].as_ref()),
         qps: if fresh { parse_i64(rate.get("qps")) } else { 0 },
         limit: parse_i64(rate.get("limit")),
-        blocked: if fresh { parse_i64(rate.get("blocked")) } else { 0 },
+        blocked: parse_i64(rate.get("blocked")),
         updated_at,
     })
 }

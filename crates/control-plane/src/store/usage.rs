@@ -15,6 +15,8 @@ const LOG_COLUMNS: &str = "id, request_id, master_id, key_id, namespace, public_
 
 /// Columns an insert binds per record (all of `LOG_COLUMNS` but `id`).
 const LOG_INSERT_ARITY: usize = 19;
+/// Where usage totals stop growing (they saturate instead of overflowing BIGINT).
+const SATURATED: i64 = i64::MAX;
 /// Records per INSERT statement (bind parameters stay far below every engine's limit).
 const LOG_INSERT_CHUNK: usize = 200;
 
@@ -57,9 +59,9 @@ pub struct LogFilter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusFilter {
     Code(i64),
-    /// Status below 400.
+    /// Status below 400 and no error code.
     Success,
-    /// Status 400 and above.
+    /// Status 400 and above, or an error code (a stream cut after its 200).
     Error,
 }
 
@@ -118,8 +120,14 @@ impl LogFilter {
         }
         match self.status {
             Some(StatusFilter::Code(code)) => push("status_code = ?", FilterValue::Int(code)),
-            Some(StatusFilter::Success) => push("status_code < ?", FilterValue::Int(400)),
-            Some(StatusFilter::Error) => push("status_code >= ?", FilterValue::Int(400)),
+            // A stream that broke after its 200 carries an error code: it is an error.
+            Some(StatusFilter::Success) => {
+                push("status_code < ? AND error_code IS NULL", FilterValue::Int(400))
+            }
+            Some(StatusFilter::Error) => push(
+                "(status_code >= ? OR error_code IS NOT NULL)",
+                FilterValue::Int(400),
+            ),
             None => {}
         }
         if let Some(since) = self.since {
@@ -272,7 +280,8 @@ impl Store {
     pub async fn add_key_usage(&self, items: &[KeyUsage]) -> StoreResult<u64> {
         self.update_each(items, |item| {
             sqlx::query(
-                "UPDATE child_keys SET request_count = request_count + $1, token_count = token_count + $2, \
+                "UPDATE child_keys SET request_count = CASE WHEN request_count > $5 - $1 THEN $5 ELSE request_count + $1 END, \
+                 token_count = CASE WHEN token_count > $5 - $2 THEN $5 ELSE token_count + $2 END, \
                  last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $3 THEN $3 ELSE last_used_at END \
                  WHERE token_digest = $4",
             )
@@ -280,6 +289,7 @@ impl Store {
             .bind(item.tokens)
             .bind(item.last_accessed_at)
             .bind(item.token_hash.as_str())
+            .bind(SATURATED)
         })
         .await
     }
@@ -288,12 +298,13 @@ impl Store {
     pub async fn add_credential_usage(&self, items: &[CredentialUsage]) -> StoreResult<u64> {
         self.update_each(items, |item| {
             sqlx::query(
-                "UPDATE api_keys SET request_count = request_count + $1, success_count = success_count + $2 \
-                 WHERE id = $3",
+                "UPDATE api_keys SET request_count = CASE WHEN request_count > $4 - $1 THEN $4 ELSE request_count + $1 END, \
+                 success_count = CASE WHEN success_count > $4 - $2 THEN $4 ELSE success_count + $2 END WHERE id = $3",
             )
             .bind(item.requests)
             .bind(item.success_requests)
             .bind(item.api_key_id)
+            .bind(SATURATED)
         })
         .await
     }

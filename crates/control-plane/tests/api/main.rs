@@ -5,6 +5,7 @@ mod helpers;
 
 mod bad_input;
 mod bad_input_routing;
+mod bad_input_usage;
 mod bus_outage;
 mod config_transfer;
 mod hardening;
