@@ -332,6 +332,27 @@ async fn values_increment_set_and_read_back(bus: Arc<dyn ConfigBus>) {
         .await
         .unwrap();
     assert_eq!(bus.get_values(&keys[..1]).await.unwrap(), vec![None]);
+
+    // Integer fields of a hash add up, beside the other fields.
+    let incr = |by| BusWrite::IncrField {
+        key: "stats:rate".into(),
+        field: "blocked".into(),
+        by,
+    };
+    bus.apply(vec![
+        incr(2),
+        BusWrite::SetFields {
+            key: "stats:rate".into(),
+            fields: fields(&[("qps", "5")]),
+        },
+        incr(3),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        bus.hash_get_all("stats:rate").await.unwrap(),
+        map(&[("blocked", "5"), ("qps", "5")])
+    );
 }
 
 async fn many_hashes_are_read_in_order(bus: Arc<dyn ConfigBus>) {
