@@ -173,17 +173,41 @@ impl Reporter {
     }
 
     /// Runs [`Reporter::flush`] every `every` until `stop`, then once more.
-    pub fn spawn(self: &Arc<Self>, every: Duration, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
-        let reporter = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.wait_for(|s| *s) => break,
-                    () = tokio::time::sleep(every) => {}
+    ///
+    /// The bus counters and the control plane's reports run as two loops, so a control
+    /// plane that hangs does not freeze the realtime counters (and a bus outage does not
+    /// hold back logs).
+    pub fn spawn(self: &Arc<Self>, every: Duration, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        let counters = {
+            let reporter = self.clone();
+            let mut stop = stop.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => break,
+                        () = tokio::time::sleep(every) => {}
+                    }
+                    reporter.flush_counters(every).await;
                 }
-                reporter.flush(every).await;
+                reporter.flush_counters(every).await;
             }
-            reporter.flush(every).await;
+        };
+        let reports = {
+            let reporter = self.clone();
+            let mut stop = stop;
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => break,
+                        () = tokio::time::sleep(every) => {}
+                    }
+                    reporter.flush_reports().await;
+                }
+                reporter.flush_reports().await;
+            }
+        };
+        tokio::spawn(async move {
+            tokio::join!(counters, reports);
         })
     }
 
@@ -191,7 +215,6 @@ impl Reporter {
     pub async fn flush(&self, interval: Duration) {
         self.flush_counters(interval).await;
         self.flush_reports().await;
-        metrics::gauge!("ezapi_balancer_log_buffer").set(self.buffered() as f64);
     }
 
     async fn flush_counters(&self, interval: Duration) {
@@ -275,6 +298,11 @@ impl Reporter {
     }
 
     async fn flush_reports(&self) {
+        self.deliver_reports().await;
+        metrics::gauge!("ezapi_balancer_log_buffer").set(self.buffered() as f64);
+    }
+
+    async fn deliver_reports(&self) {
         let (bans, keys, credentials) = {
             let mut pending = self.lock();
             (

@@ -127,13 +127,13 @@ pub enum LogFormat {
     Json,
 }
 
-/// The control plane's log writer (SPEC §9): records are queued (bounded) and stored in
-/// batches; `retention_days` = 0 keeps them forever.
+/// The control plane's log writer (SPEC §9): balancers' batches are stored before they
+/// are acknowledged; at most `queue_capacity` records are written at once (a batch beyond
+/// is refused with 503 and resent); `retention_days` = 0 keeps them forever.
 #[derive(Debug, Clone)]
 pub struct LogWriterConfig {
     pub queue_capacity: usize,
     pub batch_size: usize,
-    pub flush_interval: Duration,
     pub retention_days: i64,
 }
 
@@ -354,7 +354,6 @@ impl RawConfig {
                 1..=10_000 => lw.batch_size,
                 _ => return Err(invalid("log_writer.batch_size", "must be between 1 and 10000")),
             },
-            flush_interval: positive_duration("log_writer.flush_interval", &lw.flush_interval)?,
             retention_days: match lw.retention_days {
                 0..=36_500 => lw.retention_days,
                 _ => {

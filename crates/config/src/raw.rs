@@ -187,7 +187,6 @@ impl Default for RawModelRegistry {
 pub struct RawLogWriter {
     pub queue_capacity: usize,
     pub batch_size: usize,
-    pub flush_interval: DurationValue,
     pub retention_days: i64,
 }
 
@@ -196,7 +195,6 @@ impl Default for RawLogWriter {
         RawLogWriter {
             queue_capacity: 50_000,
             batch_size: 500,
-            flush_interval: DurationValue::Text("1s".into()),
             retention_days: 30,
         }
     }

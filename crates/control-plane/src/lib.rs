@@ -152,10 +152,6 @@ impl ControlPlane {
             sync: self.state.sync.clone(),
             every: self.outbox.bus_check_interval,
         }));
-        scheduler.add(Arc::new(usage::LogFlush {
-            writer: self.state.log_writer.clone(),
-            every: self.log_writer.flush_interval,
-        }));
         scheduler.add(Arc::new(usage::LogRetention {
             store: self.state.store.clone(),
             days: self.log_writer.retention_days,
@@ -168,13 +164,6 @@ impl ControlPlane {
         Arc::new(usage::InProcessReports {
             state: self.state.clone(),
         })
-    }
-
-    /// Writes every queued log record (at shutdown, after the listeners stopped).
-    pub async fn flush_logs(&self) {
-        if let Err(e) = self.state.log_writer.flush().await {
-            tracing::error!(error = %e, queued = self.state.log_writer.queued(), "log records could not be stored at shutdown");
-        }
     }
 
     /// The complete HTTP application: routes, fallbacks and middleware.

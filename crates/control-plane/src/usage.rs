@@ -2,8 +2,7 @@
 //! batches by the log writer, usage totals of keys and credentials, credential bans, and
 //! the realtime counters balancers keep on the bus.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,92 +31,59 @@ const MAX_REPORTED_COUNT: i64 = 1_000_000_000_000;
 /// A rate entry older than this is stale: nobody is sending.
 const RATE_FRESH_SECS: i64 = 5;
 
-/// The queue between `/internal/logs` and the database. Bounded: when it is full the
-/// batch is refused as a whole (503), so the sender keeps it and retries later —
-/// nothing is dropped here. Drained in batches by [`LogFlush`].
+/// Writes the log batches balancers send. A batch is stored — in one transaction, in
+/// statements of `batch_size` rows — before `/internal/logs` answers, so a control plane
+/// that crashes right after has lost nothing (the balancer still holds what it was not
+/// told is stored). The queue of SPEC §9 is the balancer's bounded report buffer; here
+/// at most `capacity` records are being written at once, and a batch beyond is refused
+/// whole with 503 so its sender keeps it and retries.
 pub struct LogWriter {
-    queue: Mutex<VecDeque<LogRecord>>,
+    store: Store,
     capacity: usize,
     batch_size: usize,
-    store: Store,
+    in_flight: AtomicUsize,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub struct QueueFull;
+pub enum WriteRefused {
+    /// Too many records are being written now.
+    Busy,
+    /// The database did not take them.
+    Database(String),
+}
 
 impl LogWriter {
     pub fn new(store: Store, capacity: usize, batch_size: usize) -> LogWriter {
         LogWriter {
-            queue: Mutex::new(VecDeque::new()),
+            store,
             capacity,
             batch_size: batch_size.max(1),
-            store,
+            in_flight: AtomicUsize::new(0),
         }
     }
 
-    /// Queues all of `records`, or none of them.
-    pub fn enqueue(&self, records: Vec<LogRecord>) -> Result<(), QueueFull> {
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.len() + records.len() > self.capacity {
+    /// Stores all of `records`, or none of them.
+    pub async fn write(&self, records: &[LogRecord]) -> Result<(), WriteRefused> {
+        let n = records.len();
+        let admitted = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                (current + n <= self.capacity).then_some(current + n)
+            })
+            .is_ok();
+        if !admitted {
             metrics::counter!("ezapi_log_batches_refused_total").increment(1);
-            return Err(QueueFull);
+            return Err(WriteRefused::Busy);
         }
-        queue.extend(records);
-        metrics::gauge!("ezapi_log_queue_depth").set(queue.len() as f64);
-        Ok(())
-    }
-
-    pub fn queued(&self) -> usize {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner).len()
-    }
-
-    /// Writes everything queued, batch by batch. A batch the database refuses goes back
-    /// to the front of the queue for the next run.
-    pub async fn flush(&self) -> anyhow::Result<usize> {
-        let mut written = 0;
-        loop {
-            let batch: Vec<LogRecord> = {
-                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                let n = queue.len().min(self.batch_size);
-                queue.drain(..n).collect()
-            };
-            if batch.is_empty() {
-                break;
+        let result = self.store.insert_logs(records, self.batch_size).await;
+        self.in_flight.fetch_sub(n, Ordering::AcqRel);
+        match result {
+            Ok(()) => {
+                metrics::counter!("ezapi_log_records_written_total").increment(n as u64);
+                Ok(())
             }
-            if let Err(e) = self.store.insert_logs(&batch).await {
-                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                for record in batch.into_iter().rev() {
-                    queue.push_front(record);
-                }
-                metrics::gauge!("ezapi_log_queue_depth").set(queue.len() as f64);
-                return Err(anyhow::anyhow!("storing log records: {e}"));
-            }
-            written += batch.len();
-            metrics::counter!("ezapi_log_records_written_total").increment(batch.len() as u64);
+            Err(e) => Err(WriteRefused::Database(e.to_string())),
         }
-        metrics::gauge!("ezapi_log_queue_depth").set(self.queued() as f64);
-        Ok(written)
-    }
-}
-
-/// Scheduler job: drains the log writer's queue.
-pub struct LogFlush {
-    pub writer: Arc<LogWriter>,
-    pub every: Duration,
-}
-
-#[async_trait]
-impl Job for LogFlush {
-    fn name(&self) -> &'static str {
-        "log_flush"
-    }
-
-    fn interval(&self) -> Duration {
-        self.every
-    }
-
-    async fn run_once(&self) -> anyhow::Result<()> {
-        self.writer.flush().await.map(|_| ())
     }
 }
 
@@ -214,20 +180,28 @@ fn check_record(record: &mut LogRecord) -> ApiResult<()> {
     Ok(())
 }
 
-/// `POST /internal/logs`: validates the whole batch, then queues it (or refuses it whole
-/// with 503 when the queue is full, so the balancer retries).
-pub fn ingest_logs(state: &AppState, batch: LogBatch) -> ApiResult<usize> {
+/// `POST /internal/logs`: validates the whole batch, then stores it (or refuses it whole
+/// with 503, so the balancer keeps it and retries).
+pub async fn ingest_logs(state: &AppState, batch: LogBatch) -> ApiResult<usize> {
     check_batch_size(batch.items.len())?;
     let mut records = batch.items;
     for record in &mut records {
         check_record(record)?;
     }
-    let n = records.len();
-    state
-        .log_writer
-        .enqueue(records)
-        .map_err(|QueueFull| ApiError::unavailable("log_queue_full", "the log queue is full; retry later"))?;
-    Ok(n)
+    match state.log_writer.write(&records).await {
+        Ok(()) => Ok(records.len()),
+        Err(WriteRefused::Busy) => Err(ApiError::unavailable(
+            "log_writer_busy",
+            "too many log records are being written; retry later",
+        )),
+        Err(WriteRefused::Database(e)) => {
+            tracing::error!(error = %e, "log records could not be stored");
+            Err(ApiError::unavailable(
+                "log_store_unavailable",
+                "log records cannot be stored now; retry later",
+            ))
+        }
+    }
 }
 
 /// `POST /internal/stats/flush`.
@@ -330,6 +304,7 @@ fn report_error(e: ApiError) -> ReportError {
 impl ReportSink for InProcessReports {
     async fn logs(&self, batch: &LogBatch) -> Result<(), ReportError> {
         ingest_logs(&self.state, batch.clone())
+            .await
             .map(|_| ())
             .map_err(report_error)
     }

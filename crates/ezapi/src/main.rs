@@ -214,13 +214,12 @@ async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Res
         config.server.shutdown_grace,
     )
     .await?;
-    // The data plane's last reports go to the log writer before it is flushed.
+    // The data plane delivers its last reports before the control plane's jobs stop.
     let _ = data_plane_stop.send(true);
     if let Some(tasks) = data_plane {
         tasks.join().await;
     }
     jobs.shutdown().await;
-    cp.flush_logs().await;
     cp.state.sync.drain().await;
     store.close().await;
     tracing::info!("stopped");

@@ -485,7 +485,6 @@ impl Gateway {
     /// task and the log writer job do on their intervals).
     pub async fn deliver_reports(&self) {
         self.reporter.flush(Duration::from_secs(1)).await;
-        self.cp.state.log_writer.flush().await.unwrap();
     }
 
     /// The log records the admin sees, newest first.

@@ -20,8 +20,8 @@ pub struct Accepted {
     pub accepted: u64,
 }
 
-/// A batch of log records; queued whole or refused whole (503 when the queue is full:
-/// send it again later).
+/// A batch of log records; stored whole before the answer, or refused whole (503: send
+/// it again later).
 #[utoipa::path(post, path = "/internal/logs", tag = "internal", security(("internal_token" = [])),
     request_body = LogBatch,
     responses((status = 202, body = Accepted), (status = "4XX", body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
@@ -30,7 +30,7 @@ pub async fn ingest_logs(
     State(state): State<AppState>,
     ApiJson(batch): ApiJson<LogBatch>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
-    let n = usage::ingest_logs(&state, batch)?;
+    let n = usage::ingest_logs(&state, batch).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: n as u64 })))
 }
 

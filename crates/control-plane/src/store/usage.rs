@@ -17,8 +17,8 @@ const LOG_COLUMNS: &str = "id, request_id, master_id, key_id, namespace, public_
 const LOG_INSERT_ARITY: usize = 19;
 /// Where usage totals stop growing (they saturate instead of overflowing BIGINT).
 const SATURATED: i64 = i64::MAX;
-/// Records per INSERT statement (bind parameters stay far below every engine's limit).
-const LOG_INSERT_CHUNK: usize = 200;
+/// Most records per INSERT statement (bind parameters stay below every engine's limit).
+const LOG_INSERT_CHUNK: usize = 1_000;
 
 /// A stored log record, as the API lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -164,14 +164,14 @@ fn bind_all<'q>(
 
 impl Store {
     /// Stores log records in as few statements as possible, in one transaction.
-    pub async fn insert_logs(&self, records: &[LogRecord]) -> StoreResult<()> {
+    pub async fn insert_logs(&self, records: &[LogRecord], rows_per_statement: usize) -> StoreResult<()> {
         if records.is_empty() {
             return Ok(());
         }
         let _permit = self.write_permit().await;
         let mut tx = self.begin_write().await?;
         let result = async {
-            for chunk in records.chunks(LOG_INSERT_CHUNK) {
+            for chunk in records.chunks(rows_per_statement.clamp(1, LOG_INSERT_CHUNK)) {
                 let rows: Vec<String> = (0..chunk.len())
                     .map(|i| {
                         let params: Vec<String> = (1..=LOG_INSERT_ARITY)
