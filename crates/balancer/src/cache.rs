@@ -56,6 +56,19 @@ impl SnapshotCache {
         self.refresh_part(Part::All).await
     }
 
+    /// Re-reads only the named auth entries.
+    pub async fn refresh_entries(&self, keys: &[String]) -> Result<(), ez_bus::BusError> {
+        if !self.is_ready() {
+            return self.refresh().await;
+        }
+        let loaded = self
+            .get()
+            .reload_entries(self.bus.as_ref(), keys, now_unix())
+            .await?;
+        self.current.store(Arc::new(loaded));
+        Ok(())
+    }
+
     /// Reloads one part, sharing the rest with the current snapshot.
     pub async fn refresh_part(&self, part: Part) -> Result<(), ez_bus::BusError> {
         let part = if self.is_ready() { part } else { Part::All };
@@ -72,8 +85,11 @@ impl SnapshotCache {
         Ok(())
     }
 
-    /// Keeps the snapshot current until `stop` turns true: reloads on every refresh event
-    /// and every `reconcile` interval; re-subscribes when the subscription drops.
+    /// Keeps the snapshot current until `stop` turns true: applies every refresh event
+    /// (only the entries or the part it names), re-reads the routing part every
+    /// `reconcile` interval and everything every [`FULL_RECONCILE_EVERY`] intervals (the
+    /// auth part can hold 100,000s of keys); re-subscribes — and reloads everything —
+    /// when the subscription drops.
     pub fn spawn_updater(
         self: &Arc<Self>,
         reconcile: Duration,
@@ -92,8 +108,9 @@ impl SnapshotCache {
                 if let Err(e) = cache.refresh().await {
                     tracing::warn!(error = %e, "snapshot reload failed; serving the last good snapshot");
                 }
+                let mut ticks: u32 = 0;
                 loop {
-                    let mut part = Part::All;
+                    let mut refresh = Refresh::Part(Part::All);
                     let event = async {
                         match events.as_mut() {
                             Some(stream) => stream.next().await,
@@ -106,11 +123,20 @@ impl SnapshotCache {
                             let Some(message) = message else {
                                 break; // subscription lost: re-subscribe
                             };
-                            part = event_part(&message);
+                            refresh = event_refresh(&message);
                         }
-                        () = tokio::time::sleep(reconcile) => {}
+                        () = tokio::time::sleep(reconcile) => {
+                            ticks = ticks.wrapping_add(1);
+                            if !ticks.is_multiple_of(FULL_RECONCILE_EVERY) {
+                                refresh = Refresh::Part(Part::Routing);
+                            }
+                        }
                     }
-                    if let Err(e) = cache.refresh_part(part).await {
+                    let result = match &refresh {
+                        Refresh::Part(part) => cache.refresh_part(*part).await,
+                        Refresh::Entries(keys) => cache.refresh_entries(keys).await,
+                    };
+                    if let Err(e) = result {
                         tracing::warn!(error = %e, "snapshot reload failed; serving the last good snapshot");
                     }
                 }
@@ -120,17 +146,52 @@ impl SnapshotCache {
     }
 }
 
-/// The part a refresh event names (`{"resource": …}`); anything unreadable reloads all.
-fn event_part(message: &str) -> Part {
-    serde_json::from_str::<serde_json::Value>(message)
-        .ok()
-        .and_then(|v| v.get("resource")?.as_str().map(Part::of_resource))
-        .unwrap_or(Part::All)
+/// Every how many reconcile intervals the whole snapshot (auth part included) is re-read.
+pub const FULL_RECONCILE_EVERY: u32 = 12;
+
+/// What a refresh event asks to re-read.
+#[derive(Debug, PartialEq, Eq)]
+enum Refresh {
+    Part(Part),
+    /// The auth entries it names (`"keys"`).
+    Entries(Vec<String>),
+}
+
+/// `{"resource": …, "keys": […]}`; anything unreadable reloads all.
+fn event_refresh(message: &str) -> Refresh {
+    let Ok(event) = serde_json::from_str::<serde_json::Value>(message) else {
+        return Refresh::Part(Part::All);
+    };
+    let part = event
+        .get("resource")
+        .and_then(|r| r.as_str())
+        .map_or(Part::All, Part::of_resource);
+    let keys: Option<Vec<String>> = event.get("keys").and_then(|k| {
+        k.as_array()?
+            .iter()
+            .map(|k| {
+                let k = k.as_str()?;
+                (k.starts_with(bus_keys::TOKEN_PREFIX) || k.starts_with(bus_keys::MASTER_PREFIX))
+                    .then(|| k.to_owned())
+            })
+            .collect()
+    });
+    match keys {
+        Some(keys) if part == Part::Auth && !keys.is_empty() => Refresh::Entries(keys),
+        _ => Refresh::Part(part),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event_part(message: &str) -> Part {
+        match event_refresh(message) {
+            Refresh::Part(part) => part,
+            Refresh::Entries(_) => Part::Auth,
+        }
+    }
 
     #[test]
     fn events_name_the_part_to_reload() {
@@ -140,6 +201,15 @@ mod tests {
         assert_eq!(event_part(r#"{"resource":"providers"}"#), Part::Routing);
         assert_eq!(event_part(r#"{"resource":"all"}"#), Part::All);
         assert_eq!(event_part("garbage"), Part::All);
+        assert_eq!(
+            event_refresh(r#"{"resource":"token","keys":["auth:token:ab"]}"#),
+            Refresh::Entries(vec!["auth:token:ab".into()])
+        );
+        assert_eq!(
+            event_refresh(r#"{"resource":"token","keys":["config:providers"]}"#),
+            Refresh::Part(Part::Auth),
+            "only auth entries are re-read one by one"
+        );
     }
 
     fn provider_json(id: i64) -> String {
@@ -189,5 +259,62 @@ mod tests {
         .unwrap();
         cache.refresh_part(Part::Routing).await.unwrap();
         assert!(cache.snapshot().providers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn named_entries_are_re_read_alone() {
+        use ez_bus::{BusWrite, MemoryBus};
+        use ez_contract::snapshot::{KeyStatus, TokenSnapshot};
+        let token = |key_id| TokenSnapshot {
+            key_id,
+            master_id: 1,
+            issued_at_epoch: 1,
+            status: KeyStatus::Active,
+            group: "default".into(),
+            namespaces: vec!["default".into()],
+            default_namespace: "default".into(),
+            allow_ips: vec![],
+            deny_ips: vec![],
+            expires_at: None,
+            qps: 0,
+            version: 1,
+            updated_at: 1,
+        };
+        let write = |digest: &str, key_id| BusWrite::ReplaceHash {
+            key: bus_keys::token(digest),
+            fields: token(key_id).to_fields(),
+        };
+        let bus: Arc<dyn ConfigBus> = Arc::new(MemoryBus::new());
+        bus.apply(vec![write("aa", 1), write("bb", 2)]).await.unwrap();
+        let cache = SnapshotCache::new(bus.clone());
+        cache.refresh().await.unwrap();
+        assert_eq!(cache.snapshot().tokens.len(), 2);
+        let routing_before = cache.snapshot().providers.clone();
+
+        // A new key, a changed key and a deleted key, named by the event: applied;
+        // an entry not named stays as it was read (even if the bus changed meanwhile).
+        bus.apply(vec![
+            write("cc", 3),
+            write("aa", 10),
+            BusWrite::Delete {
+                key: bus_keys::token("bb"),
+            },
+        ])
+        .await
+        .unwrap();
+        cache
+            .refresh_entries(&[bus_keys::token("cc"), bus_keys::token("aa")])
+            .await
+            .unwrap();
+        let snapshot = cache.snapshot();
+        assert_eq!(snapshot.tokens["cc"].key_id, 3);
+        assert_eq!(snapshot.tokens["aa"].key_id, 10);
+        assert!(snapshot.tokens.contains_key("bb"), "not named, not re-read");
+        assert!(
+            Arc::ptr_eq(&routing_before, &snapshot.providers),
+            "routing maps are shared"
+        );
+        cache.refresh_entries(&[bus_keys::token("bb")]).await.unwrap();
+        assert!(!cache.snapshot().tokens.contains_key("bb"));
     }
 }

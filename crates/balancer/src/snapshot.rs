@@ -92,37 +92,94 @@ impl Snapshot {
     }
 }
 
+/// Hashes read per bulk request: raw entries are parsed batch by batch, so a load never
+/// holds every raw hash at once.
+const LOAD_BATCH: usize = 1_000;
+
 async fn load_auth(bus: &dyn ConfigBus) -> Result<AuthMaps, BusError> {
     let token_keys = bus.keys_with_prefix(bus_keys::TOKEN_PREFIX).await?;
-    let token_hashes = bus.hash_get_all_many(&token_keys).await?;
     let mut tokens = HashMap::with_capacity(token_keys.len());
-    for (key, fields) in token_keys.iter().zip(token_hashes) {
-        if fields.is_empty() {
-            continue; // deleted between the listing and the read
-        }
-        match TokenSnapshot::from_fields(&fields) {
-            Ok(token) => {
-                let digest = key.trim_start_matches(bus_keys::TOKEN_PREFIX).to_owned();
-                tokens.insert(digest, token);
-            }
-            Err(e) => tracing::warn!(error = %e, "skipping a malformed token entry"),
+    for chunk in token_keys.chunks(LOAD_BATCH) {
+        for (key, fields) in chunk.iter().zip(bus.hash_get_all_many(chunk).await?) {
+            apply_token(&mut tokens, key, &fields);
         }
     }
     let master_keys = bus.keys_with_prefix(bus_keys::MASTER_PREFIX).await?;
-    let master_hashes = bus.hash_get_all_many(&master_keys).await?;
     let mut masters = HashMap::with_capacity(master_keys.len());
-    for fields in master_hashes {
-        if fields.is_empty() {
-            continue;
-        }
-        match MasterSnapshot::from_fields(&fields) {
-            Ok(master) => {
-                masters.insert(master.id, master);
-            }
-            Err(e) => tracing::warn!(error = %e, "skipping a malformed master entry"),
+    for chunk in master_keys.chunks(LOAD_BATCH) {
+        for (key, fields) in chunk.iter().zip(bus.hash_get_all_many(chunk).await?) {
+            apply_master(&mut masters, key, &fields);
         }
     }
     Ok((tokens, masters))
+}
+
+/// Puts the entry of `key` (`auth:token:{digest}`) into `tokens`, or removes it when the
+/// hash is gone.
+fn apply_token(tokens: &mut HashMap<String, TokenSnapshot>, key: &str, fields: &HashMap<String, String>) {
+    let Some(digest) = key.strip_prefix(bus_keys::TOKEN_PREFIX) else {
+        return;
+    };
+    if fields.is_empty() {
+        tokens.remove(digest);
+        return;
+    }
+    match TokenSnapshot::from_fields(fields) {
+        Ok(token) => {
+            tokens.insert(digest.to_owned(), token);
+        }
+        Err(e) => tracing::warn!(error = %e, "skipping a malformed token entry"),
+    }
+}
+
+fn apply_master(masters: &mut HashMap<i64, MasterSnapshot>, key: &str, fields: &HashMap<String, String>) {
+    let Some(id) = key
+        .strip_prefix(bus_keys::MASTER_PREFIX)
+        .and_then(|id| id.parse().ok())
+    else {
+        return;
+    };
+    if fields.is_empty() {
+        masters.remove(&id);
+        return;
+    }
+    match MasterSnapshot::from_fields(fields) {
+        Ok(master) => {
+            masters.insert(master.id, master);
+        }
+        Err(e) => tracing::warn!(error = %e, "skipping a malformed master entry"),
+    }
+}
+
+impl Snapshot {
+    /// A new snapshot with only the named `auth:token:*` / `auth:master:*` entries read
+    /// again (a refresh event that names what it wrote).
+    pub async fn reload_entries(
+        &self,
+        bus: &dyn ConfigBus,
+        keys: &[String],
+        now: i64,
+    ) -> Result<Snapshot, BusError> {
+        let hashes = bus.hash_get_all_many(keys).await?;
+        let mut next = Snapshot {
+            loaded_at: now,
+            ..self.clone()
+        };
+        // Only a map that changes is copied.
+        if keys.iter().any(|k| k.starts_with(bus_keys::TOKEN_PREFIX)) {
+            let tokens = Arc::make_mut(&mut next.tokens);
+            for (key, fields) in keys.iter().zip(&hashes) {
+                apply_token(tokens, key, fields);
+            }
+        }
+        if keys.iter().any(|k| k.starts_with(bus_keys::MASTER_PREFIX)) {
+            let masters = Arc::make_mut(&mut next.masters);
+            for (key, fields) in keys.iter().zip(&hashes) {
+                apply_master(masters, key, fields);
+            }
+        }
+        Ok(next)
+    }
 }
 
 async fn load_routing(bus: &dyn ConfigBus) -> Result<RoutingMaps, BusError> {

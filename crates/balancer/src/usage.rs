@@ -79,22 +79,31 @@ impl JsonBodyWatch {
         (!self.overflowed).then_some(&self.kept[..])
     }
 
+    /// The usage block, read where it stands — the body is not parsed as a whole.
     pub fn usage(&self) -> Option<Usage> {
-        if let Some(body) = self.body() {
-            return serde_json::from_slice::<Value>(body)
+        usage_after_last_key(&self.kept).or_else(|| {
+            // A `"usage"` that is not the key (a string value): the whole document.
+            let body = self.body()?;
+            serde_json::from_slice::<Value>(body)
                 .ok()
-                .and_then(|v| extract(&v));
-        }
-        // The last `"usage":` of the tail, read as one JSON value.
-        let at = memmem::rfind(&self.kept, b"\"usage\"")?;
-        let rest = &self.kept[at + b"\"usage\"".len()..];
-        let colon = rest.iter().position(|b| *b == b':')?;
-        let value = serde_json::Deserializer::from_slice(&rest[colon + 1..])
-            .into_iter::<Value>()
-            .next()?
-            .ok()?;
-        extract(&serde_json::json!({ "usage": value }))
+                .and_then(|v| extract(&v))
+        })
     }
+}
+
+/// The value of the last `"usage":` in `bytes`, read as one JSON value.
+fn usage_after_last_key(bytes: &[u8]) -> Option<Usage> {
+    let at = memmem::rfind(bytes, b"\"usage\"")?;
+    let rest = &bytes[at + b"\"usage\"".len()..];
+    let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    if rest[colon] != b':' {
+        return None;
+    }
+    let value = serde_json::Deserializer::from_slice(&rest[colon + 1..])
+        .into_iter::<Value>()
+        .next()?
+        .ok()?;
+    extract(&serde_json::json!({ "usage": value }))
 }
 
 /// Splits an SSE stream into events as chunks arrive, reads usage from the events that
@@ -267,5 +276,9 @@ mod tests {
         let mut small = JsonBodyWatch::default();
         small.observe(br#"{"usage":{"input_tokens":1,"output_tokens":2}}"#);
         assert_eq!(small.usage(), Some(Usage { input: 1, output: 2 }));
+        // The word as a value after the block: the whole document is read instead.
+        let mut value = JsonBodyWatch::default();
+        value.observe(br#"{"usage" : {"prompt_tokens":4,"completion_tokens":1},"note":"usage"}"#);
+        assert_eq!(value.usage(), Some(Usage { input: 4, output: 1 }));
     }
 }

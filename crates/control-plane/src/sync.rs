@@ -268,7 +268,10 @@ impl BusSync {
         let mut writes = vec![master_write(master, version, now)];
         writes.extend(keys.iter().map(|k| token_write(k, master, version, now)));
         self.bus.apply(writes).await?;
-        self.announce(bus_keys::resource::MASTER, version).await
+        let mut written = vec![bus_keys::master(master.id)];
+        written.extend(keys.iter().map(|k| bus_keys::token(&k.token_digest)));
+        self.announce_entries(bus_keys::resource::MASTER, version, written)
+            .await
     }
 
     async fn write_key(&self, key: &Key, master: &Master) -> Result<(), SyncError> {
@@ -276,7 +279,12 @@ impl BusSync {
         self.bus
             .apply(vec![token_write(key, master, version, now)])
             .await?;
-        self.announce(bus_keys::resource::TOKEN, version).await
+        self.announce_entries(
+            bus_keys::resource::TOKEN,
+            version,
+            vec![bus_keys::token(&key.token_digest)],
+        )
+        .await
     }
 
     /// Writes the routing entries `change` touches. Never fails; see
@@ -557,6 +565,30 @@ impl BusSync {
             })
             .collect();
         Ok(RoutingSnapshot { providers, bindings })
+    }
+
+    /// Announces auth entries written, naming them (`keys`) so balancers re-read only
+    /// those; a long list is left out and balancers reload the whole auth part.
+    async fn announce_entries(
+        &self,
+        resource: &str,
+        version: i64,
+        keys: Vec<String>,
+    ) -> Result<(), SyncError> {
+        const MAX_NAMED: usize = 1_000;
+        if keys.len() > MAX_NAMED {
+            return self.announce(resource, version).await;
+        }
+        let payload = serde_json::json!({
+            "resource": resource,
+            "version": version,
+            "timestamp": now_unix(),
+            "keys": keys,
+        });
+        self.bus
+            .publish(bus_keys::REFRESH_CHANNEL, &payload.to_string())
+            .await?;
+        Ok(())
     }
 
     async fn announce(&self, resource: &str, version: i64) -> Result<(), SyncError> {
