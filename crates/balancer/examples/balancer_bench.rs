@@ -29,6 +29,10 @@ use ez_contract::time::{now_unix, now_unix_nanos};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+/// The allocator `ezapi` runs with, so the balancer process is measured as deployed.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 balancer_bench: load benchmark of the balancer against a mock upstream (docs/benchmarks.md)
 

@@ -9,6 +9,11 @@ use ez_config::{Config, LogFormat};
 use ez_control_plane::ControlPlane;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: the proxy allocates many short-lived buffers per request; glibc's malloc was
+/// a quarter of the balancer's CPU and fragmented its heap (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "ezapi",
