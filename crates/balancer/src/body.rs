@@ -15,6 +15,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::time::Sleep;
 
 use crate::report::{Outcome, Reporter};
+use crate::snapshot::TokenKey;
 use crate::usage::{JsonBodyWatch, SseWatch, Usage};
 
 /// One request's log record, filled in as the request goes, recorded exactly once: when
@@ -23,7 +24,7 @@ pub struct Trace {
     reporter: Arc<Reporter>,
     pub started: Instant,
     pub record: LogRecord,
-    token_hash: String,
+    token_hash: TokenKey,
     recorded: bool,
 }
 
@@ -31,7 +32,7 @@ pub struct Trace {
 pub const CLIENT_CLOSED: u16 = 499;
 
 impl Trace {
-    pub fn new(reporter: Arc<Reporter>, started: Instant, record: LogRecord, token_hash: String) -> Trace {
+    pub fn new(reporter: Arc<Reporter>, started: Instant, record: LogRecord, token_hash: TokenKey) -> Trace {
         Trace {
             reporter,
             started,
@@ -54,7 +55,7 @@ impl Trace {
         self.record.latency_ms = millis(self.started.elapsed());
         self.reporter.record(Outcome {
             record: std::mem::take(&mut self.record),
-            token_hash: std::mem::take(&mut self.token_hash),
+            token_hash: self.token_hash,
         });
     }
 

@@ -280,12 +280,14 @@ mod tests {
             version: 1,
             updated_at: 1,
         };
-        let write = |digest: &str, key_id| BusWrite::ReplaceHash {
-            key: bus_keys::token(digest),
+        // Token keys are hex digests; `d(b)` is the digest of 32 bytes `b`.
+        let d = |b: u8| hex::encode([b; 32]);
+        let write = |b: u8, key_id| BusWrite::ReplaceHash {
+            key: bus_keys::token(&d(b)),
             fields: token(key_id).to_fields(),
         };
         let bus: Arc<dyn ConfigBus> = Arc::new(MemoryBus::new());
-        bus.apply(vec![write("aa", 1), write("bb", 2)]).await.unwrap();
+        bus.apply(vec![write(0xaa, 1), write(0xbb, 2)]).await.unwrap();
         let cache = SnapshotCache::new(bus.clone());
         cache.refresh().await.unwrap();
         assert_eq!(cache.snapshot().tokens.len(), 2);
@@ -294,27 +296,30 @@ mod tests {
         // A new key, a changed key and a deleted key, named by the event: applied;
         // an entry not named stays as it was read (even if the bus changed meanwhile).
         bus.apply(vec![
-            write("cc", 3),
-            write("aa", 10),
+            write(0xcc, 3),
+            write(0xaa, 10),
             BusWrite::Delete {
-                key: bus_keys::token("bb"),
+                key: bus_keys::token(&d(0xbb)),
             },
         ])
         .await
         .unwrap();
         cache
-            .refresh_entries(&[bus_keys::token("cc"), bus_keys::token("aa")])
+            .refresh_entries(&[bus_keys::token(&d(0xcc)), bus_keys::token(&d(0xaa))])
             .await
             .unwrap();
         let snapshot = cache.snapshot();
-        assert_eq!(snapshot.tokens["cc"].key_id, 3);
-        assert_eq!(snapshot.tokens["aa"].key_id, 10);
-        assert!(snapshot.tokens.contains_key("bb"), "not named, not re-read");
+        assert_eq!(snapshot.tokens[&[0xcc; 32]].key_id, 3);
+        assert_eq!(snapshot.tokens[&[0xaa; 32]].key_id, 10);
+        assert!(
+            snapshot.tokens.contains_key(&[0xbb; 32]),
+            "not named, not re-read"
+        );
         assert!(
             Arc::ptr_eq(&routing_before, &snapshot.providers),
             "routing maps are shared"
         );
-        cache.refresh_entries(&[bus_keys::token("bb")]).await.unwrap();
-        assert!(!cache.snapshot().tokens.contains_key("bb"));
+        cache.refresh_entries(&[bus_keys::token(&d(0xbb))]).await.unwrap();
+        assert!(!cache.snapshot().tokens.contains_key(&[0xbb; 32]));
     }
 }

@@ -19,7 +19,7 @@ use ez_contract::report::{CredentialBan, LogRecord};
 use ez_contract::routing::{BindingSnapshot, ProviderSnapshot};
 use ez_contract::snapshot::{MasterSnapshot, TokenSnapshot};
 use ez_contract::time::now_unix;
-use ez_contract::token::digest;
+use ez_contract::token::digest_bytes;
 use ez_contract::validate_key;
 use ipnet::IpNet;
 use serde_json::{Map, Value};
@@ -30,7 +30,7 @@ use crate::cache::SnapshotCache;
 use crate::error::ProxyError;
 use crate::report::Reporter;
 use crate::route::{self, RouteError};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, TokenKey};
 use crate::upstream::{self, Ingress};
 
 /// Limits and deadlines of the proxy (configuration section `balancer`).
@@ -191,7 +191,7 @@ fn authenticate<'s>(
     snapshot: &'s Snapshot,
     parts: &axum::http::request::Parts,
     ip: Option<IpAddr>,
-) -> Result<(&'s TokenSnapshot, String), ProxyError> {
+) -> Result<(&'s TokenSnapshot, TokenKey), ProxyError> {
     let key = client_key(&parts.headers, parts.uri.query()).ok_or_else(|| {
         ProxyError::new(
             StatusCode::UNAUTHORIZED,
@@ -199,8 +199,8 @@ fn authenticate<'s>(
             "send an API key as Authorization: Bearer <key>",
         )
     })?;
-    let hash = digest(key);
-    let token = snapshot.tokens.get(&hash);
+    let hash = digest_bytes(key);
+    let token = snapshot.tokens.get(&hash).map(|t| &**t);
     let master = token.and_then(|t| snapshot.masters.get(&t.master_id));
     validate_key(token, master, ip, now_unix())?;
     let token = token.ok_or_else(|| {

@@ -19,6 +19,8 @@ use ez_contract::report::{
 };
 use ez_contract::time::now_unix;
 use tokio::sync::watch;
+
+use crate::snapshot::TokenKey;
 use tokio::task::JoinHandle;
 
 /// Log records per delivery.
@@ -28,8 +30,9 @@ const LOG_BATCH: usize = 1_000;
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub record: LogRecord,
-    /// The child key's digest (for `key:stats:*` and the key's usage totals).
-    pub token_hash: String,
+    /// The child key's digest (for `key:stats:*` and the key's usage totals); hex-encoded
+    /// only when shipped.
+    pub token_hash: TokenKey,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -59,13 +62,17 @@ struct CredentialTotals {
 #[derive(Default)]
 struct Pending {
     logs: VecDeque<LogRecord>,
-    keys: HashMap<String, KeyTotals>,
+    keys: HashMap<TokenKey, KeyTotals>,
     credentials: HashMap<i64, CredentialTotals>,
     bans: Vec<CredentialBan>,
 }
 
 impl Pending {
-    fn merge_back(&mut self, keys: HashMap<String, KeyTotals>, credentials: HashMap<i64, CredentialTotals>) {
+    fn merge_back(
+        &mut self,
+        keys: HashMap<TokenKey, KeyTotals>,
+        credentials: HashMap<i64, CredentialTotals>,
+    ) {
         for (hash, t) in keys {
             let e = self.keys.entry(hash).or_default();
             e.requests += t.requests;
@@ -83,7 +90,7 @@ impl Pending {
 pub struct Reporter {
     pending: Mutex<Pending>,
     /// Bus counters not yet written (kept apart: the bus and the CP fail separately).
-    counters: Mutex<(HashMap<String, KeyTotals>, HashMap<i64, MasterTotals>)>,
+    counters: Mutex<(HashMap<TokenKey, KeyTotals>, HashMap<i64, MasterTotals>)>,
     capacity: usize,
     dropped: AtomicU64,
     sink: Arc<dyn ReportSink>,
@@ -122,7 +129,7 @@ impl Reporter {
         let tokens = r.input_tokens + r.output_tokens;
         {
             let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-            let key = counters.0.entry(outcome.token_hash.clone()).or_default();
+            let key = counters.0.entry(outcome.token_hash).or_default();
             key.requests += 1;
             key.tokens += tokens;
             key.last_access = key.last_access.max(r.created_at);
@@ -229,16 +236,17 @@ impl Reporter {
         let secs = interval.as_secs_f64().max(0.001);
         let mut writes = Vec::with_capacity(keys.len() * 3 + masters.len() * 3);
         for (hash, t) in &keys {
+            let hash = hex::encode(hash);
             writes.push(BusWrite::IncrBy {
-                key: bus_keys::key_stats(hash, KeyCounter::Requests),
+                key: bus_keys::key_stats(&hash, KeyCounter::Requests),
                 by: t.requests,
             });
             writes.push(BusWrite::IncrBy {
-                key: bus_keys::key_stats(hash, KeyCounter::Tokens),
+                key: bus_keys::key_stats(&hash, KeyCounter::Tokens),
                 by: t.tokens,
             });
             writes.push(BusWrite::SetValue {
-                key: bus_keys::key_stats(hash, KeyCounter::LastAccess),
+                key: bus_keys::key_stats(&hash, KeyCounter::LastAccess),
                 value: t.last_access.to_string(),
             });
         }
@@ -334,7 +342,7 @@ impl Reporter {
             items: keys
                 .iter()
                 .map(|(hash, t)| KeyUsage {
-                    token_hash: hash.clone(),
+                    token_hash: hex::encode(hash),
                     requests: t.requests,
                     tokens: t.tokens,
                     last_accessed_at: t.last_access,

@@ -13,8 +13,9 @@ use ez_contract::snapshot::{MasterSnapshot, TokenSnapshot};
 /// change does not copy 100,000 token entries).
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    /// By SHA-256 hex of the child key.
-    pub tokens: Arc<HashMap<String, TokenSnapshot>>,
+    /// By SHA-256 of the child key (raw bytes). Entries are shared (`Arc`) so the map's
+    /// buckets stay small and copying the map for a one-entry change is cheap.
+    pub tokens: Arc<HashMap<TokenKey, Arc<TokenSnapshot>>>,
     pub masters: Arc<HashMap<i64, MasterSnapshot>>,
     /// By credential id.
     pub providers: Arc<HashMap<i64, ProviderSnapshot>>,
@@ -47,7 +48,13 @@ impl Part {
     }
 }
 
-type AuthMaps = (HashMap<String, TokenSnapshot>, HashMap<i64, MasterSnapshot>);
+/// SHA-256 of a child key.
+pub type TokenKey = [u8; 32];
+
+type AuthMaps = (
+    HashMap<TokenKey, Arc<TokenSnapshot>>,
+    HashMap<i64, MasterSnapshot>,
+);
 type RoutingMaps = (HashMap<i64, ProviderSnapshot>, HashMap<String, BindingSnapshot>);
 
 impl Snapshot {
@@ -116,17 +123,26 @@ async fn load_auth(bus: &dyn ConfigBus) -> Result<AuthMaps, BusError> {
 
 /// Puts the entry of `key` (`auth:token:{digest}`) into `tokens`, or removes it when the
 /// hash is gone.
-fn apply_token(tokens: &mut HashMap<String, TokenSnapshot>, key: &str, fields: &HashMap<String, String>) {
-    let Some(digest) = key.strip_prefix(bus_keys::TOKEN_PREFIX) else {
+fn apply_token(
+    tokens: &mut HashMap<TokenKey, Arc<TokenSnapshot>>,
+    key: &str,
+    fields: &HashMap<String, String>,
+) {
+    let mut digest = [0u8; 32];
+    let Some(hex_digest) = key.strip_prefix(bus_keys::TOKEN_PREFIX) else {
         return;
     };
+    if hex::decode_to_slice(hex_digest, &mut digest).is_err() {
+        tracing::warn!("skipping a token entry whose key is not a SHA-256 digest");
+        return;
+    }
     if fields.is_empty() {
-        tokens.remove(digest);
+        tokens.remove(&digest);
         return;
     }
     match TokenSnapshot::from_fields(fields) {
         Ok(token) => {
-            tokens.insert(digest.to_owned(), token);
+            tokens.insert(digest, Arc::new(token));
         }
         Err(e) => tracing::warn!(error = %e, "skipping a malformed token entry"),
     }

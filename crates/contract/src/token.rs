@@ -112,6 +112,11 @@ pub fn digest(value: &str) -> String {
     hex::encode(Sha256::digest(value.as_bytes()))
 }
 
+/// SHA-256 of `value` as raw bytes (what the balancer looks keys up by: no allocation).
+pub fn digest_bytes(value: &str) -> [u8; 32] {
+    Sha256::digest(value.as_bytes()).into()
+}
+
 /// Compares two secrets (or digests) in constant time with respect to their contents.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
