@@ -360,16 +360,7 @@ async fn balancer_app(options: Arc<Options>) -> Result<RoleApp, String> {
     let sink = HttpSink::new(&options.control_plane, None).map_err(|e| e.to_string())?;
     let reporter = Reporter::new(Arc::new(sink), bus, b.report_buffer);
     reporter.spawn(b.report_interval, stopped);
-    let settings = ProxySettings {
-        max_attempts: b.max_failover_attempts,
-        connect_timeout: b.connect_timeout,
-        first_byte_timeout: b.first_byte_timeout,
-        idle_timeout: b.idle_timeout,
-        total_timeout: b.total_timeout,
-        ban_duration: b.ban_duration,
-        max_body_bytes: config.server.max_body_bytes,
-        trusted_proxies: config.server.trusted_proxies.clone(),
-    };
+    let settings = ProxySettings::from_config(&config);
     let state = BalancerState::new(cache.clone(), settings, reporter).map_err(|e| e.to_string())?;
     let router = if options.bare {
         ez_balancer::router(state)

@@ -67,6 +67,24 @@ impl Default for ProxySettings {
     }
 }
 
+impl ProxySettings {
+    /// From the `balancer` section (deadlines, attempts, bans) and `server` (body limit,
+    /// trusted proxies).
+    pub fn from_config(config: &ez_config::Config) -> ProxySettings {
+        let b = &config.balancer;
+        ProxySettings {
+            max_attempts: b.max_failover_attempts,
+            connect_timeout: b.connect_timeout,
+            first_byte_timeout: b.first_byte_timeout,
+            idle_timeout: b.idle_timeout,
+            total_timeout: b.total_timeout,
+            ban_duration: b.ban_duration,
+            max_body_bytes: config.server.max_body_bytes,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct BalancerState {
     pub cache: Arc<SnapshotCache>,

@@ -260,16 +260,7 @@ async fn start_data_plane(
     let updater = cache.spawn_updater(b.reconcile_interval, stop.clone());
     let reporter = ez_balancer::Reporter::new(sink, bus, b.report_buffer);
     let reporter_task = reporter.spawn(b.report_interval, stop);
-    let settings = ez_balancer::ProxySettings {
-        max_attempts: b.max_failover_attempts,
-        connect_timeout: b.connect_timeout,
-        first_byte_timeout: b.first_byte_timeout,
-        idle_timeout: b.idle_timeout,
-        total_timeout: b.total_timeout,
-        ban_duration: b.ban_duration,
-        max_body_bytes: config.server.max_body_bytes,
-        trusted_proxies: config.server.trusted_proxies.clone(),
-    };
+    let settings = ez_balancer::ProxySettings::from_config(config);
     let state = ez_balancer::BalancerState::new(cache, settings, reporter)
         .context("building the upstream HTTP client")?;
     Ok((

@@ -731,16 +731,14 @@ pub fn sse_events(text: &str) -> Vec<&str> {
 }
 
 /// Runs each named `async fn(Backend)` as two tests: on SQLite + memory, and on
-/// PostgreSQL + Redis when those are configured. Attributes written before a name
-/// (`#[ignore = "…"]`) go to both.
+/// PostgreSQL + Redis when those are configured.
 macro_rules! both_backends {
-    ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {
+    ($($name:ident),+ $(,)?) => {
         $(
             mod $name {
                 use ez_control_plane::testing::Backend;
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                $(#[$attr])*
                 async fn sqlite_memory() {
                     tokio::time::timeout(std::time::Duration::from_secs(120), super::$name(Backend::Embedded))
                         .await
@@ -748,7 +746,6 @@ macro_rules! both_backends {
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                $(#[$attr])*
                 async fn postgres_redis() {
                     if Backend::Real.available() {
                         tokio::time::timeout(std::time::Duration::from_secs(120), super::$name(Backend::Real))
