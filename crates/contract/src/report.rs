@@ -36,11 +36,91 @@ pub struct LogRecord {
     pub input_tokens: i64,
     #[serde(default)]
     pub output_tokens: i64,
+    /// The upstream's final usage block never arrived (the client went away mid-stream,
+    /// or the stream broke): `output_tokens` is counted from the streamed text instead.
+    #[serde(default)]
+    pub usage_estimated: bool,
     #[serde(default)]
     pub client_ip: Option<String>,
     pub stream: bool,
     /// Unix seconds when the request arrived.
     pub created_at: i64,
+}
+
+/// Byte limits of a log record's text fields (after [`LogRecord::sanitise`]). Values
+/// beyond are cut on a character boundary; the balancer cuts before it buffers a record
+/// and the control plane again before it stores one.
+pub mod limits {
+    pub const REQUEST_ID: usize = 128;
+    pub const NAMESPACE: usize = 128;
+    pub const MODEL: usize = 256;
+    pub const ENDPOINT: usize = 128;
+    pub const ERROR_CODE: usize = 64;
+    pub const ERROR_MESSAGE: usize = 1_000;
+    pub const CLIENT_IP: usize = 64;
+}
+
+/// `value` without control characters (NUL included: PostgreSQL refuses it in text),
+/// cut to at most `max` bytes on a character boundary. Allocates only when it changes.
+pub fn clean_text(value: &mut String, max: usize) {
+    if value.chars().any(char::is_control) {
+        value.retain(|c| !c.is_control());
+    }
+    if value.len() > max {
+        let mut end = max;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+    }
+}
+
+/// A copy of `value` made fit for a log record (see [`clean_text`]) that never copies
+/// more than `max` bytes of it, however long it is.
+pub fn clean_copy(value: &str, max: usize) -> String {
+    let mut end = value.len().min(max);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut copy = value[..end].to_owned();
+    clean_text(&mut copy, max);
+    copy
+}
+
+impl LogRecord {
+    /// Makes every text field fit to store: control characters removed, each cut to its
+    /// limit in [`limits`]. Idempotent.
+    pub fn sanitise(&mut self) {
+        clean_text(&mut self.request_id, limits::REQUEST_ID);
+        clean_text(&mut self.namespace, limits::NAMESPACE);
+        clean_text(&mut self.public_model, limits::MODEL);
+        clean_text(&mut self.upstream_model, limits::MODEL);
+        clean_text(&mut self.endpoint, limits::ENDPOINT);
+        if let Some(code) = &mut self.error_code {
+            clean_text(code, limits::ERROR_CODE);
+        }
+        if let Some(message) = &mut self.error_message {
+            clean_text(message, limits::ERROR_MESSAGE);
+        }
+        if let Some(ip) = &mut self.client_ip {
+            clean_text(ip, limits::CLIENT_IP);
+        }
+    }
+
+    /// Roughly the bytes this record holds (its text fields plus a fixed part): what a
+    /// buffer bounded in bytes counts.
+    pub fn approx_size(&self) -> usize {
+        const FIXED: usize = 160;
+        FIXED
+            + self.request_id.len()
+            + self.namespace.len()
+            + self.public_model.len()
+            + self.upstream_model.len()
+            + self.endpoint.len()
+            + self.error_code.as_ref().map_or(0, String::len)
+            + self.error_message.as_ref().map_or(0, String::len)
+            + self.client_ip.as_ref().map_or(0, String::len)
+    }
 }
 
 /// `POST /internal/logs`.
@@ -123,4 +203,42 @@ pub trait ReportSink: Send + Sync + 'static {
     async fn key_usage(&self, batch: &KeyUsageBatch) -> Result<(), ReportError>;
     async fn credential_usage(&self, batch: &CredentialUsageBatch) -> Result<(), ReportError>;
     async fn ban(&self, ban: &CredentialBan) -> Result<(), ReportError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitising_removes_control_characters_and_cuts_on_char_boundaries() {
+        let mut record = LogRecord {
+            request_id: "id\u{0}\r\n-1".into(),
+            namespace: "é".repeat(100),
+            public_model: "gpt\u{0}-4o\u{7f}\u{85}".into(),
+            error_message: Some("x".repeat(5_000)),
+            client_ip: Some("10.0.0.1".into()),
+            ..LogRecord::default()
+        };
+        record.sanitise();
+        assert_eq!(record.request_id, "id-1");
+        assert_eq!(record.public_model, "gpt-4o");
+        // 2-byte characters: 128 bytes is 64 of them.
+        assert_eq!(record.namespace, "é".repeat(64));
+        assert_eq!(
+            record.error_message.as_deref().map(str::len),
+            Some(limits::ERROR_MESSAGE)
+        );
+        assert_eq!(record.client_ip.as_deref(), Some("10.0.0.1"));
+        let again = record.clone();
+        record.sanitise();
+        assert_eq!(record, again);
+    }
+
+    #[test]
+    fn a_clean_copy_reads_no_further_than_its_limit() {
+        let huge = "n".repeat(400_000);
+        assert_eq!(clean_copy(&huge, limits::NAMESPACE).len(), limits::NAMESPACE);
+        assert_eq!(clean_copy("ab\u{0}c", 10), "abc");
+        assert_eq!(clean_copy("ééé", 5), "éé");
+    }
 }
