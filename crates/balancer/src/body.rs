@@ -24,6 +24,8 @@ pub struct Trace {
     reporter: Arc<Reporter>,
     pub started: Instant,
     pub record: LogRecord,
+    /// Estimated tokens of the request's text, for a stream whose usage never arrives.
+    pub prompt_tokens: i64,
     token_hash: TokenKey,
     recorded: bool,
 }
@@ -37,6 +39,7 @@ impl Trace {
             reporter,
             started,
             record,
+            prompt_tokens: 0,
             token_hash,
             recorded: false,
         }
@@ -53,6 +56,9 @@ impl Trace {
             self.record.error_message = Some(message);
         }
         self.record.latency_ms = millis(self.started.elapsed());
+        // Client-controlled text (model, namespace, request id, echoed in messages) is
+        // bounded before it is buffered: one tenant cannot bloat or poison the logs.
+        self.record.sanitise();
         self.reporter.record(Outcome {
             record: std::mem::take(&mut self.record),
             token_hash: self.token_hash,
@@ -64,6 +70,24 @@ impl Trace {
             self.record.input_tokens = usage.input;
             self.record.output_tokens = usage.output;
         }
+    }
+
+    /// A stream's usage: as the upstream reported it, or — when its final usage block
+    /// never came (client gone, stream cut, upstream that reports none) — what it did
+    /// report, topped up with estimates from the request's text and the streamed deltas.
+    pub fn set_stream_usage(&mut self, watch: &SseWatch) {
+        let reported = watch.usage.unwrap_or_default();
+        if watch.final_usage {
+            self.set_usage(Some(reported));
+            return;
+        }
+        self.record.input_tokens = if reported.input > 0 {
+            reported.input
+        } else {
+            self.prompt_tokens
+        };
+        self.record.output_tokens = reported.output.max(watch.deltas.tokens());
+        self.record.usage_estimated = true;
     }
 }
 
@@ -144,18 +168,28 @@ impl ObservedBody {
         }
     }
 
+    /// Usage as far as the answer went (estimated for a stream that did not finish).
+    fn settle_usage(&mut self) {
+        match &self.watch {
+            Watch::Sse(w) if self.status < 400 => self.trace.set_stream_usage(w),
+            Watch::Sse(w) => self.trace.set_usage(w.usage),
+            Watch::Json(w) => self.trace.set_usage(w.usage()),
+            Watch::Opaque => {}
+        }
+    }
+
     /// The upstream ended normally.
     fn complete(&mut self) -> Option<Bytes> {
         self.ended = true;
-        let (rest, usage, error) = match &mut self.watch {
-            Watch::Sse(w) => (Some(w.finish()), w.usage, None),
+        let (rest, error) = match &mut self.watch {
+            Watch::Sse(w) => (Some(w.finish()), None),
             Watch::Json(w) => {
                 let error = (self.status >= 400).then(|| upstream_error_message(w.body()));
-                (None, w.usage(), error)
+                (None, error)
             }
-            Watch::Opaque => (None, None, None),
+            Watch::Opaque => (None, None),
         };
-        self.trace.set_usage(usage);
+        self.settle_usage();
         let error = error.map(|message| ("upstream_error", message));
         self.trace.finish(self.status, error);
         rest.filter(|b| !b.is_empty())
@@ -166,11 +200,7 @@ impl ObservedBody {
     /// so the client sees a truncated response.
     fn fail(&mut self, code: &'static str, message: &str) -> Option<Result<Bytes, std::io::Error>> {
         self.ended = true;
-        let usage = match &self.watch {
-            Watch::Sse(w) => w.usage,
-            _ => None,
-        };
-        self.trace.set_usage(usage);
+        self.settle_usage();
         self.trace.finish(self.status, Some((code, message.to_owned())));
         match self.watch {
             Watch::Sse(_) => {
@@ -180,6 +210,16 @@ impl ObservedBody {
                 Some(Ok(Bytes::from(format!("event: error\ndata: {event}\n\n"))))
             }
             _ => Some(Err(std::io::Error::other(message.to_owned()))),
+        }
+    }
+}
+
+impl Drop for ObservedBody {
+    /// The client went away before the end: what the answer used so far is recorded
+    /// with the 499 (the trace records it as it drops, right after this).
+    fn drop(&mut self) {
+        if !self.ended {
+            self.settle_usage();
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod bans;
 pub mod body;
 pub mod cache;
 pub mod error;
+pub mod estimate;
 pub mod proxy;
 pub mod report;
 pub mod route;

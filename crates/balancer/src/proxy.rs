@@ -15,7 +15,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ez_contract::report::{CredentialBan, LogRecord};
+use ez_contract::report::{CredentialBan, LogRecord, clean_copy, limits as report_limits};
 use ez_contract::routing::{BindingSnapshot, ProviderSnapshot};
 use ez_contract::snapshot::{MasterSnapshot, TokenSnapshot};
 use ez_contract::time::now_unix;
@@ -304,7 +304,9 @@ async fn forward(state: &BalancerState, ingress: Ingress, req: Request) -> Respo
         .headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .map_or_else(generate_request_id, str::to_owned);
+        .map_or_else(generate_request_id, |id| {
+            clean_copy(id, report_limits::REQUEST_ID)
+        });
     let record = LogRecord {
         request_id,
         master_id: token.master_id,
@@ -375,6 +377,9 @@ impl ClientRequest {
         let stream = document.get("stream") == Some(&Value::Bool(true));
         trace.record.public_model = model.clone();
         trace.record.stream = stream;
+        if stream {
+            trace.prompt_tokens = crate::estimate::prompt_tokens(&document);
+        }
         Ok(ClientRequest {
             document,
             model,
@@ -732,7 +737,11 @@ fn route_error(e: RouteError) -> ProxyError {
         RouteError::NamespaceNotAllowed(ns) => ProxyError::new(
             StatusCode::FORBIDDEN,
             "namespace_not_allowed",
-            format!("this key may not use namespace {ns:?}"),
+            // The header is the client's: echo a bounded excerpt of it.
+            format!(
+                "this key may not use namespace {:?}",
+                clean_copy(&ns, report_limits::NAMESPACE)
+            ),
         ),
         RouteError::ModelNotFound(route) => ProxyError::new(
             StatusCode::NOT_FOUND,

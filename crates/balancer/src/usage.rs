@@ -6,6 +6,8 @@ use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 use serde_json::Value;
 
+use crate::estimate::DeltaMeter;
+
 /// Input and output tokens of one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -113,6 +115,11 @@ pub struct SseWatch {
     pending: BytesMut,
     strip_usage_chunk: bool,
     pub usage: Option<Usage>,
+    /// Whether the stream's final usage block arrived (not only Anthropic's
+    /// `message_start`, which carries the input tokens before any output).
+    pub final_usage: bool,
+    /// The generated text seen, for an estimate when the final usage never comes.
+    pub deltas: DeltaMeter,
     /// Events seen; the first marks the time to first token.
     pub events: u64,
 }
@@ -123,6 +130,8 @@ impl SseWatch {
             pending: BytesMut::new(),
             strip_usage_chunk,
             usage: None,
+            final_usage: false,
+            deltas: DeltaMeter::default(),
             events: 0,
         }
     }
@@ -153,6 +162,7 @@ impl SseWatch {
 
     fn keep(&mut self, event: &[u8]) -> bool {
         self.events += 1;
+        self.deltas.observe(event);
         if memmem::find(event, b"\"usage\"").is_none() {
             return true;
         }
@@ -161,6 +171,7 @@ impl SseWatch {
         };
         if let Some(usage) = extract(&document) {
             self.usage.get_or_insert_with(Usage::default).merge(usage);
+            self.final_usage |= document.get("type").and_then(Value::as_str) != Some("message_start");
             let usage_only = document
                 .get("choices")
                 .and_then(Value::as_array)
@@ -260,6 +271,11 @@ mod tests {
             })
         );
         assert_eq!(watch.events, 2);
+        assert!(watch.final_usage);
+        let mut started = SseWatch::new(false);
+        started.push(stream.split("event: message_delta").next().unwrap().as_bytes());
+        assert_eq!(started.usage, Some(Usage { input: 10, output: 1 }));
+        assert!(!started.final_usage, "message_start alone is not the final usage");
     }
 
     #[test]

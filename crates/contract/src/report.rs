@@ -72,6 +72,8 @@ pub fn clean_text(value: &mut String, max: usize) {
             end -= 1;
         }
         value.truncate(end);
+        // What was cut must not stay allocated behind a short value.
+        value.shrink_to_fit();
     }
 }
 

@@ -288,10 +288,13 @@ async fn mock_messages(
     Json(body): Json<Value>,
 ) -> Response {
     let credential = state.note(&uri, &headers, &body);
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    if credential.ends_with("drip") && body["stream"] == json!(true) {
+        return anthropic_drip(&model);
+    }
     if let Some(response) = misbehave(&state, &credential, &body).await {
         return response;
     }
-    let model = body["model"].as_str().unwrap_or_default().to_owned();
     if body["stream"] == json!(true) {
         let events = [
             (
@@ -332,6 +335,27 @@ async fn mock_messages(
         "usage": { "input_tokens": 12, "output_tokens": 4 }
     }))
     .into_response()
+}
+
+/// An Anthropic stream that reports its input tokens in `message_start`, then sends a
+/// text delta every 100 ms for 30 s (its final usage would come last).
+fn anthropic_drip(model: &str) -> Response {
+    let start = json!({ "type": "message_start", "message": { "id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": [], "usage": { "input_tokens": 11, "output_tokens": 1 } } });
+    let delta = json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": "abcdefgh" } });
+    let stream = futures_util::stream::unfold(0u32, move |i| {
+        let event = if i == 0 {
+            format!("event: message_start\ndata: {start}\n\n")
+        } else {
+            format!("event: content_block_delta\ndata: {delta}\n\n")
+        };
+        async move {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (i < 300).then_some((Ok::<_, std::io::Error>(event), i + 1))
+        }
+    });
+    sse_response(Body::from_stream(stream))
 }
 
 /// The mock upstream: OpenAI routes under `{origin}/v1` (its OpenAI base URL is
