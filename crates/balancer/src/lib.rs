@@ -5,6 +5,7 @@
 pub mod bans;
 pub mod body;
 pub mod cache;
+pub mod delivery;
 pub mod error;
 pub mod estimate;
 pub mod proxy;

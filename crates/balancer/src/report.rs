@@ -1,10 +1,11 @@
 //! Everything a balancer reports, off the request path (SPEC §6 step 9): a request ends
 //! by handing its outcome to [`Reporter::record`] (a short lock, no I/O); a background
 //! task ships, every interval, the realtime counters to the bus and the log records,
-//! usage totals and bans to the control plane. The log buffer is bounded: when the
-//! control plane is away longer than it holds, the oldest records are dropped and
-//! counted (`ezapi_balancer_log_records_dropped_total`). Whatever could not be delivered
-//! is kept for the next round.
+//! usage totals and bans to the control plane. The log buffer is bounded in records and
+//! in bytes: when the control plane is away longer than it holds, the oldest records are
+//! dropped and counted (`ezapi_balancer_log_records_dropped_total`). Whatever could not
+//! be delivered is kept for the next round; what the control plane refuses as malformed
+//! is isolated and dropped alone (`delivery`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,16 +16,23 @@ use ez_bus::{BusWrite, ConfigBus};
 use ez_contract::bus_keys::{self, KeyCounter, MasterCounter};
 use ez_contract::report::{
     CredentialBan, CredentialUsage, CredentialUsageBatch, KeyUsage, KeyUsageBatch, LogBatch, LogRecord,
-    ReportError, ReportSink,
+    MAX_BATCH_ITEMS, ReportError, ReportSink,
 };
 use ez_contract::time::now_unix;
 use tokio::sync::watch;
 
-use crate::snapshot::TokenKey;
 use tokio::task::JoinHandle;
+
+use crate::delivery::{self, Delivery};
+use crate::snapshot::TokenKey;
 
 /// Log records per delivery.
 const LOG_BATCH: usize = 1_000;
+/// Bytes of log records (as [`LogRecord::approx_size`] counts them) per delivery: well
+/// below any control plane's body limit (`server.max_body_bytes`, 10 MiB by default).
+const LOG_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// The byte bound of [`Reporter::new`]'s buffer.
+pub const DEFAULT_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 
 /// The end of one request, as the reporter needs it.
 #[derive(Debug, Clone)]
@@ -59,9 +67,66 @@ struct CredentialTotals {
     success: i64,
 }
 
+/// Log records waiting for delivery, bounded in records and bytes (oldest dropped).
+#[derive(Default)]
+struct LogBuffer {
+    records: VecDeque<(LogRecord, usize)>,
+    bytes: usize,
+}
+
+impl LogBuffer {
+    fn push_back(&mut self, record: LogRecord) {
+        let size = record.approx_size();
+        self.bytes += size;
+        self.records.push_back((record, size));
+    }
+
+    /// Puts records that could not be delivered back in front, in their order.
+    fn push_front_all(&mut self, records: Vec<LogRecord>) {
+        for record in records.into_iter().rev() {
+            let size = record.approx_size();
+            self.bytes += size;
+            self.records.push_front((record, size));
+        }
+    }
+
+    /// Up to `max_records` records and about `max_bytes`, oldest first.
+    fn take(&mut self, max_records: usize, max_bytes: usize) -> Vec<LogRecord> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while out.len() < max_records
+            && let Some((_, size)) = self.records.front()
+        {
+            if !out.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            let Some((record, size)) = self.records.pop_front() else {
+                break;
+            };
+            bytes += size;
+            self.bytes -= size;
+            out.push(record);
+        }
+        out
+    }
+
+    /// Drops the oldest records until both bounds hold; returns how many went.
+    fn trim(&mut self, max_records: usize, max_bytes: usize) -> u64 {
+        let mut dropped = 0;
+        while self.records.len() > max_records || (self.bytes > max_bytes && self.records.len() > 1) {
+            let Some((_, size)) = self.records.pop_front() else {
+                break;
+            };
+            self.bytes -= size;
+            dropped += 1;
+        }
+        dropped
+    }
+}
+
 #[derive(Default)]
 struct Pending {
-    logs: VecDeque<LogRecord>,
+    logs: LogBuffer,
     keys: HashMap<TokenKey, KeyTotals>,
     credentials: HashMap<i64, CredentialTotals>,
     bans: Vec<CredentialBan>,
@@ -92,21 +157,61 @@ pub struct Reporter {
     /// Bus counters not yet written (kept apart: the bus and the CP fail separately).
     counters: Mutex<(HashMap<TokenKey, KeyTotals>, HashMap<i64, MasterTotals>)>,
     capacity: usize,
+    capacity_bytes: usize,
     dropped: AtomicU64,
+    refused: AtomicU64,
     sink: Arc<dyn ReportSink>,
     bus: Arc<dyn ConfigBus>,
 }
 
 impl Reporter {
+    /// A reporter holding at most `capacity` log records (and [`DEFAULT_BUFFER_BYTES`]).
     pub fn new(sink: Arc<dyn ReportSink>, bus: Arc<dyn ConfigBus>, capacity: usize) -> Arc<Reporter> {
+        Reporter::bounded(sink, bus, capacity, DEFAULT_BUFFER_BYTES)
+    }
+
+    /// A reporter holding at most `capacity` log records and `capacity_bytes` of them.
+    pub fn bounded(
+        sink: Arc<dyn ReportSink>,
+        bus: Arc<dyn ConfigBus>,
+        capacity: usize,
+        capacity_bytes: usize,
+    ) -> Arc<Reporter> {
         Arc::new(Reporter {
             pending: Mutex::new(Pending::default()),
             counters: Mutex::new(Default::default()),
             capacity: capacity.max(1),
+            capacity_bytes: capacity_bytes.max(1),
             dropped: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             sink,
             bus,
         })
+    }
+
+    /// Report items the control plane refused as malformed (dropped one by one).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of log records waiting for delivery (as [`LogRecord::approx_size`] counts).
+    pub fn buffered_bytes(&self) -> usize {
+        self.lock().logs.bytes
+    }
+
+    fn count_dropped(&self, n: u64) {
+        if n > 0 {
+            self.dropped.fetch_add(n, Ordering::Relaxed);
+            metrics::counter!("ezapi_balancer_log_records_dropped_total").increment(n);
+        }
+    }
+
+    fn count_refused(&self, what: &'static str, n: usize) {
+        if n > 0 {
+            self.refused.fetch_add(n as u64, Ordering::Relaxed);
+            metrics::counter!("ezapi_balancer_report_items_refused_total", "report" => what)
+                .increment(n as u64);
+        }
     }
 
     /// Log records dropped because the buffer was full.
@@ -116,7 +221,7 @@ impl Reporter {
 
     /// Log records waiting for delivery.
     pub fn buffered(&self) -> usize {
-        self.lock().logs.len()
+        self.lock().logs.records.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -149,12 +254,10 @@ impl Reporter {
                 credential.success += 1;
             }
         }
-        if pending.logs.len() >= self.capacity {
-            pending.logs.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("ezapi_balancer_log_records_dropped_total").increment(1);
-        }
         pending.logs.push_back(outcome.record);
+        let dropped = pending.logs.trim(self.capacity, self.capacity_bytes);
+        drop(pending);
+        self.count_dropped(dropped);
     }
 
     /// What the rate limiter saw for a master: the shared window's count, the limit, and
@@ -329,6 +432,7 @@ impl Reporter {
             match self.sink.ban(&ban).await {
                 Ok(()) => {}
                 Err(ReportError::Rejected(reason)) => {
+                    self.count_refused("ban", 1);
                     tracing::warn!(credential = ban.api_key_id, %reason, "the control plane refused a ban");
                 }
                 Err(e @ ReportError::Unavailable(_)) => {
@@ -338,48 +442,46 @@ impl Reporter {
                 }
             }
         }
-        let key_batch = KeyUsageBatch {
-            items: keys
-                .iter()
-                .map(|(hash, t)| KeyUsage {
-                    token_hash: hex::encode(hash),
-                    requests: t.requests,
-                    tokens: t.tokens,
-                    last_accessed_at: t.last_access,
-                })
-                .collect(),
-        };
-        let credential_batch = CredentialUsageBatch {
-            items: credentials
-                .iter()
-                .map(|(id, t)| CredentialUsage {
-                    api_key_id: *id,
-                    requests: t.requests,
-                    success_requests: t.success,
-                })
-                .collect(),
-        };
         let mut keys_back = HashMap::new();
-        let mut credentials_back = HashMap::new();
-        if !key_batch.items.is_empty() {
+        if !keys.is_empty() {
             if unavailable {
                 keys_back = keys;
-            } else if let Err(e) = self.sink.key_usage(&key_batch).await {
-                note_failure(&e);
-                if matches!(e, ReportError::Unavailable(_)) {
+            } else {
+                let pieces = delivery::pieces(keys.into_iter().collect(), MAX_BATCH_ITEMS, usize::MAX, |_| 0);
+                let outcome = delivery::deliver(pieces, |piece: Vec<(TokenKey, KeyTotals)>| async move {
+                    let batch = KeyUsageBatch {
+                        items: piece.iter().map(key_usage).collect(),
+                    };
+                    self.sink.key_usage(&batch).await.map_err(|e| (e, piece))
+                })
+                .await;
+                if let Some(rest) = self.settle("key_usage", outcome) {
                     unavailable = true;
-                    keys_back = keys;
+                    keys_back = rest.into_iter().collect();
                 }
             }
         }
-        if !credential_batch.items.is_empty() {
+        let mut credentials_back = HashMap::new();
+        if !credentials.is_empty() {
             if unavailable {
                 credentials_back = credentials;
-            } else if let Err(e) = self.sink.credential_usage(&credential_batch).await {
-                note_failure(&e);
-                if matches!(e, ReportError::Unavailable(_)) {
+            } else {
+                let pieces = delivery::pieces(
+                    credentials.into_iter().collect(),
+                    MAX_BATCH_ITEMS,
+                    usize::MAX,
+                    |_| 0,
+                );
+                let outcome = delivery::deliver(pieces, |piece: Vec<(i64, CredentialTotals)>| async move {
+                    let batch = CredentialUsageBatch {
+                        items: piece.iter().map(credential_usage).collect(),
+                    };
+                    self.sink.credential_usage(&batch).await.map_err(|e| (e, piece))
+                })
+                .await;
+                if let Some(rest) = self.settle("credential_usage", outcome) {
                     unavailable = true;
-                    credentials_back = credentials;
+                    credentials_back = rest.into_iter().collect();
                 }
             }
         }
@@ -390,40 +492,51 @@ impl Reporter {
             pending.merge_back(keys_back, credentials_back);
         }
         while !unavailable {
-            let batch: Vec<LogRecord> = {
-                let mut pending = self.lock();
-                let n = pending.logs.len().min(LOG_BATCH);
-                pending.logs.drain(..n).collect()
-            };
+            let batch = self.lock().logs.take(LOG_BATCH, LOG_BATCH_BYTES);
             if batch.is_empty() {
                 break;
             }
-            let batch = LogBatch { items: batch };
-            match self.sink.logs(&batch).await {
-                Ok(()) => {}
-                Err(e @ ReportError::Rejected(_)) => {
-                    // A batch the CP refuses as malformed would be refused forever.
-                    note_failure(&e);
-                    self.dropped
-                        .fetch_add(batch.items.len() as u64, Ordering::Relaxed);
-                    metrics::counter!("ezapi_balancer_log_records_dropped_total")
-                        .increment(batch.items.len() as u64);
-                }
-                Err(e @ ReportError::Unavailable(_)) => {
-                    note_failure(&e);
-                    unavailable = true;
-                    let mut pending = self.lock();
-                    for record in batch.items.into_iter().rev() {
-                        pending.logs.push_front(record);
-                    }
-                    while pending.logs.len() > self.capacity {
-                        pending.logs.pop_front();
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
-                        metrics::counter!("ezapi_balancer_log_records_dropped_total").increment(1);
-                    }
-                }
+            let pieces = VecDeque::from([batch]);
+            let outcome = delivery::deliver(pieces, |items: Vec<LogRecord>| async move {
+                let batch = LogBatch { items };
+                self.sink.logs(&batch).await.map_err(|e| (e, batch.items))
+            })
+            .await;
+            if let Some(rest) = self.settle("logs", outcome) {
+                unavailable = true;
+                let mut pending = self.lock();
+                pending.logs.push_front_all(rest);
+                let dropped = pending.logs.trim(self.capacity, self.capacity_bytes);
+                drop(pending);
+                self.count_dropped(dropped);
             }
         }
+    }
+
+    /// Counts what a delivery had refused; returns what is left to send again when the
+    /// control plane became unavailable.
+    fn settle<T>(&self, what: &'static str, outcome: Delivery<T>) -> Option<Vec<T>> {
+        self.count_refused(what, outcome.refused);
+        let (e, rest) = outcome.unavailable?;
+        note_failure(&e);
+        Some(rest)
+    }
+}
+
+fn key_usage((hash, t): &(TokenKey, KeyTotals)) -> KeyUsage {
+    KeyUsage {
+        token_hash: hex::encode(hash),
+        requests: t.requests,
+        tokens: t.tokens,
+        last_accessed_at: t.last_access,
+    }
+}
+
+fn credential_usage((id, t): &(i64, CredentialTotals)) -> CredentialUsage {
+    CredentialUsage {
+        api_key_id: *id,
+        requests: t.requests,
+        success_requests: t.success,
     }
 }
 

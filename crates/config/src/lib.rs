@@ -26,6 +26,9 @@ const SECRET_VARS: [(&str, &str); 3] = [
     ("EZ_AUTH__JWT_SECRET", "auth.jwt_secret"),
     ("EZ_INTERNAL__STATS_TOKEN", "internal.stats_token"),
 ];
+const MIN_REPORT_BUFFER_BYTES: usize = 1024 * 1024;
+const MAX_REPORT_BUFFER_BYTES: usize = 16 * 1024 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration file {path}: {reason}")]
@@ -159,6 +162,8 @@ pub struct BalancerConfig {
     /// Log records held while the control plane is unreachable; beyond, they are
     /// dropped and counted.
     pub report_buffer: usize,
+    /// The same buffer's bound in bytes (records are counted by the size of their text).
+    pub report_buffer_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -389,6 +394,15 @@ impl RawConfig {
                     return Err(invalid(
                         "balancer.report_buffer",
                         "must be between 100 and 10000000",
+                    ));
+                }
+            },
+            report_buffer_bytes: match b.report_buffer_bytes {
+                MIN_REPORT_BUFFER_BYTES..=MAX_REPORT_BUFFER_BYTES => b.report_buffer_bytes,
+                _ => {
+                    return Err(invalid(
+                        "balancer.report_buffer_bytes",
+                        format!("must be between {MIN_REPORT_BUFFER_BYTES} and {MAX_REPORT_BUFFER_BYTES}"),
                     ));
                 }
             },

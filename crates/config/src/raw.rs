@@ -212,6 +212,7 @@ pub struct RawBalancer {
     pub reconcile_interval: DurationValue,
     pub report_interval: DurationValue,
     pub report_buffer: usize,
+    pub report_buffer_bytes: usize,
 }
 
 impl Default for RawBalancer {
@@ -226,6 +227,7 @@ impl Default for RawBalancer {
             reconcile_interval: DurationValue::Text("5s".into()),
             report_interval: DurationValue::Text("1s".into()),
             report_buffer: 50_000,
+            report_buffer_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -126,6 +126,11 @@ fn invalid_values_name_the_option() {
         ),
         ("EZ_SYNC_OUTBOX__MAX_RETRIES", "-1", "sync_outbox.max_retries"),
         ("EZ_SYNC_OUTBOX__BATCH_SIZE", "0", "sync_outbox.batch_size"),
+        (
+            "EZ_BALANCER__REPORT_BUFFER_BYTES",
+            "1000",
+            "balancer.report_buffer_bytes",
+        ),
     ];
     for (var, value, option) in cases {
         Jail::expect_with(|jail| {

@@ -47,6 +47,9 @@ pub struct LogRecord {
     pub created_at: i64,
 }
 
+/// Records or items one `/internal/*` request may carry (the control plane refuses more).
+pub const MAX_BATCH_ITEMS: usize = 10_000;
+
 /// Byte limits of a log record's text fields (after [`LogRecord::sanitise`]). Values
 /// beyond are cut on a character boundary; the balancer cuts before it buffers a record
 /// and the control plane again before it stores one.
@@ -112,7 +115,8 @@ impl LogRecord {
     /// Roughly the bytes this record holds (its text fields plus a fixed part): what a
     /// buffer bounded in bytes counts.
     pub fn approx_size(&self) -> usize {
-        const FIXED: usize = 160;
+        // Field names, numbers and JSON punctuation of the wire form.
+        const FIXED: usize = 400;
         FIXED
             + self.request_id.len()
             + self.namespace.len()
