@@ -258,7 +258,7 @@ async fn start_data_plane(
         tracing::warn!(error = %e, "initial snapshot load failed; the updater retries");
     }
     let updater = cache.spawn_updater(b.reconcile_interval, stop.clone());
-    let reporter = ez_balancer::Reporter::new(sink, bus, b.report_buffer);
+    let reporter = ez_balancer::Reporter::bounded(sink, bus, b.report_buffer, b.report_buffer_bytes);
     let reporter_task = reporter.spawn(b.report_interval, stop);
     let settings = ez_balancer::ProxySettings::from_config(config);
     let state = ez_balancer::BalancerState::new(cache, settings, reporter)
