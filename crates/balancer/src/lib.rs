@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod error;
 pub mod estimate;
 pub mod proxy;
+pub mod rate;
 pub mod report;
 pub mod route;
 pub mod sink;

@@ -28,6 +28,7 @@ use crate::bans::LocalBans;
 use crate::body::{ObservedBody, Trace};
 use crate::cache::SnapshotCache;
 use crate::error::ProxyError;
+use crate::rate::RateLimiter;
 use crate::report::Reporter;
 use crate::route::{self, RouteError};
 use crate::snapshot::{Snapshot, TokenKey};
@@ -92,6 +93,7 @@ pub struct BalancerState {
     http: reqwest::Client,
     settings: Arc<ProxySettings>,
     bans: Arc<LocalBans>,
+    rate: Arc<RateLimiter>,
 }
 
 impl BalancerState {
@@ -110,6 +112,7 @@ impl BalancerState {
             http,
             settings: Arc::new(settings),
             bans: Arc::new(LocalBans::default()),
+            rate: Arc::new(RateLimiter::default()),
         })
     }
 }
@@ -231,12 +234,9 @@ fn authenticate<'s>(
     Ok((token, hash))
 }
 
-/// How long a one-second window's counter lives (a little past its second).
-const RATE_WINDOW_TTL_MS: u64 = 2_000;
-
 /// SPEC §6 step 3: the master's `global_qps` and the key's `qps` (0 = unlimited), counted
 /// in per-second windows on the bus so every balancer shares them; one round trip. When
-/// the bus cannot count, requests pass (an outage of the bus must not stop traffic).
+/// the bus cannot count, this balancer counts alone (`rate`): limits hold, per balancer.
 async fn rate_limit(
     state: &BalancerState,
     token: &TokenSnapshot,
@@ -255,13 +255,7 @@ async fn rate_limit(
     if key_limited {
         keys.push(ez_contract::bus_keys::rate_key(token.key_id, second));
     }
-    let counts = match state.cache.bus().count(&keys, RATE_WINDOW_TTL_MS).await {
-        Ok(counts) => counts,
-        Err(e) => {
-            tracing::warn!(error = %e, "rate counters unavailable; letting the request through");
-            return Ok(());
-        }
-    };
+    let counts = state.rate.count(state.cache.bus().as_ref(), &keys, second).await;
     let mut counts = counts.into_iter();
     let mut refused = None;
     if let Some(m) = master {

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
 pub use memory::MemoryBus;
-pub use redis_bus::RedisBus;
+pub use redis_bus::{MIN_REDIS_VERSION, RedisBus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {

@@ -48,6 +48,49 @@ impl RedisBus {
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
+
+    /// Checks the server is a Redis ez-api supports ([`MIN_REDIS_VERSION`]); returns its
+    /// version, or `None` when it does not answer now (a bus that is down at start is
+    /// degraded, not fatal). An older Redis is a [`BusError::Config`].
+    pub async fn check_server(&self) -> Result<Option<String>, BusError> {
+        let mut conn = self.conn.clone();
+        let info = match timed(redis::cmd("INFO").arg("server").query_async::<String>(&mut conn)).await {
+            Ok(info) => info,
+            Err(_) => return Ok(None),
+        };
+        let version = server_version(&info)
+            .ok_or_else(|| BusError::Config("the Redis server did not report its version".into()))?;
+        check_version(&version)?;
+        Ok(Some(version))
+    }
+}
+
+/// The oldest Redis ez-api supports: every command the bus sends exists there with the
+/// options used (multi-field `HSET` needs 4.0; 6.0 is the oldest release still
+/// maintained when this was written).
+pub const MIN_REDIS_VERSION: (u32, u32) = (6, 0);
+
+/// `redis_version` of an `INFO server` answer.
+fn server_version(info: &str) -> Option<String> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .map(|v| v.trim().to_owned())
+}
+
+fn check_version(version: &str) -> Result<(), BusError> {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    let (Some(Some(major)), Some(Some(minor))) = (parts.next(), parts.next()) else {
+        return Err(BusError::Config(format!(
+            "cannot read the Redis version {version:?}"
+        )));
+    };
+    if (major, minor) < MIN_REDIS_VERSION {
+        let (min_major, min_minor) = MIN_REDIS_VERSION;
+        return Err(BusError::Config(format!(
+            "Redis {version} is older than {min_major}.{min_minor}, the oldest version ez-api supports"
+        )));
+    }
+    Ok(())
 }
 
 async fn timed<T>(fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T, BusError> {
@@ -55,6 +98,24 @@ async fn timed<T>(fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T,
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(BusError::Unavailable(e.to_string())),
         Err(_) => Err(BusError::Timeout(OP_TIMEOUT.as_millis() as u64)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_older_than_the_minimum_are_refused() {
+        let info = "# Server\r\nredis_version:6.2.14\r\nredis_git_sha1:00000000\r\n";
+        assert_eq!(server_version(info).as_deref(), Some("6.2.14"));
+        assert!(check_version("6.2.14").is_ok());
+        assert!(check_version("7.0.15").is_ok());
+        assert!(check_version("10.0.0").is_ok());
+        let old = check_version("5.0.14").unwrap_err().to_string();
+        assert!(old.contains("5.0.14") && old.contains("6.0"), "{old}");
+        assert!(check_version("garbage").is_err());
+        assert_eq!(server_version("# Server\r\n"), None);
     }
 }
 
@@ -212,8 +273,10 @@ impl ConfigBus for RedisBus {
         for key in keys {
             let key = self.key(key);
             pipe.incr(&key, 1);
-            // NX: only a new counter gets its lifetime (Redis 7).
-            pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms).arg("NX").ignore();
+            // Every count renews the lifetime (`PEXPIRE … NX` would keep the first one,
+            // but Redis 6 refuses the option and aborts the whole transaction). A
+            // window's key names its second, so a renewed lifetime changes nothing.
+            pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms).ignore();
         }
         let mut conn = self.conn.clone();
         timed(pipe.query_async::<Vec<i64>>(&mut conn)).await

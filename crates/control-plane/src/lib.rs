@@ -66,8 +66,9 @@ pub async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn ConfigBus>> {
             let bus = RedisBus::connect(url, config.redis.key_prefix.clone())
                 .await
                 .context("configuring Redis (redis.url)")?;
-            if let Err(e) = bus.ping().await {
-                tracing::error!(error = %e, "Redis (redis.url) is not reachable; starting with a degraded bus");
+            match bus.check_server().await.context("checking Redis (redis.url)")? {
+                Some(version) => tracing::info!(%version, "Redis (redis.url) answers"),
+                None => tracing::error!("Redis (redis.url) is not reachable; starting with a degraded bus"),
             }
             Arc::new(bus)
         }

@@ -309,11 +309,18 @@ async fn serve_balancer(config: Config) -> anyhow::Result<()> {
             "`ezapi balancer` needs `internal.control_plane_url` (EZ_INTERNAL__CONTROL_PLANE_URL): it reports usage and bans to the control plane"
         );
     };
-    let bus: std::sync::Arc<dyn ez_bus::ConfigBus> = std::sync::Arc::new(
-        ez_bus::RedisBus::connect(redis_url, config.redis.key_prefix.clone())
-            .await
-            .context("configuring Redis (redis.url)")?,
-    );
+    let redis = ez_bus::RedisBus::connect(redis_url, config.redis.key_prefix.clone())
+        .await
+        .context("configuring Redis (redis.url)")?;
+    if redis
+        .check_server()
+        .await
+        .context("checking Redis (redis.url)")?
+        .is_none()
+    {
+        tracing::error!("Redis (redis.url) is not reachable; serving from no snapshot until it answers");
+    }
+    let bus: std::sync::Arc<dyn ez_bus::ConfigBus> = std::sync::Arc::new(redis);
     let sink = ez_balancer::sink::HttpSink::new(
         control_plane_url,
         config

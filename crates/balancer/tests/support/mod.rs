@@ -5,6 +5,8 @@
 
 #![allow(dead_code, reason = "each test binary uses its own part of the harness")]
 
+pub mod resp_proxy;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -478,8 +480,16 @@ impl Gateway {
     }
 
     pub async fn start_with(backend: Backend, settings: ProxySettings) -> Gateway {
+        Gateway::start_on(backend, settings, test_bus(backend).await).await
+    }
+
+    /// A gateway on the database of `backend` and on `bus`.
+    pub async fn start_on(
+        backend: Backend,
+        settings: ProxySettings,
+        bus: Arc<dyn ez_bus::ConfigBus>,
+    ) -> Gateway {
         let db = TestDatabase::create(backend).await;
-        let bus = test_bus(backend).await;
         let mut config = Config::defaults();
         config.auth.admin_token = Some(ez_contract::SecretToken::from_plaintext(ADMIN));
         let store = Store::connect(&db.url, db.kind.clone(), 5).await.unwrap();
@@ -756,6 +766,7 @@ pub fn sse_events(text: &str) -> Vec<&str> {
 
 /// Runs each named `async fn(Backend)` as two tests: on SQLite + memory, and on
 /// PostgreSQL + Redis when those are configured.
+#[allow(unused_macros, reason = "not every test binary runs on both backends")]
 macro_rules! both_backends {
     ($($name:ident),+ $(,)?) => {
         $(
@@ -782,4 +793,5 @@ macro_rules! both_backends {
     };
 }
 
+#[allow(unused_imports, reason = "not every test binary runs on both backends")]
 pub(crate) use both_backends;
