@@ -101,24 +101,6 @@ async fn timed<T>(fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T,
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_older_than_the_minimum_are_refused() {
-        let info = "# Server\r\nredis_version:6.2.14\r\nredis_git_sha1:00000000\r\n";
-        assert_eq!(server_version(info).as_deref(), Some("6.2.14"));
-        assert!(check_version("6.2.14").is_ok());
-        assert!(check_version("7.0.15").is_ok());
-        assert!(check_version("10.0.0").is_ok());
-        let old = check_version("5.0.14").unwrap_err().to_string();
-        assert!(old.contains("5.0.14") && old.contains("6.0"), "{old}");
-        assert!(check_version("garbage").is_err());
-        assert_eq!(server_version("# Server\r\n"), None);
-    }
-}
-
 fn escape_glob(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
@@ -295,5 +277,23 @@ impl ConfigBus for RedisBus {
             }
         });
         Ok(stream.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_older_than_the_minimum_are_refused() {
+        let info = "# Server\r\nredis_version:6.2.14\r\nredis_git_sha1:00000000\r\n";
+        assert_eq!(server_version(info).as_deref(), Some("6.2.14"));
+        assert!(check_version("6.2.14").is_ok());
+        assert!(check_version("7.0.15").is_ok());
+        assert!(check_version("10.0.0").is_ok());
+        let old = check_version("5.0.14").unwrap_err().to_string();
+        assert!(old.contains("5.0.14") && old.contains("6.0"), "{old}");
+        assert!(check_version("garbage").is_err());
+        assert_eq!(server_version("# Server\r\n"), None);
     }
 }
