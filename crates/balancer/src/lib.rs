@@ -7,11 +7,14 @@ pub mod body;
 pub mod cache;
 pub mod error;
 pub mod proxy;
+pub mod refusal;
 pub mod report;
+pub mod response_headers;
 pub mod route;
 pub mod sink;
 pub mod snapshot;
 pub mod upstream;
+pub mod upstream_answer;
 pub mod usage;
 
 pub use cache::SnapshotCache;
