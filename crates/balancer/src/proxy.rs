@@ -440,7 +440,7 @@ async fn send(
         route::split_model(&request.model, token, header_namespace).map_err(route_error)?;
     trace.record.namespace = namespace.to_owned();
     trace.record.public_model = public_model.to_owned();
-    let group = route::caller_group(token, snapshot.masters.get(&token.master_id));
+    let group = route::caller_group(token, &snapshot.masters);
     let binding = route::binding(snapshot, namespace, public_model, group).map_err(route_error)?;
     let speaks = |p: &ProviderSnapshot| upstream::provider_type(p).is_some_and(|t| ingress.served_by(t));
     if !route::serves_format(snapshot, binding, group, &speaks) {
@@ -630,7 +630,7 @@ async fn list_models(State(state): State<BalancerState>, req: Request) -> Respon
         Ok((token, _)) => token,
         Err(e) => return e.into_response(),
     };
-    let group = route::caller_group(token, snapshot.masters.get(&token.master_id));
+    let group = route::caller_group(token, &snapshot.masters);
     let mut ids: Vec<String> = snapshot
         .bindings
         .values()

@@ -7,6 +7,8 @@
 //! candidate does not exist for that caller (404 `model_not_found`, and absent from
 //! `/v1/models`).
 
+use std::collections::HashMap;
+
 use ez_contract::routing::{BindingSnapshot, CandidateSnapshot, ProviderSnapshot, route_key};
 use ez_contract::snapshot::{MasterSnapshot, TokenSnapshot};
 use rand::Rng;
@@ -45,10 +47,11 @@ pub fn split_model<'a>(
 }
 
 /// The caller's routing group: the key's, else its master's. (The control plane writes
-/// the master's group into each of its keys' entries: keys have no group of their own.)
-pub fn caller_group<'a>(key: &'a TokenSnapshot, master: Option<&'a MasterSnapshot>) -> &'a str {
+/// the master's group into each of its keys' entries — keys have no group of their own —
+/// so the master is looked up only for an entry without one.)
+pub fn caller_group<'a>(key: &'a TokenSnapshot, masters: &'a HashMap<i64, MasterSnapshot>) -> &'a str {
     if key.group.is_empty() {
-        master.map_or("", |m| m.group.as_str())
+        masters.get(&key.master_id).map_or("", |m| m.group.as_str())
     } else {
         key.group.as_str()
     }
@@ -366,11 +369,12 @@ mod tests {
             version: 0,
             updated_at: 0,
         };
+        let masters = HashMap::from([(1, master)]);
         let mut k = key(&["default"]);
         k.group = "a".into();
-        assert_eq!(caller_group(&k, Some(&master)), "a");
+        assert_eq!(caller_group(&k, &masters), "a");
         k.group = String::new();
-        assert_eq!(caller_group(&k, Some(&master)), "vip");
-        assert_eq!(caller_group(&k, None), "");
+        assert_eq!(caller_group(&k, &masters), "vip");
+        assert_eq!(caller_group(&k, &HashMap::new()), "");
     }
 }
