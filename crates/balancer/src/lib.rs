@@ -10,11 +10,14 @@ pub mod error;
 pub mod estimate;
 pub mod proxy;
 pub mod rate;
+pub mod refusal;
 pub mod report;
+pub mod response_headers;
 pub mod route;
 pub mod sink;
 pub mod snapshot;
 pub mod upstream;
+pub mod upstream_answer;
 pub mod usage;
 
 pub use cache::SnapshotCache;

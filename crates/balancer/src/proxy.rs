@@ -15,8 +15,8 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ez_contract::report::{CredentialBan, LogRecord, clean_copy, limits as report_limits};
-use ez_contract::routing::{BindingSnapshot, ProviderSnapshot};
+use ez_contract::report::{LogRecord, clean_copy, limits as report_limits};
+use ez_contract::routing::ProviderSnapshot;
 use ez_contract::snapshot::{MasterSnapshot, TokenSnapshot};
 use ez_contract::time::now_unix;
 use ez_contract::token::digest_bytes;
@@ -24,15 +24,18 @@ use ez_contract::validate_key;
 use ipnet::IpNet;
 use serde_json::{Map, Value};
 
-use crate::bans::LocalBans;
+use crate::bans::BanPolicy;
 use crate::body::{ObservedBody, Trace};
 use crate::cache::SnapshotCache;
 use crate::error::ProxyError;
 use crate::rate::RateLimiter;
+use crate::refusal::{Cause, Verdict};
 use crate::report::Reporter;
+use crate::response_headers;
 use crate::route::{self, RouteError};
 use crate::snapshot::{Snapshot, TokenKey};
 use crate::upstream::{self, Ingress};
+use crate::upstream_answer::{Classified, classify};
 
 /// Limits and deadlines of the proxy (configuration section `balancer`).
 #[derive(Debug, Clone)]
@@ -48,6 +51,9 @@ pub struct ProxySettings {
     pub total_timeout: Duration,
     /// How long an auto-banned credential rests.
     pub ban_duration: Duration,
+    /// Ambiguous refusals within `ban_window` that ban a credential.
+    pub ban_threshold: u32,
+    pub ban_window: Duration,
     pub max_body_bytes: usize,
     /// Peers whose `X-Forwarded-For` is believed for the client address.
     pub trusted_proxies: Vec<IpNet>,
@@ -62,6 +68,8 @@ impl Default for ProxySettings {
             idle_timeout: Duration::from_secs(60),
             total_timeout: Duration::from_secs(600),
             ban_duration: Duration::from_secs(600),
+            ban_threshold: 3,
+            ban_window: Duration::from_secs(60),
             max_body_bytes: 10 * 1024 * 1024,
             trusted_proxies: Vec::new(),
         }
@@ -80,6 +88,8 @@ impl ProxySettings {
             idle_timeout: b.idle_timeout,
             total_timeout: b.total_timeout,
             ban_duration: b.ban_duration,
+            ban_threshold: b.ban_threshold,
+            ban_window: b.ban_window,
             max_body_bytes: config.server.max_body_bytes,
             trusted_proxies: config.server.trusted_proxies.clone(),
         }
@@ -92,7 +102,7 @@ pub struct BalancerState {
     pub reporter: Arc<Reporter>,
     http: reqwest::Client,
     settings: Arc<ProxySettings>,
-    bans: Arc<LocalBans>,
+    bans: Arc<BanPolicy>,
     rate: Arc<RateLimiter>,
 }
 
@@ -105,13 +115,22 @@ impl BalancerState {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
+            // A redirect would carry the credential and static headers to another host,
+            // or fetch another resource for the tenant: a 3xx is an upstream failure.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let bans = BanPolicy::new(
+            settings.ban_duration,
+            settings.ban_threshold,
+            settings.ban_window,
+            reporter.clone(),
+        );
         Ok(BalancerState {
             cache,
             reporter,
             http,
             settings: Arc::new(settings),
-            bans: Arc::new(LocalBans::default()),
+            bans: Arc::new(bans),
             rate: Arc::new(RateLimiter::default()),
         })
     }
@@ -402,94 +421,9 @@ impl ClientRequest {
     }
 }
 
-/// Why an upstream answer makes the balancer try another credential.
-enum Refusal {
-    /// The credential itself was refused (401/403, quota exhausted): ban when allowed.
-    Credential {
-        reason: String,
-        quota: bool,
-    },
-    /// With the upstream's `Retry-After` (seconds), when it sent one.
-    RateLimited {
-        retry_after: Option<u64>,
-    },
-    ServerError,
-}
-
-/// Reads a small error body, within `deadline`, to tell quota exhaustion from throttling.
-async fn error_body(response: reqwest::Response, deadline: tokio::time::Instant) -> String {
-    const MAX: usize = 64 * 1024;
-    let read = async {
-        let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut stream).await {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX {
-                break;
-            }
-        }
-        body
-    };
-    let body = tokio::time::timeout_at(deadline, read).await.unwrap_or_default();
-    String::from_utf8_lossy(&body).into_owned()
-}
-
-/// OpenAI's `insufficient_quota`, and the wording other providers use for an exhausted
-/// balance or plan.
-fn quota_exhausted(body: &str) -> bool {
-    let body = body.to_ascii_lowercase();
-    [
-        "insufficient_quota",
-        "quota exceeded",
-        "exceeded your current quota",
-        "credit balance is too low",
-        "billing",
-    ]
-    .iter()
-    .any(|needle| body.contains(needle))
-}
-
-/// Sorts an upstream answer: passed to the client, or a reason to try another
-/// credential. `read_by` bounds reading an error body (a stalled body must not eat the
-/// time left for failover).
-async fn classify(
-    response: reqwest::Response,
-    read_by: tokio::time::Instant,
-) -> Result<reqwest::Response, Refusal> {
-    let status = response.status();
-    match status.as_u16() {
-        401 | 403 => Err(Refusal::Credential {
-            reason: format!("upstream {status}"),
-            quota: false,
-        }),
-        402 => Err(Refusal::Credential {
-            reason: "quota exhausted (upstream 402)".into(),
-            quota: true,
-        }),
-        429 => {
-            let retry_after = response
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| s.clamp(1, 3600));
-            if quota_exhausted(&error_body(response, read_by).await) {
-                Err(Refusal::Credential {
-                    reason: "quota exhausted (upstream 429)".into(),
-                    quota: true,
-                })
-            } else {
-                Err(Refusal::RateLimited { retry_after })
-            }
-        }
-        500..=599 => Err(Refusal::ServerError),
-        _ => Ok(response),
-    }
-}
-
 /// Tries credentials until one answers (or the attempts run out); returns the upstream
 /// response and whether to strip the usage chunk the balancer asked for.
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "the request's parts, each needed here")]
 async fn send(
     state: &BalancerState,
     snapshot: &Snapshot,
@@ -505,9 +439,10 @@ async fn send(
         route::split_model(&request.model, token, header_namespace).map_err(route_error)?;
     trace.record.namespace = namespace.to_owned();
     trace.record.public_model = public_model.to_owned();
-    let binding = route::binding(snapshot, namespace, public_model).map_err(route_error)?;
+    let group = route::caller_group(token, &snapshot.masters);
+    let binding = route::binding(snapshot, namespace, public_model, group).map_err(route_error)?;
     let speaks = |p: &ProviderSnapshot| upstream::provider_type(p).is_some_and(|t| ingress.served_by(t));
-    if !serves_format(snapshot, binding, &speaks) {
+    if !route::serves_format(snapshot, binding, group, &speaks) {
         return Err(ProxyError::new(
             StatusCode::BAD_REQUEST,
             "unsupported_endpoint",
@@ -530,7 +465,7 @@ async fn send(
         let now = now_unix();
         let pick = {
             let mut rng = rand::thread_rng();
-            route::pick(snapshot, binding, now, &mut rng, |id, p| {
+            route::pick(snapshot, binding, group, now, &mut rng, |id, p| {
                 !tried.contains(&id) && !state.bans.is_banned(id, now) && speaks(p)
             })
         };
@@ -601,89 +536,47 @@ async fn send(
             Ok(Ok(response)) => response,
         };
         let read_by = deadline.min(tokio::time::Instant::now() + state.settings.idle_timeout);
-        let outcome = classify(response, read_by).await;
-        if outcome.is_err() {
-            state.reporter.note_failed_attempt(provider.id);
-        }
-        match outcome {
-            Ok(response) => return Ok((response, strip_usage_chunk)),
-            Err(Refusal::Credential { reason, quota }) => {
-                tracing::warn!(credential = provider.id, %reason, "upstream refused the credential; failing over");
-                if provider.auto_ban {
-                    ban(state, provider, &reason);
-                }
-                last_error = if quota {
-                    ProxyError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_quota_exhausted",
-                        "the upstream credentials have no quota left",
-                    )
-                } else {
-                    ProxyError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_auth_failed",
-                        "the upstream refused the gateway's credentials",
-                    )
-                };
+        match classify(response, read_by).await {
+            Classified::Pass(response) => {
+                state.bans.answered(provider.id);
+                return Ok((response, strip_usage_chunk));
             }
-            Err(Refusal::RateLimited { retry_after }) => {
-                tracing::warn!(
-                    credential = provider.id,
-                    "upstream is rate limiting; failing over"
-                );
-                last_error = ProxyError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "upstream_rate_limited",
-                    "the upstream is rate limiting",
-                );
-                last_error.retry_after = Some(retry_after.unwrap_or(1));
-            }
-            Err(Refusal::ServerError) => {
-                tracing::warn!(credential = provider.id, "upstream failed; failing over");
-                last_error =
-                    ProxyError::new(StatusCode::BAD_GATEWAY, "upstream_error", "the upstream failed");
+            Classified::Refused { verdict, retry_after } => {
+                state.reporter.note_failed_attempt(provider.id);
+                last_error = refused(state, provider, &verdict, retry_after);
             }
         }
     }
     Err(last_error)
 }
 
-/// Whether any credential of the binding speaks the request's format.
-fn serves_format(
-    snapshot: &Snapshot,
-    binding: &BindingSnapshot,
-    speaks: &impl Fn(&ProviderSnapshot) -> bool,
-) -> bool {
-    let mut any = false;
-    for candidate in &binding.candidates {
-        for id in candidate.upstreams.keys() {
-            let provider = id.parse().ok().and_then(|id: i64| snapshot.providers.get(&id));
-            match provider {
-                Some(p) if speaks(p) => return true,
-                Some(_) => any = true,
-                None => {}
-            }
-        }
-    }
-    // A binding with no credential at all is "no upstream", not a format mismatch.
-    !any
+/// A credential's refusal: banned when the verdict says so, logged, and the error the
+/// client gets if no other credential does better.
+fn refused(
+    state: &BalancerState,
+    provider: &ProviderSnapshot,
+    verdict: &Verdict,
+    retry_after: Option<u64>,
+) -> ProxyError {
+    let (cause, status) = match verdict {
+        Verdict::FailOver(cause) => (*cause, None),
+        Verdict::BanNow(refusal) | Verdict::Suspect(refusal) => (refusal.cause, Some(refusal.status)),
+        // Never produced for a refusal: an answer is passed on.
+        Verdict::Answer => (Cause::ServerError, None),
+    };
+    let banned = state.bans.apply(provider, verdict).map(|r| r.reason());
+    tracing::warn!(
+        credential = provider.id,
+        ?cause,
+        upstream_status = status,
+        banned = banned.as_deref(),
+        "upstream refused; failing over"
+    );
+    cause.client_error(retry_after)
 }
 
-/// Bans a credential here at once and tells the control plane, which persists the ban
-/// and syncs it to every balancer.
-fn ban(state: &BalancerState, provider: &ProviderSnapshot, reason: &str) {
-    let now = now_unix();
-    let until = now + i64::try_from(state.settings.ban_duration.as_secs()).unwrap_or(i64::MAX / 2);
-    state.bans.ban(provider.id, until, now);
-    state.reporter.ban(CredentialBan {
-        api_key_id: provider.id,
-        ban_until: until,
-        reason: reason.to_owned(),
-    });
-}
-
-/// The upstream's answer as the client's: status, end-to-end headers, and the body
-/// observed on its way (usage, first token, deadlines, log record).
+/// The upstream's answer as the client's: status, the allow-listed headers
+/// (`response_headers.rs`), and the body observed on its way (usage, first token, deadlines, log record).
 fn respond(
     state: &BalancerState,
     upstream: reqwest::Response,
@@ -692,22 +585,7 @@ fn respond(
     deadline: tokio::time::Instant,
 ) -> Response {
     let status = upstream.status();
-    let mut headers = HeaderMap::new();
-    for (name, value) in upstream.headers() {
-        let hop_by_hop = matches!(
-            name.as_str(),
-            "connection"
-                | "keep-alive"
-                | "transfer-encoding"
-                | "content-length"
-                | "upgrade"
-                | "te"
-                | "trailer"
-        );
-        if !hop_by_hop {
-            headers.append(name.clone(), value.clone());
-        }
-    }
+    let headers = response_headers::forwarded(upstream.headers());
     let sse = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -745,7 +623,7 @@ fn route_error(e: RouteError) -> ProxyError {
     }
 }
 
-/// The models the key's namespaces reach, in the OpenAI list shape. Models of the key's
+/// The models the key's namespaces and routing group reach, in the OpenAI list shape. Models of the key's
 /// default namespace are listed by their plain name, others as `namespace.model`.
 async fn list_models(State(state): State<BalancerState>, req: Request) -> Response {
     let snapshot = state.cache.snapshot();
@@ -755,10 +633,13 @@ async fn list_models(State(state): State<BalancerState>, req: Request) -> Respon
         Ok((token, _)) => token,
         Err(e) => return e.into_response(),
     };
+    let group = route::caller_group(token, &snapshot.masters);
     let mut ids: Vec<String> = snapshot
         .bindings
         .values()
-        .filter(|b| b.status == "active" && token.namespaces.contains(&b.namespace))
+        .filter(|b| {
+            b.status == "active" && token.namespaces.contains(&b.namespace) && route::reachable(b, group)
+        })
         .map(|b| {
             if b.namespace == token.default_namespace {
                 b.public_model.clone()
@@ -792,18 +673,5 @@ mod tests {
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk-b"));
         assert_eq!(client_key(&h, None), Some("sk-b"));
         assert_eq!(client_key(&HeaderMap::new(), Some("other=1")), None);
-    }
-
-    #[test]
-    fn quota_exhaustion_is_told_from_throttling() {
-        assert!(quota_exhausted(
-            r#"{"error":{"code":"insufficient_quota","message":"You exceeded your current quota"}}"#
-        ));
-        assert!(quota_exhausted(
-            r#"{"error":{"message":"Your credit balance is too low"}}"#
-        ));
-        assert!(!quota_exhausted(
-            r#"{"error":{"message":"Rate limit reached for requests"}}"#
-        ));
     }
 }

@@ -1,8 +1,16 @@
 //! Resolution (SPEC §6 steps 4–5): which route a request names, which bound group serves
 //! it, which credential to use. Pure functions over the snapshot.
+//!
+//! Routing groups: a master (and so each of its keys) belongs to a `group`; each bound
+//! provider group carries a `route_group`. A candidate is eligible for a caller when its
+//! `route_group` is empty or equals the caller's group; a route without an eligible
+//! candidate does not exist for that caller (404 `model_not_found`, and absent from
+//! `/v1/models`).
 
-use ez_contract::routing::{BindingSnapshot, ProviderSnapshot, route_key};
-use ez_contract::snapshot::TokenSnapshot;
+use std::collections::HashMap;
+
+use ez_contract::routing::{BindingSnapshot, CandidateSnapshot, ProviderSnapshot, route_key};
+use ez_contract::snapshot::{MasterSnapshot, TokenSnapshot};
 use rand::Rng;
 
 use crate::snapshot::Snapshot;
@@ -38,13 +46,64 @@ pub fn split_model<'a>(
     Ok((key.default_namespace.as_str(), model))
 }
 
+/// The caller's routing group: the key's, else its master's. (The control plane writes
+/// the master's group into each of its keys' entries — keys have no group of their own —
+/// so the master is looked up only for an entry without one.)
+pub fn caller_group<'a>(key: &'a TokenSnapshot, masters: &'a HashMap<i64, MasterSnapshot>) -> &'a str {
+    if key.group.is_empty() {
+        masters.get(&key.master_id).map_or("", |m| m.group.as_str())
+    } else {
+        key.group.as_str()
+    }
+}
+
+/// Whether `candidate` may serve a caller of routing group `group` (a string compare,
+/// no allocation).
+pub fn eligible(candidate: &CandidateSnapshot, group: &str) -> bool {
+    candidate.route_group.is_empty() || candidate.route_group == group
+}
+
+/// Whether `binding` has a candidate for a caller of routing group `group`.
+pub fn reachable(binding: &BindingSnapshot, group: &str) -> bool {
+    binding.candidates.iter().any(|c| eligible(c, group))
+}
+
+/// The binding of `namespace.public_model`, if it has a candidate for `group`; a route
+/// reserved for other groups is not found, like one that does not exist.
 pub fn binding<'s>(
     snapshot: &'s Snapshot,
     namespace: &str,
     public_model: &str,
+    group: &str,
 ) -> Result<&'s BindingSnapshot, RouteError> {
     let key = route_key(namespace, public_model);
-    snapshot.bindings.get(&key).ok_or(RouteError::ModelNotFound(key))
+    match snapshot.bindings.get(&key) {
+        Some(binding) if reachable(binding, group) => Ok(binding),
+        _ => Err(RouteError::ModelNotFound(key)),
+    }
+}
+
+/// Whether a credential of the binding's candidates eligible for `group` speaks the
+/// request's format. A binding with no credential at all is "no upstream", not a format
+/// mismatch (true).
+pub fn serves_format(
+    snapshot: &Snapshot,
+    binding: &BindingSnapshot,
+    group: &str,
+    speaks: &impl Fn(&ProviderSnapshot) -> bool,
+) -> bool {
+    let mut any = false;
+    for candidate in binding.candidates.iter().filter(|c| eligible(c, group)) {
+        for id in candidate.upstreams.keys() {
+            let provider = id.parse().ok().and_then(|id: i64| snapshot.providers.get(&id));
+            match provider {
+                Some(p) if speaks(p) => return true,
+                Some(_) => any = true,
+                None => {}
+            }
+        }
+    }
+    !any
 }
 
 /// A credential usable now: active and not banned.
@@ -78,17 +137,18 @@ fn weighted<T>(items: &[(T, i64)], rng: &mut impl Rng) -> Option<usize> {
 /// A usable upstream of a candidate: (credential id, upstream model) and its weight.
 type Weighted = ((i64, String), i64);
 
-/// Picks a candidate group by weight, then one of its usable credentials by weight,
-/// among those `accept` lets through (not tried yet, not banned locally, speaking the
-/// request's format).
+/// Picks a candidate group eligible for the caller's routing `group` by weight, then one
+/// of its usable credentials by weight, among those `accept` lets through (not tried yet,
+/// not banned locally, speaking the request's format).
 pub fn pick(
     snapshot: &Snapshot,
     binding: &BindingSnapshot,
+    group: &str,
     now: i64,
     rng: &mut impl Rng,
     accept: impl Fn(i64, &ProviderSnapshot) -> bool,
 ) -> Option<Pick> {
-    let usable_upstreams = |c: &ez_contract::routing::CandidateSnapshot| -> Vec<Weighted> {
+    let usable_upstreams = |c: &CandidateSnapshot| -> Vec<Weighted> {
         c.upstreams
             .iter()
             .filter_map(|(id, model)| {
@@ -102,7 +162,7 @@ pub fn pick(
     let candidates: Vec<(Vec<Weighted>, i64)> = binding
         .candidates
         .iter()
-        .filter(|c| c.status == "active")
+        .filter(|c| c.status == "active" && eligible(c, group))
         .map(|c| (usable_upstreams(c), c.weight))
         .filter(|(ups, _)| !ups.is_empty())
         .collect();
@@ -119,8 +179,7 @@ pub fn pick(
 mod tests {
     use std::collections::{BTreeMap, HashMap, HashSet};
 
-    use ez_contract::routing::CandidateSnapshot;
-    use ez_contract::snapshot::KeyStatus;
+    use ez_contract::snapshot::{KeyStatus, MasterStatus};
     use rand::SeedableRng;
 
     use super::*;
@@ -214,7 +273,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut counts = HashMap::new();
         for _ in 0..4000 {
-            let p = pick(&snapshot, &binding, 100, &mut rng, |_, _| true).unwrap();
+            let p = pick(&snapshot, &binding, "default", 100, &mut rng, |_, _| true).unwrap();
             *counts.entry(p.credential_id).or_insert(0) += 1;
         }
         assert!(
@@ -225,15 +284,97 @@ mod tests {
         assert!((2.5..3.5).contains(&ratio), "weights 3:1, got {counts:?}");
         let tried = HashSet::from([1, 2]);
         assert_eq!(
-            pick(&snapshot, &binding, 100, &mut rng, |id, _| !tried.contains(&id)),
+            pick(&snapshot, &binding, "default", 100, &mut rng, |id, _| !tried
+                .contains(&id)),
             None,
             "nothing left after failover"
         );
         assert_eq!(
-            pick(&snapshot, &binding, 100, &mut rng, |id, _| id != 1)
+            pick(&snapshot, &binding, "default", 100, &mut rng, |id, _| id != 1)
                 .unwrap()
                 .credential_id,
             2
         );
+    }
+
+    fn grouped(route_group: &str, ids: &[i64]) -> CandidateSnapshot {
+        CandidateSnapshot {
+            route_group: route_group.into(),
+            ..candidate(1, ids)
+        }
+    }
+
+    #[test]
+    fn routing_groups_decide_which_candidates_a_caller_reaches() {
+        let snapshot = Snapshot {
+            providers: std::sync::Arc::new(HashMap::from([
+                (1, provider(1, 1, "active", 0)),
+                (2, provider(2, 1, "active", 0)),
+                (3, provider(3, 1, "active", 0)),
+            ])),
+            bindings: std::sync::Arc::new(HashMap::from([(
+                "default.m".to_owned(),
+                BindingSnapshot {
+                    namespace: "default".into(),
+                    public_model: "m".into(),
+                    status: "active".into(),
+                    updated_at: 0,
+                    candidates: vec![grouped("a", &[1]), grouped("b", &[2])],
+                },
+            )])),
+            ..Snapshot::default()
+        };
+        let binding = &snapshot.bindings["default.m"];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..50 {
+            let a = pick(&snapshot, binding, "a", 100, &mut rng, |_, _| true).unwrap();
+            assert_eq!(a.credential_id, 1);
+            let b = pick(&snapshot, binding, "b", 100, &mut rng, |_, _| true).unwrap();
+            assert_eq!(b.credential_id, 2);
+        }
+        assert_eq!(pick(&snapshot, binding, "c", 100, &mut rng, |_, _| true), None);
+        assert!(binding_of(&snapshot, "a").is_ok());
+        assert_eq!(
+            binding_of(&snapshot, "c"),
+            Err(RouteError::ModelNotFound("default.m".into())),
+            "a route reserved for other groups does not exist for the caller"
+        );
+        assert!(!serves_format(&snapshot, binding, "a", &|p| p.id != 1));
+        assert!(serves_format(&snapshot, binding, "b", &|p| p.id != 1));
+
+        // An empty route group serves every caller.
+        let open = BindingSnapshot {
+            candidates: vec![grouped("", &[3])],
+            ..binding.clone()
+        };
+        let p = pick(&snapshot, &open, "c", 100, &mut rng, |_, _| true).unwrap();
+        assert_eq!(p.credential_id, 3);
+        assert!(reachable(&open, "anything"));
+    }
+
+    fn binding_of<'s>(snapshot: &'s Snapshot, group: &str) -> Result<&'s BindingSnapshot, RouteError> {
+        binding(snapshot, "default", "m", group)
+    }
+
+    #[test]
+    fn the_callers_group_is_the_keys_else_the_masters() {
+        let master = MasterSnapshot {
+            id: 1,
+            status: MasterStatus::Active,
+            epoch: 1,
+            group: "vip".into(),
+            global_qps: 0,
+            namespaces: vec!["default".into()],
+            default_namespace: "default".into(),
+            version: 0,
+            updated_at: 0,
+        };
+        let masters = HashMap::from([(1, master)]);
+        let mut k = key(&["default"]);
+        k.group = "a".into();
+        assert_eq!(caller_group(&k, &masters), "a");
+        k.group = String::new();
+        assert_eq!(caller_group(&k, &masters), "vip");
+        assert_eq!(caller_group(&k, &HashMap::new()), "");
     }
 }

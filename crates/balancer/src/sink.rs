@@ -22,6 +22,8 @@ impl HttpSink {
             client: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(3))
                 .timeout(Duration::from_secs(15))
+                // A redirect would carry `X-Internal-Token` to wherever it points.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()?,
             base_url: base_url.trim_end_matches('/').to_owned(),
             token,
@@ -50,6 +52,9 @@ impl HttpSink {
             | StatusCode::FORBIDDEN
             | StatusCode::REQUEST_TIMEOUT
             | StatusCode::TOO_MANY_REQUESTS => Err(ReportError::Unavailable(detail)),
+            // A redirect (not followed) is a wrong `internal.control_plane_url`, fixed
+            // by an operator: keep the reports meanwhile too.
+            s if s.is_redirection() => Err(ReportError::Unavailable(detail)),
             s if s.is_server_error() => Err(ReportError::Unavailable(detail)),
             _ => Err(ReportError::Rejected(detail)),
         }

@@ -155,6 +155,11 @@ pub struct BalancerConfig {
     pub max_failover_attempts: usize,
     /// How long an auto-banned credential rests.
     pub ban_duration: Duration,
+    /// Ambiguous refusals of one credential (a 401/402/403 that names no cause) within
+    /// `ban_window` that ban it; unmistakable ones (an invalid key) ban at once.
+    pub ban_threshold: u32,
+    /// The sliding window in which `ban_threshold` ambiguous refusals ban a credential.
+    pub ban_window: Duration,
     /// Full re-read of the snapshot, in case a refresh event was missed.
     pub reconcile_interval: Duration,
     /// How often usage, logs and counters are shipped.
@@ -386,6 +391,14 @@ impl RawConfig {
                 }
             },
             ban_duration: positive_duration("balancer.ban_duration", &b.ban_duration)?,
+            ban_threshold: match b.ban_threshold {
+                1..=1_000 => b.ban_threshold,
+                _ => return Err(invalid("balancer.ban_threshold", "must be between 1 and 1000")),
+            },
+            ban_window: match parse_duration("balancer.ban_window", &b.ban_window)? {
+                w if w >= Duration::from_secs(1) && w <= Duration::from_secs(86_400) => w,
+                _ => return Err(invalid("balancer.ban_window", "must be between 1s and 24h")),
+            },
             reconcile_interval: positive_duration("balancer.reconcile_interval", &b.reconcile_interval)?,
             report_interval: positive_duration("balancer.report_interval", &b.report_interval)?,
             report_buffer: match b.report_buffer {

@@ -32,6 +32,8 @@ fn defaults_work_for_serve() {
         assert_eq!(config.sync_outbox.max_retries, 10);
         assert_eq!(config.sync_outbox.bus_check_interval, Duration::from_secs(10));
         assert_eq!(config.model_registry.refresh_every, Duration::from_secs(600));
+        assert_eq!(config.balancer.ban_threshold, 3);
+        assert_eq!(config.balancer.ban_window, Duration::from_secs(60));
         Ok(())
     });
 }
@@ -131,6 +133,9 @@ fn invalid_values_name_the_option() {
             "1000",
             "balancer.report_buffer_bytes",
         ),
+        ("EZ_BALANCER__BAN_THRESHOLD", "0", "balancer.ban_threshold"),
+        ("EZ_BALANCER__BAN_WINDOW", "0s", "balancer.ban_window"),
+        ("EZ_BALANCER__BAN_WINDOW", "2d", "balancer.ban_window"),
     ];
     for (var, value, option) in cases {
         Jail::expect_with(|jail| {

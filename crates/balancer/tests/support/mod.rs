@@ -110,8 +110,18 @@ fn chunk(model: &str, content: &str) -> String {
 /// - `slow`: the answer comes after 10 s
 /// - `cut`: a stream that breaks after its first event · `stal`: a stream that goes
 ///   silent after its first event · `drip`: a stream of one event every 100 ms for 30 s
+/// - `f403`: 403 that names no cause
+///   · `u401`: 401 that names no cause (a restricted key missing a scope)
+///   · `a401`: Anthropic `authentication_error` · `hdrs`: a normal chat answer with
+///   account headers (`set-cookie`, `openai-organization`, `x-ratelimit-*`…)
+///
+/// Whatever the credential, a request for more than 10,000 `max_tokens` gets a 402 tied
+/// to `max_tokens` (an account with little credit left, as OpenRouter answers).
 async fn misbehave(state: &MockState, credential: &str, body: &Value) -> Option<Response> {
     let model = body["model"].as_str().unwrap_or_default().to_owned();
+    if let Some(response) = refuse(credential, body) {
+        return Some(response);
+    }
     if credential.ends_with("dead") {
         return Some(error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -207,6 +217,58 @@ async fn misbehave(state: &MockState, credential: &str, body: &Value) -> Option<
             }
         });
         return Some(sse_response(Body::from_stream(stream)));
+    }
+    None
+}
+
+/// The refusals and account headers of [`misbehave`], in recorded provider shapes.
+fn refuse(credential: &str, body: &Value) -> Option<Response> {
+    let model = body["model"].as_str().unwrap_or_default();
+    if body["max_tokens"].as_i64().is_some_and(|n| n > 10_000) {
+        return Some(error(
+            StatusCode::PAYMENT_REQUIRED,
+            json!({ "error": { "message": "This request requires more credits, or fewer max_tokens. You requested up to 100000 tokens, but can only afford 2000.", "type": "insufficient_credits", "param": "max_tokens", "code": "insufficient_credits" } }),
+        ));
+    }
+    if credential.ends_with("f403") {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            json!({ "error": { "message": "Forbidden", "type": "invalid_request_error", "param": null, "code": null } }),
+        ));
+    }
+    if credential.ends_with("u401") {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            json!({ "error": { "message": "You have insufficient permissions for this operation. Missing scopes: model.request.", "type": "invalid_request_error", "param": null, "code": null } }),
+        ));
+    }
+    if credential.ends_with("a401") {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            json!({ "type": "error", "error": { "type": "authentication_error", "message": "invalid x-api-key" } }),
+        ));
+    }
+    if credential.ends_with("hdrs") {
+        let mut response = Json(json!({
+            "id": "chatcmpl-h",
+            "object": "chat.completion",
+            "model": model,
+            "choices": [{ "index": 0, "message": { "role": "assistant", "content": "hello with headers" }, "finish_reason": "stop" }],
+            "usage": { "prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5 }
+        }))
+        .into_response();
+        for (name, value) in [
+            ("set-cookie", "__cf_bm=upstream-session; path=/; HttpOnly"),
+            ("openai-organization", "org-upstream-account"),
+            ("openai-project", "proj_upstream"),
+            ("x-ratelimit-limit-requests", "10000"),
+            ("x-ratelimit-remaining-tokens", "149990"),
+            ("x-request-id", "req_upstream_123"),
+            ("retry-after", "3"),
+        ] {
+            response.headers_mut().insert(name, value.parse().unwrap());
+        }
+        return Some(response);
     }
     None
 }
@@ -441,6 +503,41 @@ impl ResetUpstream {
     /// Connections accepted (and reset) so far.
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// An upstream that answers every request with `status` and `Location: location`.
+pub struct RedirectUpstream {
+    pub base: String,
+    hits: Arc<AtomicUsize>,
+}
+
+impl RedirectUpstream {
+    pub async fn start(status: StatusCode, location: String) -> RedirectUpstream {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            let (counter, location) = (counter.clone(), location.clone());
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Response::builder()
+                    .status(status)
+                    .header("location", location)
+                    .body(Body::empty())
+                    .unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        RedirectUpstream { base, hits }
+    }
+
+    /// Requests answered so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
     }
 }
 
