@@ -1,0 +1,163 @@
+//! The export: the whole configuration as one document.
+
+use std::collections::HashMap;
+
+use ez_contract::SecretToken;
+
+use super::{
+    ApiKeyDoc, BindingDoc, ConfigDocument, FORMAT, GroupDoc, KeyDoc, MasterDoc, ModelDoc, NamespaceDoc,
+    VERSION, fingerprint,
+};
+use crate::providers;
+use crate::store::{Store, StoreResult};
+
+/// The whole configuration, sorted by natural keys so two exports of equal
+/// configurations are equal documents.
+pub async fn export(store: &Store, include_secrets: bool) -> StoreResult<ConfigDocument> {
+    let mut namespaces = Vec::new();
+    let mut page = 1;
+    loop {
+        let (items, total) = store
+            .list_namespaces(crate::store::PageRequest { page, page_size: 500 })
+            .await?;
+        let done = items.is_empty() || (page * 500) >= total;
+        namespaces.extend(items);
+        if done {
+            break;
+        }
+        page += 1;
+    }
+    let groups = store.all_groups().await?;
+    let group_names: HashMap<i64, String> = groups.iter().map(|g| (g.id, g.name.clone())).collect();
+    let masters = store.all_masters().await?;
+    let master_names: HashMap<i64, String> = masters.iter().map(|m| (m.id, m.name.clone())).collect();
+
+    let mut doc = ConfigDocument {
+        format: FORMAT.to_owned(),
+        version: VERSION,
+        namespaces: namespaces
+            .into_iter()
+            .map(|n| NamespaceDoc {
+                name: n.name,
+                description: n.description,
+                status: n.status,
+            })
+            .collect(),
+        provider_groups: groups
+            .iter()
+            .map(|g| GroupDoc {
+                name: g.name.clone(),
+                provider_type: g.provider_type.clone(),
+                base_url: g.base_url.clone(),
+                google_project: g.google_project.clone(),
+                google_location: g.google_location.clone(),
+                models: g.models.clone(),
+                status: g.status.clone(),
+                static_headers: if include_secrets {
+                    g.static_headers.clone()
+                } else {
+                    providers::masked_headers(&g.static_headers)
+                },
+                headers_profile: g.headers_profile.clone(),
+                route_group: g.route_group.clone(),
+            })
+            .collect(),
+        api_keys: store
+            .all_api_keys()
+            .await?
+            .iter()
+            .filter_map(|k| {
+                let secret =
+                    |s: &SecretToken| (include_secrets && !s.is_empty()).then(|| s.expose().to_owned());
+                Some(ApiKeyDoc {
+                    group: group_names.get(&k.group_id)?.clone(),
+                    fingerprint: fingerprint(k),
+                    api_key: secret(&k.api_key),
+                    access_token: secret(&k.access_token),
+                    refresh_token: secret(&k.refresh_token),
+                    weight: k.weight,
+                    status: k.status.clone(),
+                    auto_ban: k.auto_ban,
+                    ban_reason: k.ban_reason.clone(),
+                    ban_until: k.ban_until,
+                    expires_at: k.expires_at,
+                    account_id: k.account_id.clone(),
+                    project_id: k.project_id.clone(),
+                    models: k.models.clone(),
+                })
+            })
+            .collect(),
+        bindings: store
+            .all_bindings()
+            .await?
+            .into_iter()
+            .filter_map(|b| {
+                Some(BindingDoc {
+                    group: group_names.get(&b.group_id)?.clone(),
+                    namespace: b.namespace,
+                    public_model: b.public_model,
+                    weight: b.weight,
+                    selector_type: b.selector_type,
+                    selector_value: b.selector_value,
+                    status: b.status,
+                })
+            })
+            .collect(),
+        models: store
+            .model_overrides()
+            .await?
+            .into_iter()
+            .map(|(name, override_)| ModelDoc { name, override_ })
+            .collect(),
+        masters: masters
+            .iter()
+            .map(|m| MasterDoc {
+                name: m.name.clone(),
+                group: m.group.clone(),
+                status: m.status,
+                max_child_keys: m.max_child_keys,
+                global_qps: m.global_qps,
+                epoch: m.epoch,
+                default_namespace: m.default_namespace.clone(),
+                namespaces: m.namespaces.clone(),
+                token_digest: m.token_digest.clone(),
+                token_prefix: m.token_prefix.clone(),
+            })
+            .collect(),
+        keys: store
+            .all_keys()
+            .await?
+            .into_iter()
+            .filter_map(|k| {
+                Some(KeyDoc {
+                    master: master_names.get(&k.master_id)?.clone(),
+                    name: k.name,
+                    token_digest: k.token_digest,
+                    token_prefix: k.token_prefix,
+                    status: k.status,
+                    suspended_by: k.suspended_by,
+                    issued_at_epoch: k.issued_at_epoch,
+                    issued_by: k.issued_by,
+                    default_namespace: k.default_namespace,
+                    namespaces: k.namespaces,
+                    allow_ips: k.allow_ips,
+                    deny_ips: k.deny_ips,
+                    expires_at: k.expires_at,
+                    qps: k.qps,
+                })
+            })
+            .collect(),
+    };
+    doc.namespaces.sort_by(|a, b| a.name.cmp(&b.name));
+    doc.provider_groups.sort_by(|a, b| a.name.cmp(&b.name));
+    doc.api_keys
+        .sort_by(|a, b| (&a.group, &a.fingerprint).cmp(&(&b.group, &b.fingerprint)));
+    doc.bindings.sort_by(|a, b| {
+        (&a.namespace, &a.public_model, &a.group).cmp(&(&b.namespace, &b.public_model, &b.group))
+    });
+    doc.models.sort_by(|a, b| a.name.cmp(&b.name));
+    doc.masters.sort_by(|a, b| a.name.cmp(&b.name));
+    doc.keys
+        .sort_by(|a, b| (&a.master, &a.name).cmp(&(&b.master, &b.name)));
+    Ok(doc)
+}
