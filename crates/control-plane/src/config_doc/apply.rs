@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use super::ImportAction;
-use super::ImportError;
-use super::import::Plan;
+use super::import::{KeyStep, MasterStep, Plan, Step};
+use super::{ImportAction, ImportError};
+use crate::spec::{BindingSpec, CredentialSpec, GroupSpec};
 use crate::state::AppState;
 use crate::store::{ImportTx, KeyImport, StoreError, StoreResult};
 use crate::sync::SyncTarget;
@@ -88,7 +88,18 @@ fn id_of(ids: &HashMap<String, i64>, name: &str, what: &'static str) -> StoreRes
 
 async fn write(tx: &mut ImportTx, plan: Plan) -> StoreResult<Touched> {
     let mut touched = Touched::default();
-    for step in plan.namespaces {
+    let Plan {
+        namespaces,
+        groups,
+        credentials,
+        bindings,
+        models,
+        masters,
+        keys,
+        group_ids,
+        master_ids,
+    } = plan;
+    for step in namespaces {
         let ns = step.item;
         match (step.action, step.id) {
             (ImportAction::Create, _) => {
@@ -103,19 +114,49 @@ async fn write(tx: &mut ImportTx, plan: Plan) -> StoreResult<Touched> {
             _ => {}
         }
     }
-    let mut group_ids = plan.group_ids;
-    for step in plan.groups {
+    let group_ids = write_groups(tx, groups, group_ids, &mut touched).await?;
+    write_credentials(tx, credentials, &group_ids, &mut touched).await?;
+    write_bindings(tx, bindings, &group_ids, &mut touched).await?;
+    for step in models {
+        if step.action != ImportAction::Skip {
+            let (name, value) = step.item;
+            tx.put_model_override(&name, &value).await?;
+            touched.models = true;
+        }
+    }
+    let master_ids = write_masters(tx, masters, master_ids, &mut touched).await?;
+    write_keys(tx, keys, &master_ids, &mut touched).await?;
+    Ok(touched)
+}
+
+/// Writes the groups; returns the id of every group by name.
+async fn write_groups(
+    tx: &mut ImportTx,
+    steps: Vec<Step<GroupSpec>>,
+    mut ids: HashMap<String, i64>,
+    touched: &mut Touched,
+) -> StoreResult<HashMap<String, i64>> {
+    for step in steps {
         let id = match (step.action, step.id) {
             (ImportAction::Create, _) => tx.create_group(&step.item).await?.id,
             (ImportAction::Update, Some(id)) => tx.update_group(id, &step.item).await?.id,
             _ => continue,
         };
-        group_ids.insert(step.item.name.clone(), id);
+        ids.insert(step.item.name.clone(), id);
         touched.groups.push(id);
     }
-    for step in plan.credentials {
+    Ok(ids)
+}
+
+async fn write_credentials(
+    tx: &mut ImportTx,
+    steps: Vec<Step<(String, CredentialSpec)>>,
+    group_ids: &HashMap<String, i64>,
+    touched: &mut Touched,
+) -> StoreResult<()> {
+    for step in steps {
         let (group, spec) = step.item;
-        let group_id = id_of(&group_ids, &group, "provider group")?;
+        let group_id = id_of(group_ids, &group, "provider group")?;
         let spec = spec.in_group(group_id);
         match (step.action, step.id) {
             (ImportAction::Create, _) => drop(tx.create_api_key(&spec).await?),
@@ -124,9 +165,18 @@ async fn write(tx: &mut ImportTx, plan: Plan) -> StoreResult<Touched> {
         }
         touched.groups.push(group_id);
     }
-    for step in plan.bindings {
+    Ok(())
+}
+
+async fn write_bindings(
+    tx: &mut ImportTx,
+    steps: Vec<Step<(String, BindingSpec)>>,
+    group_ids: &HashMap<String, i64>,
+    touched: &mut Touched,
+) -> StoreResult<()> {
+    for step in steps {
         let (group, spec) = step.item;
-        let spec = spec.in_group(id_of(&group_ids, &group, "provider group")?);
+        let spec = spec.in_group(id_of(group_ids, &group, "provider group")?);
         match (step.action, step.id) {
             (ImportAction::Create, _) => drop(tx.create_binding(&spec).await?),
             (ImportAction::Update, Some(id)) => drop(tx.update_binding(id, &spec).await?),
@@ -136,16 +186,18 @@ async fn write(tx: &mut ImportTx, plan: Plan) -> StoreResult<Touched> {
             .routes
             .push((spec.namespace.clone(), spec.public_model.clone()));
     }
-    for step in plan.models {
-        if step.action != ImportAction::Skip {
-            let (name, value) = step.item;
-            tx.put_model_override(&name, &value).await?;
-            touched.models = true;
-        }
-    }
-    let mut master_ids = plan.master_ids;
-    for step in plan.masters {
-        let (spec, record) = (step.item.spec, step.item.record);
+    Ok(())
+}
+
+/// Writes the masters; returns the id of every master by name.
+async fn write_masters(
+    tx: &mut ImportTx,
+    steps: Vec<Step<MasterStep>>,
+    mut ids: HashMap<String, i64>,
+    touched: &mut Touched,
+) -> StoreResult<HashMap<String, i64>> {
+    for step in steps {
+        let MasterStep { spec, record } = step.item;
         let id = match (step.action, step.id) {
             (ImportAction::Create, _) => tx.create_master(&record).await?.id,
             (ImportAction::Update, Some(id)) => {
@@ -161,12 +213,21 @@ async fn write(tx: &mut ImportTx, plan: Plan) -> StoreResult<Touched> {
             }
             _ => continue,
         };
-        master_ids.insert(spec.name.clone(), id);
+        ids.insert(spec.name.clone(), id);
         touched.masters.push(id);
     }
-    for step in plan.keys {
+    Ok(ids)
+}
+
+async fn write_keys(
+    tx: &mut ImportTx,
+    steps: Vec<Step<KeyStep>>,
+    master_ids: &HashMap<String, i64>,
+    touched: &mut Touched,
+) -> StoreResult<()> {
+    for step in steps {
         let key = step.item;
-        let master_id = id_of(&master_ids, &key.master, "master")?;
+        let master_id = id_of(master_ids, &key.master, "master")?;
         match (step.action, step.id) {
             (ImportAction::Create, _) => {
                 let record = KeyImport {
@@ -183,5 +244,5 @@ async fn write(tx: &mut ImportTx, plan: Plan) -> StoreResult<Touched> {
         }
         touched.masters.push(master_id);
     }
-    Ok(touched)
+    Ok(())
 }

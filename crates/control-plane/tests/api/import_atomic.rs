@@ -3,15 +3,18 @@
 //! makes the database refuse to insert a child key named `boom` (keys are written last).
 
 use ez_config::DatabaseKind;
-use ez_control_plane::testing::Backend;
+use ez_contract::time::now_unix;
+use ez_control_plane::testing::{Backend, TestDatabase, test_bus};
 use serde_json::{Value, json};
 
 use crate::both_backends;
+use crate::bus_outage::{SwitchableBus, retry_job};
 use crate::helpers::TestApp;
 
 both_backends!(
     a_failure_at_the_last_entity_changes_nothing,
     an_overwrite_that_fails_half_way_changes_nothing,
+    a_committed_import_reaches_the_bus_through_the_outbox,
 );
 
 /// Makes inserting a child key named `boom` fail, on either engine.
@@ -173,4 +176,56 @@ async fn an_overwrite_that_fails_half_way_changes_nothing(backend: Backend) {
     assert_eq!(after["masters"][0]["global_qps"], 77);
     assert_eq!(after["api_keys"][0]["weight"], 9);
     assert_eq!(app.bus_snapshot().await, app.desired_bus().await);
+}
+
+/// The bus is written after the commit; when it is down, the import still succeeds and
+/// every entry it touched waits in the sync outbox until the bus answers again.
+async fn a_committed_import_reaches_the_bus_through_the_outbox(backend: Backend) {
+    let a = TestApp::spawn(backend).await;
+    populate(&a).await;
+    let doc = export(&a).await;
+
+    let bus = SwitchableBus::new(test_bus(backend).await);
+    let b = TestApp::start(TestDatabase::create(backend).await, bus.clone()).await;
+    bus.set_up(false);
+    b.admin_post("/admin/import", doc.clone()).await.expect(200);
+    assert_eq!(export(&b).await, doc, "the database has the import");
+
+    let master = b.admin_get("/admin/masters").await.expect(200).body["items"][0]["id"].clone();
+    let group = b.admin_get("/admin/provider-groups").await.expect(200).body["items"][0]["id"].clone();
+    let pending = b
+        .admin_get("/admin/sync/outbox?status=pending")
+        .await
+        .expect(200)
+        .body;
+    let mut resources: Vec<String> = pending["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["resource"].as_str().unwrap(),
+                e["resource_id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    resources.sort();
+    assert_eq!(
+        resources,
+        vec![
+            "binding:team-a.gpt-4o".to_owned(),
+            format!("master:{master}"),
+            "models:all".to_owned(),
+            format!("provider_group:{group}"),
+        ]
+    );
+
+    bus.set_up(true);
+    let retried = retry_job(&b, 10)
+        .run_at(now_unix() + 3600)
+        .await
+        .expect("retry pass");
+    assert_eq!(retried, 4);
+    assert_eq!(b.bus_snapshot().await, b.desired_bus().await);
 }
