@@ -98,7 +98,8 @@ pub struct CreateKeyRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateKeyRequest {
     pub name: Option<String>,
-    /// `active`, `suspended` or `revoked` (final).
+    /// `active`, `suspended` or `revoked` (final). A master cannot lift a suspension an
+    /// admin made (403 `suspended_by_admin`).
     #[schema(value_type = Option<String>, example = "suspended")]
     pub status: Option<KeyStatus>,
     pub default_namespace: Option<String>,

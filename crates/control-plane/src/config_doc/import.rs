@@ -510,21 +510,22 @@ impl<'a> Checker<'a> {
 
     fn key(&mut self, k: &KeyDoc) -> Option<Step<KeyStep>> {
         let context = format!("key {}/{}", k.master, k.name);
-        let master = validation::display_name("master", &k.master)
+        let found = validation::display_name("master", &k.master)
             .ok()
-            .filter(|name| self.masters.contains_key(name));
-        let Some(master) = master else {
+            .and_then(|name| {
+                let scope = self.masters.get(&name)?;
+                // A key that can never authenticate again is a record: its namespaces
+                // need not be among its master's.
+                let dead = k.status == KeyStatus::Revoked || k.issued_at_epoch < scope.epoch;
+                Some((name, (!dead).then(|| scope.namespaces.clone())))
+            });
+        let Some((master, allowed)) = found else {
             self.problem(
                 &context,
                 format!("master {:?} is neither in the document nor configured", k.master),
             );
             return None;
         };
-        let scope = &self.masters[&master];
-        // A key that can never authenticate again is a record: its namespaces need not
-        // be among its master's.
-        let dead = k.status == KeyStatus::Revoked || k.issued_at_epoch < scope.epoch;
-        let allowed = (!dead).then(|| scope.namespaces.clone());
         let existing = self.existing;
         let current = validation::display_name("name", &k.name)
             .ok()
