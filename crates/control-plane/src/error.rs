@@ -1,5 +1,6 @@
 //! The one API error type and its JSON envelope (SPEC §5):
-//! `{"error": {"code": "snake_case", "message": "…", "type": "…"}}`.
+//! `{"error": {"code": "snake_case", "message": "…", "type": "…"}}`, and the one place
+//! where the services' domain errors become HTTP statuses and codes.
 //!
 //! 5xx bodies are generic; the cause is logged (inside the request's span, so with its
 //! request id) and never sent to the client.
@@ -14,7 +15,12 @@ use ez_contract::KeyRejection;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::config_doc::ImportError;
+use crate::namespaces::NamespaceError;
+use crate::providers::ProviderError;
+use crate::spec::SpecError;
 use crate::store::StoreError;
+use crate::tenants::TenantError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -149,6 +155,89 @@ impl From<StoreError> for ApiError {
                 ApiError::unavailable("database_unavailable", "the database is not reachable right now")
             }
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<SpecError> for ApiError {
+    fn from(err: SpecError) -> ApiError {
+        let (status, code) = spec_status(&err);
+        ApiError::new(status, code, err.to_string())
+    }
+}
+
+/// 400 `invalid_field` for a value outside its field's rules; 422 with its own code for
+/// a rule between fields or about the provider type.
+fn spec_status(err: &SpecError) -> (StatusCode, &'static str) {
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    match err {
+        SpecError::InvalidField { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
+        SpecError::ExpiresInPast { .. } => (unprocessable, "expires_in_past"),
+        SpecError::UnknownProviderType(_) => (unprocessable, "unknown_provider_type"),
+        SpecError::BaseUrlRequired(_) => (unprocessable, "base_url_required"),
+        SpecError::GoogleProjectRequired(_) => (unprocessable, "google_project_required"),
+        SpecError::OauthTokenRequired(_) => (unprocessable, "oauth_token_required"),
+        SpecError::ApiKeyRequired(_) => (unprocessable, "api_key_required"),
+        SpecError::InvalidSelector(_) => (unprocessable, "invalid_selector"),
+        SpecError::DefaultNamespaceNotInNamespaces(_) => {
+            (unprocessable, "default_namespace_not_in_namespaces")
+        }
+        SpecError::NamespacesNotAllowed(_) => (unprocessable, "namespace_not_allowed"),
+    }
+}
+
+impl From<TenantError> for ApiError {
+    fn from(err: TenantError) -> ApiError {
+        let message = err.to_string();
+        match err {
+            TenantError::Invalid(e) => e.into(),
+            TenantError::Store(e) => e.into(),
+            TenantError::UnknownNamespaces(_) => ApiError::unprocessable("namespace_not_found", message),
+            TenantError::MasterSuspended => ApiError::conflict("master_suspended", message),
+            TenantError::KeysOutsideNamespaces(_) => ApiError::conflict("keys_outside_namespaces", message),
+            TenantError::KeyRevoked => ApiError::conflict("key_revoked", message),
+            TenantError::SuspendedByAdmin => ApiError::forbidden("suspended_by_admin", message),
+        }
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(err: ProviderError) -> ApiError {
+        let message = err.to_string();
+        match err {
+            ProviderError::Invalid(e) => e.into(),
+            ProviderError::Store(e) => e.into(),
+            ProviderError::GroupNotFound(_) => ApiError::unprocessable("group_not_found", message),
+            ProviderError::GroupInUse(_) => ApiError::conflict("group_in_use", message),
+            ProviderError::UnknownNamespace(_) => ApiError::unprocessable("namespace_not_found", message),
+            ProviderError::CredentialUnfit { source, .. } => {
+                let (status, code) = spec_status(&source);
+                ApiError::new(status, code, message)
+            }
+            ProviderError::UnknownPreset => ApiError::unprocessable("unknown_preset", message),
+            ProviderError::CorruptType(_) => ApiError::internal(message),
+        }
+    }
+}
+
+impl From<NamespaceError> for ApiError {
+    fn from(err: NamespaceError) -> ApiError {
+        let message = err.to_string();
+        match err {
+            NamespaceError::Invalid(e) => e.into(),
+            NamespaceError::Store(e) => e.into(),
+            NamespaceError::InUse { .. } => ApiError::conflict("namespace_in_use", message),
+        }
+    }
+}
+
+impl From<ImportError> for ApiError {
+    fn from(err: ImportError) -> ApiError {
+        let message = err.to_string();
+        match err {
+            ImportError::UnsupportedFormat => ApiError::unprocessable("unsupported_format", message),
+            ImportError::Invalid(_) => ApiError::unprocessable("invalid_import", message),
+            ImportError::Store(e) => e.into(),
         }
     }
 }

@@ -132,7 +132,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let store = ez_control_plane::open_store(&config).await?;
             let doc = ez_control_plane::config_doc::export(&store, include_secrets)
                 .await
-                .map_err(|e| anyhow::anyhow!("export failed: {}", e.message))?;
+                .map_err(|e| anyhow::anyhow!("export failed: {e}"))?;
             let json = serde_json::to_string_pretty(&doc).context("encoding the document")?;
             match output {
                 Some(path) => std::fs::write(&path, json + "\n")
@@ -168,7 +168,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             };
             let report = ez_control_plane::config_doc::import(&cp.state, doc, policy, dry_run)
                 .await
-                .map_err(|e| anyhow::anyhow!("import refused: {}", e.message))?;
+                .map_err(|e| anyhow::anyhow!("import refused: {e}"))?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&report).context("encoding the report")?

@@ -9,7 +9,8 @@ use utoipa::IntoParams;
 use super::{ApiJson, ApiPath, ApiQuery, Page, PageQuery};
 use crate::auth::AdminAuth;
 use crate::error::{ApiResult, ErrorEnvelope};
-use crate::providers::{self, ApiKeyView, CreateApiKeyRequest, KEY_STATUSES, UpdateApiKeyRequest};
+use crate::providers::{self, ApiKeyView, CreateApiKeyRequest, UpdateApiKeyRequest};
+use crate::spec::CREDENTIAL_STATUSES;
 use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]
@@ -50,11 +51,11 @@ pub async fn list_api_keys(
     }
     .validate()?;
     if let Some(status) = &query.status
-        && !KEY_STATUSES.contains(&status.as_str())
+        && !CREDENTIAL_STATUSES.contains(&status.as_str())
     {
         return Err(crate::error::ApiError::bad_request(
             "invalid_query",
-            format!("status must be one of: {}", KEY_STATUSES.join(", ")),
+            format!("status must be one of: {}", CREDENTIAL_STATUSES.join(", ")),
         ));
     }
     let (items, total) = state

@@ -66,7 +66,7 @@ pub struct CreateModelRequest {
 }
 
 fn model_name(name: &str) -> ApiResult<String> {
-    crate::providers::model_list("name", &[name.to_owned()]).map(|mut list| list.remove(0))
+    Ok(crate::validation::model_name("name", name)?)
 }
 
 fn checked(value: ModelOverride) -> ApiResult<ModelOverride> {

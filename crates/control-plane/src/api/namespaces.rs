@@ -6,10 +6,10 @@ use utoipa::ToSchema;
 
 use super::{ApiJson, ApiPath, ApiQuery, Page, PageQuery};
 use crate::auth::AdminAuth;
-use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::error::{ApiResult, ErrorEnvelope};
+use crate::namespaces;
 use crate::state::AppState;
 use crate::store::{Namespace, NamespaceStatus};
-use crate::validation;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -29,41 +29,6 @@ pub struct UpdateNamespaceRequest {
     pub status: Option<NamespaceStatus>,
 }
 
-const MAX_DESCRIPTION: usize = 1024;
-
-fn description(value: &str) -> ApiResult<String> {
-    if value.chars().count() > MAX_DESCRIPTION {
-        return Err(ApiError::invalid_field(
-            "description",
-            format!("must be at most {MAX_DESCRIPTION} characters"),
-        ));
-    }
-    if value
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-    {
-        return Err(ApiError::invalid_field(
-            "description",
-            "must not contain control characters",
-        ));
-    }
-    Ok(value.trim().to_owned())
-}
-
-async fn ensure_unused(state: &AppState, name: &str, action: &str) -> ApiResult<()> {
-    let (masters, keys) = state.store.namespace_usage(name).await?;
-    let bindings = state.store.bindings_in_namespace(name).await?;
-    if masters + keys + bindings > 0 {
-        return Err(ApiError::conflict(
-            "namespace_in_use",
-            format!(
-                "cannot {action} namespace {name:?}: used by {masters} master(s), {keys} key(s) and {bindings} binding(s)"
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Creates a namespace.
 #[utoipa::path(post, path = "/admin/namespaces", tag = "admin", security(("bearer" = [])),
     request_body = CreateNamespaceRequest,
@@ -73,12 +38,7 @@ pub async fn create_namespace(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateNamespaceRequest>,
 ) -> ApiResult<(StatusCode, Json<Namespace>)> {
-    let name = validation::identifier("name", &req.name)?;
-    let description = description(&req.description)?;
-    let ns = state
-        .store
-        .create_namespace(&name, &description, req.status.unwrap_or(NamespaceStatus::Active))
-        .await?;
+    let ns = namespaces::create_namespace(&state, &req.name, &req.description, req.status).await?;
     Ok((StatusCode::CREATED, Json(ns)))
 }
 
@@ -118,22 +78,14 @@ pub async fn update_namespace(
     ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<UpdateNamespaceRequest>,
 ) -> ApiResult<Json<Namespace>> {
-    let current = state.store.get_namespace(id).await?;
-    let name = match &req.name {
-        Some(name) => validation::identifier("name", name)?,
-        None => current.name.clone(),
-    };
-    if name != current.name {
-        ensure_unused(&state, &current.name, "rename").await?;
-    }
-    let description = match &req.description {
-        Some(d) => description(d)?,
-        None => current.description.clone(),
-    };
-    let ns = state
-        .store
-        .update_namespace(id, &name, &description, req.status.unwrap_or(current.status))
-        .await?;
+    let ns = namespaces::update_namespace(
+        &state,
+        id,
+        req.name.as_deref(),
+        req.description.as_deref(),
+        req.status,
+    )
+    .await?;
     Ok(Json(ns))
 }
 
@@ -146,8 +98,6 @@ pub async fn delete_namespace(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<StatusCode> {
-    let current = state.store.get_namespace(id).await?;
-    ensure_unused(&state, &current.name, "delete").await?;
-    state.store.delete_namespace(id).await?;
+    namespaces::delete_namespace(&state, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 
 use super::ApiJson;
 use crate::auth::AdminAuth;
-use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::providers::{self, CreateGroupRequest, ProviderSetup};
+use crate::error::{ApiResult, ErrorEnvelope};
+use crate::providers::{self, CreateGroupRequest, ProviderError, ProviderSetup};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -53,12 +53,7 @@ pub async fn create_preset_provider(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<PresetRequest>,
 ) -> ApiResult<(StatusCode, Json<ProviderSetup>)> {
-    let (kind, default_models) = providers::preset(&req.preset).ok_or_else(|| {
-        ApiError::unprocessable(
-            "unknown_preset",
-            "preset must be one of: openai, anthropic, gemini",
-        )
-    })?;
+    let (kind, default_models) = providers::preset(&req.preset).ok_or(ProviderError::UnknownPreset)?;
     let group = CreateGroupRequest {
         name: req.name.unwrap_or_else(|| kind.as_str().to_owned()),
         provider_type: kind.as_str().to_owned(),

@@ -2,8 +2,8 @@
 
 use ez_contract::time::now_unix;
 use serde::Serialize;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::{PageRequest, Store, StoreError, StoreResult, count};
@@ -79,44 +79,14 @@ fn conflict(w: &BindingWrite) -> String {
 impl Store {
     pub async fn create_binding(&self, w: &BindingWrite) -> StoreResult<Binding> {
         let _permit = self.write_permit().await;
-        let row = sqlx::query(&format!(
-            "INSERT INTO bindings (namespace, public_model, group_id, weight, selector_type, selector_value, \
-             status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {COLUMNS}"
-        ))
-        .bind(&w.namespace)
-        .bind(&w.public_model)
-        .bind(w.group_id)
-        .bind(w.weight)
-        .bind(&w.selector_type)
-        .bind(&w.selector_value)
-        .bind(&w.status)
-        .bind(now_unix())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| StoreError::or_conflict(e, &conflict(w)))?;
-        from_row(&row)
+        let mut conn = self.pool.acquire().await?;
+        insert_binding(&mut conn, w).await
     }
 
     pub async fn update_binding(&self, id: i64, w: &BindingWrite) -> StoreResult<Binding> {
         let _permit = self.write_permit().await;
-        let row = sqlx::query(&format!(
-            "UPDATE bindings SET namespace = $2, public_model = $3, group_id = $4, weight = $5, selector_type = $6, \
-             selector_value = $7, status = $8, updated_at = $9 WHERE id = $1 RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(&w.namespace)
-        .bind(&w.public_model)
-        .bind(w.group_id)
-        .bind(w.weight)
-        .bind(&w.selector_type)
-        .bind(&w.selector_value)
-        .bind(&w.status)
-        .bind(now_unix())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| StoreError::or_conflict(e, &conflict(w)))?
-        .ok_or(StoreError::NotFound("binding"))?;
-        from_row(&row)
+        let mut conn = self.pool.acquire().await?;
+        write_binding(&mut conn, id, w).await
     }
 
     pub async fn get_binding(&self, id: i64) -> StoreResult<Binding> {
@@ -192,4 +162,48 @@ impl Store {
                 .await?,
         )
     }
+}
+
+pub(super) async fn insert_binding(conn: &mut AnyConnection, w: &BindingWrite) -> StoreResult<Binding> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO bindings (namespace, public_model, group_id, weight, selector_type, selector_value, \
+         status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {COLUMNS}"
+    ))
+    .bind(&w.namespace)
+    .bind(&w.public_model)
+    .bind(w.group_id)
+    .bind(w.weight)
+    .bind(&w.selector_type)
+    .bind(&w.selector_value)
+    .bind(&w.status)
+    .bind(now_unix())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| StoreError::or_conflict(e, &conflict(w)))?;
+    from_row(&row)
+}
+
+pub(super) async fn write_binding(
+    conn: &mut AnyConnection,
+    id: i64,
+    w: &BindingWrite,
+) -> StoreResult<Binding> {
+    let row = sqlx::query(&format!(
+        "UPDATE bindings SET namespace = $2, public_model = $3, group_id = $4, weight = $5, selector_type = $6, \
+         selector_value = $7, status = $8, updated_at = $9 WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&w.namespace)
+    .bind(&w.public_model)
+    .bind(w.group_id)
+    .bind(w.weight)
+    .bind(&w.selector_type)
+    .bind(&w.selector_value)
+    .bind(&w.status)
+    .bind(now_unix())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| StoreError::or_conflict(e, &conflict(w)))?
+    .ok_or(StoreError::NotFound("binding"))?;
+    from_row(&row)
 }

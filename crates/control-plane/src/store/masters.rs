@@ -1,7 +1,7 @@
 use ez_contract::snapshot::MasterStatus;
 use ez_contract::time::now_unix;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::models::{Key, Master};
 use super::{PageRequest, Store, StoreError, StoreResult, count, json_list, parse_list};
@@ -139,33 +139,8 @@ impl Store {
 
     pub async fn update_master(&self, id: i64, w: &MasterWrite) -> StoreResult<Master> {
         let _permit = self.write_permit().await;
-        let row = sqlx::query(&format!(
-            "UPDATE masters SET revision = revision + 1, name = $2, group_name = $3, status = $4, max_child_keys = $5, \
-             global_qps = $6, default_namespace = $7, namespaces = $8, updated_at = $9 \
-             WHERE id = $1 AND revision = $10 RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(&w.name)
-        .bind(&w.group)
-        .bind(w.status.as_str())
-        .bind(w.max_child_keys)
-        .bind(w.global_qps)
-        .bind(&w.default_namespace)
-        .bind(json_list(&w.namespaces))
-        .bind(now_unix())
-        .bind(w.revision)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| StoreError::or_conflict(e, &format!("master {:?}", w.name)))?;
-        match row {
-            Some(row) => from_row(&row),
-            None => {
-                self.get_master(id).await?;
-                Err(StoreError::Conflict(format!(
-                    "master {id} changed meanwhile; read it again and retry"
-                )))
-            }
-        }
+        let mut conn = self.pool.acquire().await?;
+        write_master(&mut conn, id, w, now_unix()).await
     }
 
     /// Raises the master's revocation epoch by one: every key issued before is dead.
@@ -213,7 +188,10 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound("master"))?;
             let master = from_row(&row)?;
-            sqlx::query("UPDATE child_keys SET revision = revision + 1, status = 'revoked', updated_at = $2 WHERE master_id = $1")
+            sqlx::query(
+                "UPDATE child_keys SET revision = revision + 1, status = 'revoked', suspended_by = NULL, updated_at = $2 \
+                 WHERE master_id = $1",
+            )
                 .bind(id)
                 .bind(now)
                 .execute(&mut *tx)
@@ -268,5 +246,45 @@ impl Store {
         }
         .await;
         self.finish(tx, result).await
+    }
+}
+
+/// The `UPDATE` of [`Store::update_master`], also run inside an import's transaction.
+pub(super) async fn write_master(
+    conn: &mut AnyConnection,
+    id: i64,
+    w: &MasterWrite,
+    now: i64,
+) -> StoreResult<Master> {
+    let row = sqlx::query(&format!(
+        "UPDATE masters SET revision = revision + 1, name = $2, group_name = $3, status = $4, max_child_keys = $5, \
+         global_qps = $6, default_namespace = $7, namespaces = $8, updated_at = $9 \
+         WHERE id = $1 AND revision = $10 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&w.name)
+    .bind(&w.group)
+    .bind(w.status.as_str())
+    .bind(w.max_child_keys)
+    .bind(w.global_qps)
+    .bind(&w.default_namespace)
+    .bind(json_list(&w.namespaces))
+    .bind(now)
+    .bind(w.revision)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| StoreError::or_conflict(e, &format!("master {:?}", w.name)))?;
+    match row {
+        Some(row) => from_row(&row),
+        None => {
+            sqlx::query("SELECT id FROM masters WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(StoreError::NotFound("master"))?;
+            Err(StoreError::Conflict(format!(
+                "master {id} changed meanwhile; read it again and retry"
+            )))
+        }
     }
 }

@@ -24,10 +24,10 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 pub use bindings::{Binding, BindingWrite};
-pub use import::{KeyImport, MasterImport};
+pub use import::{ImportTx, KeyImport, MasterImport};
 pub use keys::{KeyWrite, NewKey};
 pub use masters::{MasterWrite, NewMaster};
-pub use models::{IssuedBy, Key, Master, Namespace, NamespaceStatus};
+pub use models::{IssuedBy, Key, Master, Namespace, NamespaceStatus, SuspendedBy};
 pub use outbox::{OutboxEntry, OutboxStatus};
 pub use providers::{ApiKey, ApiKeyWrite, GroupWrite, ProviderGroup};
 pub use usage::{BanOutcome, LogFilter, StatusFilter, StoredLog};

@@ -82,3 +82,33 @@ impl Store {
         Ok(())
     }
 }
+
+/// Creates or replaces the override of `name` on `conn`: the write of
+/// [`Store::put_model_override`] for a caller that holds a transaction (an import).
+pub(super) async fn upsert_override(
+    conn: &mut sqlx::AnyConnection,
+    name: &str,
+    value: &ModelOverride,
+) -> StoreResult<()> {
+    let data = serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let now = now_unix();
+    let updated = sqlx::query("UPDATE model_overrides SET data = $2, updated_at = $3 WHERE name = $1")
+        .bind(name)
+        .bind(&data)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        sqlx::query(
+            "INSERT INTO model_overrides (name, data, created_at, updated_at) VALUES ($1, $2, $3, $3)",
+        )
+        .bind(name)
+        .bind(&data)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| StoreError::or_conflict(e, &format!("an override of {name:?}")))?;
+    }
+    Ok(())
+}

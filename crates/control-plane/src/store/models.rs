@@ -53,6 +53,31 @@ impl IssuedBy {
     }
 }
 
+/// Who suspended a child key. An admin's suspension sticks: a master cannot lift it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SuspendedBy {
+    Master,
+    Admin,
+}
+
+impl SuspendedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuspendedBy::Master => "master",
+            SuspendedBy::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SuspendedBy> {
+        match s {
+            "master" => Some(SuspendedBy::Master),
+            "admin" => Some(SuspendedBy::Admin),
+            _ => None,
+        }
+    }
+}
+
 /// A named routing space.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Namespace {
@@ -97,6 +122,8 @@ pub struct Key {
     pub token_prefix: String,
     #[schema(value_type = String, example = "active")]
     pub status: KeyStatus,
+    /// Who suspended the key (`admin` or `master`); `null` unless it is suspended.
+    pub suspended_by: Option<SuspendedBy>,
     pub issued_at_epoch: i64,
     pub issued_by: IssuedBy,
     pub default_namespace: String,
@@ -111,4 +138,19 @@ pub struct Key {
     pub revision: i64,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl Key {
+    /// Whether the key can never authenticate again: revoked, or issued before its
+    /// master's current epoch (epochs only rise).
+    pub fn is_dead(&self, master_epoch: i64) -> bool {
+        self.status == KeyStatus::Revoked || self.issued_at_epoch < master_epoch
+    }
+
+    /// Whether the key takes one of its master's `max_child_keys` slots: it is not dead
+    /// and not expired. Suspended keys count (they can be re-activated). The store's
+    /// `LIVE_KEY` condition is the same rule in SQL, where the limit is enforced.
+    pub fn takes_a_slot(&self, master_epoch: i64, now: i64) -> bool {
+        !self.is_dead(master_epoch) && self.expires_at.is_none_or(|t| t > now)
+    }
 }

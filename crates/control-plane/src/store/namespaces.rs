@@ -1,6 +1,6 @@
 use ez_contract::time::now_unix;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
 use super::models::{Namespace, NamespaceStatus};
 use super::{PageRequest, Store, StoreError, StoreResult, count};
@@ -28,19 +28,8 @@ impl Store {
         status: NamespaceStatus,
     ) -> StoreResult<Namespace> {
         let _permit = self.write_permit().await;
-        let now = now_unix();
-        let row = sqlx::query(&format!(
-            "INSERT INTO namespaces (name, description, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $4) RETURNING {COLUMNS}"
-        ))
-        .bind(name)
-        .bind(description)
-        .bind(status.as_str())
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| StoreError::or_conflict(e, &format!("namespace {name:?}")))?;
-        from_row(&row)
+        let mut conn = self.pool.acquire().await?;
+        insert_namespace(&mut conn, name, description, status).await
     }
 
     pub async fn list_namespaces(&self, page: PageRequest) -> StoreResult<(Vec<Namespace>, i64)> {
@@ -85,23 +74,12 @@ impl Store {
         status: NamespaceStatus,
     ) -> StoreResult<Namespace> {
         let _permit = self.write_permit().await;
-        let row = sqlx::query(&format!(
-            "UPDATE namespaces SET name = $2, description = $3, status = $4, updated_at = $5 \
-             WHERE id = $1 RETURNING {COLUMNS}"
-        ))
-        .bind(id)
-        .bind(name)
-        .bind(description)
-        .bind(status.as_str())
-        .bind(now_unix())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| StoreError::or_conflict(e, &format!("namespace {name:?}")))?
-        .ok_or(StoreError::NotFound("namespace"))?;
-        from_row(&row)
+        let mut conn = self.pool.acquire().await?;
+        write_namespace(&mut conn, id, name, description, status).await
     }
 
-    /// How many masters and live (not revoked) keys name `namespace`.
+    /// How many masters, and keys that are not dead ([`super::Key::is_dead`]), name
+    /// `namespace`.
     pub async fn namespace_usage(&self, namespace: &str) -> StoreResult<(i64, i64)> {
         // Namespace names are restricted to [A-Za-z0-9_-], so the quoted name can only
         // match a whole element of the JSON list; `_` is a LIKE wildcard and is escaped.
@@ -115,10 +93,14 @@ impl Store {
             .fetch_one(&self.pool)
             .await?,
         )?;
+        // Keys that can never authenticate again (revoked, or issued before their
+        // master's epoch) are records: they do not hold a namespace. Expired keys do,
+        // since a new expiry revives them.
         let keys = count(
             &sqlx::query(
-                "SELECT COUNT(*) FROM child_keys WHERE status <> 'revoked' \
-                 AND (default_namespace = $1 OR namespaces LIKE $2 ESCAPE '\\')",
+                "SELECT COUNT(*) FROM child_keys k JOIN masters m ON m.id = k.master_id \
+                 WHERE k.status <> 'revoked' AND k.issued_at_epoch >= m.epoch \
+                 AND (k.default_namespace = $1 OR k.namespaces LIKE $2 ESCAPE '\\')",
             )
             .bind(namespace)
             .bind(&pattern)
@@ -140,4 +122,47 @@ impl Store {
         }
         Ok(())
     }
+}
+
+pub(super) async fn insert_namespace(
+    conn: &mut AnyConnection,
+    name: &str,
+    description: &str,
+    status: NamespaceStatus,
+) -> StoreResult<Namespace> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO namespaces (name, description, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $4) RETURNING {COLUMNS}"
+    ))
+    .bind(name)
+    .bind(description)
+    .bind(status.as_str())
+    .bind(now_unix())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| StoreError::or_conflict(e, &format!("namespace {name:?}")))?;
+    from_row(&row)
+}
+
+pub(super) async fn write_namespace(
+    conn: &mut AnyConnection,
+    id: i64,
+    name: &str,
+    description: &str,
+    status: NamespaceStatus,
+) -> StoreResult<Namespace> {
+    let row = sqlx::query(&format!(
+        "UPDATE namespaces SET name = $2, description = $3, status = $4, updated_at = $5 \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(name)
+    .bind(description)
+    .bind(status.as_str())
+    .bind(now_unix())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| StoreError::or_conflict(e, &format!("namespace {name:?}")))?
+    .ok_or(StoreError::NotFound("namespace"))?;
+    from_row(&row)
 }

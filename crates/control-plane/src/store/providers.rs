@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use ez_contract::SecretToken;
 use ez_contract::time::now_unix;
 use serde::Serialize;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
 use super::{PageRequest, Store, StoreError, StoreResult, count, json_list, parse_list};
@@ -193,52 +193,14 @@ fn key_from_row(row: &AnyRow) -> StoreResult<ApiKey> {
 impl Store {
     pub async fn create_group(&self, w: &GroupWrite) -> StoreResult<ProviderGroup> {
         let _permit = self.write_permit().await;
-        let row = sqlx::query(&format!(
-            "INSERT INTO provider_groups (name, type, base_url, google_project, google_location, models, \
-             status, static_headers, headers_profile, route_group, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {GROUP_COLUMNS}"
-        ))
-        .bind(&w.name)
-        .bind(&w.provider_type)
-        .bind(&w.base_url)
-        .bind(&w.google_project)
-        .bind(&w.google_location)
-        .bind(json_list(&w.models))
-        .bind(&w.status)
-        .bind(json_map(&w.static_headers))
-        .bind(&w.headers_profile)
-        .bind(&w.route_group)
-        .bind(now_unix())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| StoreError::or_conflict(e, &format!("provider group {:?}", w.name)))?;
-        group_from_row(&row)
+        let mut conn = self.pool.acquire().await?;
+        insert_group(&mut conn, w).await
     }
 
     pub async fn update_group(&self, id: i64, w: &GroupWrite) -> StoreResult<ProviderGroup> {
         let _permit = self.write_permit().await;
-        let row = sqlx::query(&format!(
-            "UPDATE provider_groups SET name = $2, type = $3, base_url = $4, google_project = $5, \
-             google_location = $6, models = $7, status = $8, static_headers = $9, headers_profile = $10, \
-             route_group = $11, updated_at = $12 WHERE id = $1 RETURNING {GROUP_COLUMNS}"
-        ))
-        .bind(id)
-        .bind(&w.name)
-        .bind(&w.provider_type)
-        .bind(&w.base_url)
-        .bind(&w.google_project)
-        .bind(&w.google_location)
-        .bind(json_list(&w.models))
-        .bind(&w.status)
-        .bind(json_map(&w.static_headers))
-        .bind(&w.headers_profile)
-        .bind(&w.route_group)
-        .bind(now_unix())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| StoreError::or_conflict(e, &format!("provider group {:?}", w.name)))?
-        .ok_or(StoreError::NotFound("provider group"))?;
-        group_from_row(&row)
+        let mut conn = self.pool.acquire().await?;
+        write_group(&mut conn, id, w).await
     }
 
     pub async fn get_group(&self, id: i64) -> StoreResult<ProviderGroup> {
@@ -322,65 +284,14 @@ impl Store {
 
     pub async fn create_api_key(&self, w: &ApiKeyWrite) -> StoreResult<ApiKey> {
         let _permit = self.write_permit().await;
-        let row = sqlx::query(&format!(
-            "INSERT INTO api_keys (group_id, api_key, weight, status, auto_ban, ban_reason, ban_until, \
-             access_token, refresh_token, expires_at, account_id, project_id, models, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) RETURNING {KEY_COLUMNS}"
-        ))
-        .bind(w.group_id)
-        .bind(w.api_key.expose())
-        .bind(w.weight)
-        .bind(&w.status)
-        .bind(i64::from(w.auto_ban))
-        .bind(&w.ban_reason)
-        .bind(w.ban_until)
-        .bind(w.access_token.expose())
-        .bind(w.refresh_token.expose())
-        .bind(w.expires_at)
-        .bind(&w.account_id)
-        .bind(&w.project_id)
-        .bind(json_list(&w.models))
-        .bind(now_unix())
-        .fetch_one(&self.pool)
-        .await?;
-        key_from_row(&row)
+        let mut conn = self.pool.acquire().await?;
+        insert_api_key(&mut conn, w).await
     }
 
     pub async fn update_api_key(&self, id: i64, w: &ApiKeyWrite) -> StoreResult<ApiKey> {
         let _permit = self.write_permit().await;
-        let row = sqlx::query(&format!(
-            "UPDATE api_keys SET revision = revision + 1, group_id = $2, api_key = $3, weight = $4, status = $5, auto_ban = $6, \
-             ban_reason = $7, ban_until = $8, access_token = $9, refresh_token = $10, expires_at = $11, \
-             account_id = $12, project_id = $13, models = $14, updated_at = $15 \
-             WHERE id = $1 AND revision = $16 RETURNING {KEY_COLUMNS}"
-        ))
-        .bind(id)
-        .bind(w.group_id)
-        .bind(w.api_key.expose())
-        .bind(w.weight)
-        .bind(&w.status)
-        .bind(i64::from(w.auto_ban))
-        .bind(&w.ban_reason)
-        .bind(w.ban_until)
-        .bind(w.access_token.expose())
-        .bind(w.refresh_token.expose())
-        .bind(w.expires_at)
-        .bind(&w.account_id)
-        .bind(&w.project_id)
-        .bind(json_list(&w.models))
-        .bind(now_unix())
-        .bind(w.revision)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => key_from_row(&row),
-            None => {
-                self.get_api_key(id).await?;
-                Err(StoreError::Conflict(format!(
-                    "api key {id} changed meanwhile; read it again and retry"
-                )))
-            }
-        }
+        let mut conn = self.pool.acquire().await?;
+        write_api_key(&mut conn, id, w).await
     }
 
     pub async fn get_api_key(&self, id: i64) -> StoreResult<ApiKey> {
@@ -465,5 +376,122 @@ impl Store {
             return Err(StoreError::NotFound("api key"));
         }
         Ok(())
+    }
+}
+
+pub(super) async fn insert_group(conn: &mut AnyConnection, w: &GroupWrite) -> StoreResult<ProviderGroup> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO provider_groups (name, type, base_url, google_project, google_location, models, \
+         status, static_headers, headers_profile, route_group, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {GROUP_COLUMNS}"
+    ))
+    .bind(&w.name)
+    .bind(&w.provider_type)
+    .bind(&w.base_url)
+    .bind(&w.google_project)
+    .bind(&w.google_location)
+    .bind(json_list(&w.models))
+    .bind(&w.status)
+    .bind(json_map(&w.static_headers))
+    .bind(&w.headers_profile)
+    .bind(&w.route_group)
+    .bind(now_unix())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| StoreError::or_conflict(e, &format!("provider group {:?}", w.name)))?;
+    group_from_row(&row)
+}
+
+pub(super) async fn write_group(
+    conn: &mut AnyConnection,
+    id: i64,
+    w: &GroupWrite,
+) -> StoreResult<ProviderGroup> {
+    let row = sqlx::query(&format!(
+        "UPDATE provider_groups SET name = $2, type = $3, base_url = $4, google_project = $5, \
+         google_location = $6, models = $7, status = $8, static_headers = $9, headers_profile = $10, \
+         route_group = $11, updated_at = $12 WHERE id = $1 RETURNING {GROUP_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&w.name)
+    .bind(&w.provider_type)
+    .bind(&w.base_url)
+    .bind(&w.google_project)
+    .bind(&w.google_location)
+    .bind(json_list(&w.models))
+    .bind(&w.status)
+    .bind(json_map(&w.static_headers))
+    .bind(&w.headers_profile)
+    .bind(&w.route_group)
+    .bind(now_unix())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| StoreError::or_conflict(e, &format!("provider group {:?}", w.name)))?
+    .ok_or(StoreError::NotFound("provider group"))?;
+    group_from_row(&row)
+}
+
+pub(super) async fn insert_api_key(conn: &mut AnyConnection, w: &ApiKeyWrite) -> StoreResult<ApiKey> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO api_keys (group_id, api_key, weight, status, auto_ban, ban_reason, ban_until, \
+         access_token, refresh_token, expires_at, account_id, project_id, models, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) RETURNING {KEY_COLUMNS}"
+    ))
+    .bind(w.group_id)
+    .bind(w.api_key.expose())
+    .bind(w.weight)
+    .bind(&w.status)
+    .bind(i64::from(w.auto_ban))
+    .bind(&w.ban_reason)
+    .bind(w.ban_until)
+    .bind(w.access_token.expose())
+    .bind(w.refresh_token.expose())
+    .bind(w.expires_at)
+    .bind(&w.account_id)
+    .bind(&w.project_id)
+    .bind(json_list(&w.models))
+    .bind(now_unix())
+    .fetch_one(&mut *conn)
+    .await?;
+    key_from_row(&row)
+}
+
+pub(super) async fn write_api_key(conn: &mut AnyConnection, id: i64, w: &ApiKeyWrite) -> StoreResult<ApiKey> {
+    let row = sqlx::query(&format!(
+        "UPDATE api_keys SET revision = revision + 1, group_id = $2, api_key = $3, weight = $4, status = $5, auto_ban = $6, \
+         ban_reason = $7, ban_until = $8, access_token = $9, refresh_token = $10, expires_at = $11, \
+         account_id = $12, project_id = $13, models = $14, updated_at = $15 \
+         WHERE id = $1 AND revision = $16 RETURNING {KEY_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(w.group_id)
+    .bind(w.api_key.expose())
+    .bind(w.weight)
+    .bind(&w.status)
+    .bind(i64::from(w.auto_ban))
+    .bind(&w.ban_reason)
+    .bind(w.ban_until)
+    .bind(w.access_token.expose())
+    .bind(w.refresh_token.expose())
+    .bind(w.expires_at)
+    .bind(&w.account_id)
+    .bind(&w.project_id)
+    .bind(json_list(&w.models))
+    .bind(now_unix())
+    .bind(w.revision)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(row) => key_from_row(&row),
+        None => {
+            sqlx::query("SELECT id FROM api_keys WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(StoreError::NotFound("api key"))?;
+            Err(StoreError::Conflict(format!(
+                "api key {id} changed meanwhile; read it again and retry"
+            )))
+        }
     }
 }

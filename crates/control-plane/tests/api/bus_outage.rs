@@ -19,20 +19,20 @@ use crate::helpers::TestApp;
 
 /// A real bus that the test can switch off: while off, every call fails as a dead
 /// Redis would.
-struct SwitchableBus {
+pub(crate) struct SwitchableBus {
     inner: Arc<dyn ConfigBus>,
     up: AtomicBool,
 }
 
 impl SwitchableBus {
-    fn new(inner: Arc<dyn ConfigBus>) -> Arc<SwitchableBus> {
+    pub(crate) fn new(inner: Arc<dyn ConfigBus>) -> Arc<SwitchableBus> {
         Arc::new(SwitchableBus {
             inner,
             up: AtomicBool::new(true),
         })
     }
 
-    fn set_up(&self, up: bool) {
+    pub(crate) fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
     }
 
@@ -102,7 +102,7 @@ async fn desired(app: &TestApp) -> BTreeMap<String, BTreeMap<String, String>> {
     app.desired_bus().await
 }
 
-fn retry_job(app: &TestApp, max_retries: i64) -> OutboxRetry {
+pub(crate) fn retry_job(app: &TestApp, max_retries: i64) -> OutboxRetry {
     OutboxRetry {
         sync: app.state.sync.clone(),
         store: app.state.store.clone(),

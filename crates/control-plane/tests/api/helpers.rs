@@ -160,6 +160,12 @@ impl TestApp {
         }
     }
 
+    /// The URL of this test's database, for tests that reach past the API (e.g. to
+    /// create a trigger that injects a failure).
+    pub fn database_url(&self) -> &str {
+        self.db.as_ref().map_or("", |db| db.url.as_str())
+    }
+
     /// Starts the control plane's periodic jobs (outbox retry, bus watchdog).
     pub fn start_jobs(&mut self) {
         if let Some(scheduler) = self.scheduler.take() {
