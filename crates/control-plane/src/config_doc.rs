@@ -224,7 +224,11 @@ pub async fn export(store: &Store, include_secrets: bool) -> ApiResult<ConfigDoc
             .map(|g| GroupDoc {
                 name: g.name.clone(),
                 provider_type: g.provider_type.clone(),
-                base_url: g.base_url.clone(),
+                base_url: if include_secrets {
+                    g.base_url.clone()
+                } else {
+                    crate::masking::masked_base_url(&g.base_url)
+                },
                 google_project: g.google_project.clone(),
                 google_location: g.google_location.clone(),
                 models: g.models.clone(),
@@ -542,7 +546,9 @@ pub async fn import(
             &format!("provider group {:?}", g.name),
             providers::validate_group(write).and_then(|mut w| {
                 let current = existing_groups.get(&w.name).map(|g| &g.static_headers);
-                providers::restore_masked_headers(&mut w.static_headers, current).map(|()| w)
+                providers::restore_masked_headers(&mut w.static_headers, current)?;
+                let current_url = existing_groups.get(&w.name).map(|g| g.base_url.as_str());
+                crate::masking::restore_masked_base_url(&mut w.base_url, current_url).map(|()| w)
             }),
         ) {
             if let Ok(kind) = w.provider_type.parse() {

@@ -15,6 +15,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::store::StoreError;
+use crate::usage::IngestError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -149,6 +150,37 @@ impl From<StoreError> for ApiError {
                 ApiError::unavailable("database_unavailable", "the database is not reachable right now")
             }
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(err: IngestError) -> ApiError {
+        match err {
+            IngestError::Invalid { field, reason } => ApiError::invalid_field(field, reason),
+            IngestError::NotFound(what) => ApiError::not_found(what),
+            IngestError::AutoBanDisabled => ApiError::conflict(
+                "auto_ban_disabled",
+                "this credential does not allow automatic bans",
+            ),
+            IngestError::Busy => ApiError::unavailable(
+                "log_writer_busy",
+                "too many log records are being written; retry later",
+            ),
+            IngestError::Refused(cause) => {
+                tracing::warn!(error = %cause, "the database refused a report");
+                ApiError::unprocessable(
+                    "report_refused",
+                    "the database refused a value of this report; sending it again cannot help",
+                )
+            }
+            IngestError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "a report could not be stored");
+                ApiError::unavailable(
+                    "store_unavailable",
+                    "the report cannot be stored now; retry later",
+                )
+            }
         }
     }
 }

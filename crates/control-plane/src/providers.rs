@@ -47,6 +47,7 @@ pub fn masked_headers(headers: &BTreeMap<String, String>) -> BTreeMap<String, St
 /// A group as the API shows it: credential header values masked.
 pub fn group_view(mut group: ProviderGroup) -> ProviderGroup {
     group.static_headers = masked_headers(&group.static_headers);
+    group.base_url = crate::masking::masked_base_url(&group.base_url);
     group
 }
 
@@ -577,6 +578,7 @@ pub async fn update_group(state: &AppState, id: i64, req: UpdateGroupRequest) ->
     );
     let mut write = validate_group(w)?;
     restore_masked_headers(&mut write.static_headers, Some(&current.static_headers))?;
+    crate::masking::restore_masked_base_url(&mut write.base_url, Some(&current.base_url))?;
     if write.provider_type != current.provider_type {
         // The credentials must suit the new type, as they would if created in it.
         let kind: ProviderType = write
