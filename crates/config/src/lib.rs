@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ez_contract::SecretToken;
+use ez_contract::redact::MaskedUrl;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
@@ -77,14 +78,15 @@ pub enum DatabaseKind {
     Postgres,
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` masks the URL's password (see the impls below).
+#[derive(Clone)]
 pub struct DatabaseConfig {
     pub url: String,
     pub kind: DatabaseKind,
     pub max_connections: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisConfig {
     pub url: Option<String>,
     /// Prepended to every bus key and channel (several deployments on one Redis).
@@ -98,11 +100,45 @@ pub struct AuthConfig {
     pub jwt_ttl: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct InternalConfig {
     pub stats_token: Option<SecretToken>,
     pub allow_anonymous: bool,
     pub control_plane_url: Option<String>,
+}
+
+// The URLs below may carry credentials (`postgres://user:password@…`,
+// `redis://:password@…`): `Debug` shows them masked, so a logged `Config` leaks nothing.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &MaskedUrl(&self.url))
+            .field("kind", &self.kind)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_deref().map(MaskedUrl))
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for InternalConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalConfig")
+            .field("stats_token", &self.stats_token)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field(
+                "control_plane_url",
+                &self.control_plane_url.as_deref().map(MaskedUrl),
+            )
+            .finish()
+    }
 }
 
 /// Retries of failed bus writes, and the check for a bus that lost its data.

@@ -227,3 +227,33 @@ fn sqlite_urls_create_the_file_unless_told_otherwise() {
         Ok(())
     });
 }
+
+#[test]
+fn debug_of_the_configuration_shows_no_secret() {
+    Jail::expect_with(|jail| {
+        jail.set_env("EZ_DATABASE__URL", "postgres://ezapi:db-pass-0001@db/ezapi");
+        jail.set_env("EZ_REDIS__URL", "redis://:redis-pass-0002@redis:6379");
+        jail.set_env("EZ_AUTH__ADMIN_TOKEN", "admin-token-0003-abcdefgh");
+        jail.set_env("EZ_INTERNAL__STATS_TOKEN", "stats-token-0004-abcdefgh");
+        jail.set_env(
+            "EZ_INTERNAL__CONTROL_PLANE_URL",
+            "http://cp-user:cp-pass-0005@cp:8080",
+        );
+        let config = load_in(jail).map_err(|e| e.to_string())?;
+        let shown = format!("{config:?}");
+        for secret in [
+            "db-pass-0001",
+            "redis-pass-0002",
+            "admin-token-0003",
+            "stats-token-0004",
+            "cp-pass-0005",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("@db/ezapi") && shown.contains("@redis:6379"),
+            "{shown}"
+        );
+        Ok(())
+    });
+}

@@ -7,6 +7,7 @@
 pub mod bus_keys;
 pub mod client_ip;
 pub mod provider;
+pub mod redact;
 pub mod report;
 pub mod routing;
 pub mod selector;

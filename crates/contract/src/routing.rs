@@ -7,8 +7,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// `config:providers` field = credential id; one per credential (APIKey).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+use crate::redact::{MaskedUrl, Redacted, RedactedHeaders};
+
+/// `config:providers` field = credential id; one per credential (APIKey). Its `Debug`
+/// redacts the secrets (see the impl below).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderSnapshot {
     pub id: i64,
     /// `{group name}#{id}`.
@@ -41,6 +44,37 @@ pub struct ProviderSnapshot {
     pub project_id: String,
     pub static_headers: BTreeMap<String, String>,
     pub headers_profile: String,
+}
+
+/// Every field, with the credential's secrets redacted and the URL masked: a snapshot
+/// (or anything holding one) may end up in a log line.
+impl std::fmt::Debug for ProviderSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSnapshot")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("provider_type", &self.provider_type)
+            .field("base_url", &MaskedUrl(&self.base_url))
+            .field("api_key", &Redacted(&self.api_key))
+            .field("google_project", &self.google_project)
+            .field("google_location", &self.google_location)
+            .field("group_id", &self.group_id)
+            .field("group", &self.group)
+            .field("models", &self.models)
+            .field("status", &self.status)
+            .field("auto_ban", &self.auto_ban)
+            .field("weight", &self.weight)
+            .field("ban_until", &self.ban_until)
+            .field("ban_reason", &self.ban_reason)
+            .field("access_token", &Redacted(&self.access_token))
+            .field("refresh_token", &Redacted(&self.refresh_token))
+            .field("expires_at", &self.expires_at)
+            .field("account_id", &self.account_id)
+            .field("project_id", &self.project_id)
+            .field("static_headers", &RedactedHeaders(&self.static_headers))
+            .field("headers_profile", &self.headers_profile)
+            .finish()
+    }
 }
 
 /// Why a candidate has no upstream.
@@ -123,6 +157,54 @@ pub fn checksum<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_provider_snapshot_debug_shows_no_secret() {
+        let snapshot = ProviderSnapshot {
+            id: 7,
+            name: "openai#7".into(),
+            provider_type: "openai".into(),
+            base_url: "https://proxy-user:proxy-pass-0001@proxy.example.com/v1?key=url-key-0002".into(),
+            api_key: "sk-upstream-0003".into(),
+            google_project: String::new(),
+            google_location: String::new(),
+            group_id: 1,
+            group: "default".into(),
+            models: vec!["gpt-4o".into()],
+            status: "active".into(),
+            auto_ban: true,
+            weight: 1,
+            ban_until: 0,
+            ban_reason: String::new(),
+            access_token: "oauth-access-0004".into(),
+            refresh_token: "oauth-refresh-0005".into(),
+            expires_at: 0,
+            account_id: "acct-1".into(),
+            project_id: String::new(),
+            static_headers: [("x-custom-auth".to_owned(), "header-secret-0006".to_owned())].into(),
+            headers_profile: String::new(),
+        };
+        let shown = format!("{snapshot:?} {:?}", vec![Some(snapshot.clone())]);
+        for secret in [
+            "proxy-pass-0001",
+            "url-key-0002",
+            "sk-upstream-0003",
+            "oauth-access-0004",
+            "oauth-refresh-0005",
+            "header-secret-0006",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        for visible in [
+            "openai#7",
+            "proxy.example.com/v1",
+            "x-custom-auth",
+            "acct-1",
+            "gpt-4o",
+        ] {
+            assert!(shown.contains(visible), "{visible} missing from {shown}");
+        }
+    }
 
     #[test]
     fn checksum_follows_the_rule_and_ignores_order() {

@@ -21,6 +21,7 @@ use crate::providers::ProviderError;
 use crate::spec::SpecError;
 use crate::store::StoreError;
 use crate::tenants::TenantError;
+use crate::usage::IngestError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -238,6 +239,37 @@ impl From<ImportError> for ApiError {
             ImportError::UnsupportedFormat => ApiError::unprocessable("unsupported_format", message),
             ImportError::Invalid(_) => ApiError::unprocessable("invalid_import", message),
             ImportError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(err: IngestError) -> ApiError {
+        match err {
+            IngestError::Invalid { field, reason } => ApiError::invalid_field(field, reason),
+            IngestError::NotFound(what) => ApiError::not_found(what),
+            IngestError::AutoBanDisabled => ApiError::conflict(
+                "auto_ban_disabled",
+                "this credential does not allow automatic bans",
+            ),
+            IngestError::Busy => ApiError::unavailable(
+                "log_writer_busy",
+                "too many log records are being written; retry later",
+            ),
+            IngestError::Refused(cause) => {
+                tracing::warn!(error = %cause, "the database refused a report");
+                ApiError::unprocessable(
+                    "report_refused",
+                    "the database refused a value of this report; sending it again cannot help",
+                )
+            }
+            IngestError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "a report could not be stored");
+                ApiError::unavailable(
+                    "store_unavailable",
+                    "the report cannot be stored now; retry later",
+                )
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod config_doc;
 pub mod error;
+pub mod masking;
 pub mod middleware;
 pub mod models;
 pub mod namespaces;
@@ -44,7 +45,7 @@ use crate::sync::BusSync;
 /// applies pending migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     if config.database.kind == DatabaseKind::Sqlite {
-        std::fs::create_dir_all(&config.server.data_dir)
+        store::sqlite_files::prepare_data_dir(&config.server.data_dir)
             .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
     }
     let store = Store::connect(

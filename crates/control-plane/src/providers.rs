@@ -73,6 +73,7 @@ pub fn masked_headers(headers: &BTreeMap<String, String>) -> BTreeMap<String, St
 /// A group as the API shows it: credential header values masked.
 pub fn group_view(mut group: ProviderGroup) -> ProviderGroup {
     group.static_headers = masked_headers(&group.static_headers);
+    group.base_url = crate::masking::masked_base_url(&group.base_url);
     group
 }
 
@@ -331,7 +332,7 @@ pub async fn update_group(
         headers_profile,
         route_group
     );
-    let spec = GroupSpec::new(w, Some(&current.static_headers))?;
+    let spec = GroupSpec::new(w, Some(&current))?;
     if spec.provider_type != current.provider_type {
         // The credentials must suit the new type, as they would if created in it.
         for key in state.store.api_keys_of_group(id).await? {

@@ -135,7 +135,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("export failed: {e}"))?;
             let json = serde_json::to_string_pretty(&doc).context("encoding the document")?;
             match output {
-                Some(path) => std::fs::write(&path, json + "\n")
+                Some(path) => write_private(&path, &(json + "\n"))
                     .with_context(|| format!("writing {}", path.display()))?,
                 None => println!("{json}"),
             }
@@ -350,7 +350,7 @@ async fn serve_balancer(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(%addr, control_plane = %control_plane_url, "ezapi balancer listening");
+    tracing::info!(%addr, control_plane = %ez_contract::redact::mask_url(control_plane_url), "ezapi balancer listening");
     serve_until_signal(listener, app, config.server.shutdown_grace).await?;
     let _ = stop.send(true);
     tasks.join().await;
@@ -390,4 +390,18 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
+}
+
+/// Writes an export readable by its owner only: it holds key digests and, with
+/// `--include-secrets`, upstream credentials. `0600` also when the file already existed.
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(contents.as_bytes())
 }

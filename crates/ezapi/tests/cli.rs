@@ -34,6 +34,8 @@ struct Server {
     stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
     stdout_seen: Vec<String>,
+    /// Log lines up to "ezapi listening".
+    stderr_seen: Vec<String>,
     addr: String,
 }
 
@@ -59,6 +61,7 @@ impl Server {
             stdout,
             stderr,
             stdout_seen: Vec::new(),
+            stderr_seen: Vec::new(),
             addr: String::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -71,6 +74,7 @@ impl Server {
                 assert!(server.child.try_wait().unwrap().is_none(), "ezapi exited early");
                 continue;
             };
+            server.stderr_seen.push(line.clone());
             let Ok(entry) = serde_json::from_str::<Value>(&line) else {
                 continue;
             };
@@ -301,6 +305,79 @@ fn migrate_creates_the_database_and_is_idempotent() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     assert!(dir.join("data/ezapi.db").is_file());
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The data directory and the database (with its WAL side files) are the owner's alone,
+/// and so is an export written with `-o`, even over an existing file.
+#[cfg(unix)]
+#[test]
+fn the_data_dir_database_and_exports_are_private() {
+    let dir = temp_dir();
+    let data = dir.join("data");
+    let server = Server::start(&dir, &[]);
+    assert_eq!(mode(&data), 0o700, "data dir");
+    for file in ["ezapi.db", "ezapi.db-wal", "ezapi.db-shm"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file} while serving");
+    }
+    assert!(
+        !server
+            .stderr_seen
+            .iter()
+            .any(|l| l.contains("open to other users")),
+        "no warning for a private data dir"
+    );
+    assert!(server.terminate().success());
+
+    let export = dir.join("backup.json");
+    std::fs::write(&export, "old").unwrap();
+    std::fs::set_permissions(&export, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    for args in [&["export", "-o"][..], &["export", "--include-secrets", "-o"][..]] {
+        let out = ezapi(&dir, &[]).args(args).arg(&export).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(mode(&export), 0o600, "{args:?}");
+    }
+    let fresh = dir.join("fresh.json");
+    let out = ezapi(&dir, &[])
+        .args(["export", "-o"])
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(mode(&fresh), 0o600, "new export");
+
+    // Files an older version left readable are tightened; an operator's open directory
+    // is left alone but warned about at start.
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        data.join("ezapi.db"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let server = Server::start(&dir, &[]);
+    assert!(
+        server
+            .stderr_seen
+            .iter()
+            .any(|l| l.contains("open to other users")),
+        "warning about the data dir: {:?}",
+        server.stderr_seen
+    );
+    assert_eq!(mode(&data), 0o755, "the operator's directory is not changed");
+    for file in ["ezapi.db", "ezapi.db-wal", "ezapi.db-shm"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file} after a restart");
+    }
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -20,18 +20,35 @@ pub struct Accepted {
     pub accepted: u64,
 }
 
-/// A batch of log records; stored whole before the answer, or refused whole (503: send
-/// it again later).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogsAccepted {
+    /// Records stored.
+    pub accepted: u64,
+    /// Records dropped because they cannot be stored (e.g. a status outside 100–599, a
+    /// negative count, a value the database refuses); counted in
+    /// `ezapi_log_records_rejected_total`. Sending them again cannot help.
+    pub rejected: u64,
+}
+
+/// A batch of log records. Each record is repaired where it can be (control characters
+/// removed, text cut to its limit) and dropped where it cannot; the rest is stored before
+/// the answer. 503 only when nothing can be stored now: send the batch again later.
 #[utoipa::path(post, path = "/internal/logs", tag = "internal", security(("internal_token" = [])),
     request_body = LogBatch,
-    responses((status = 202, body = Accepted), (status = "4XX", body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
+    responses((status = 202, body = LogsAccepted), (status = "4XX", body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
 pub async fn ingest_logs(
     _: InternalAuth,
     State(state): State<AppState>,
     ApiJson(batch): ApiJson<LogBatch>,
-) -> ApiResult<(StatusCode, Json<Accepted>)> {
-    let n = usage::ingest_logs(&state, batch).await?;
-    Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: n as u64 })))
+) -> ApiResult<(StatusCode, Json<LogsAccepted>)> {
+    let outcome = usage::ingest_logs(&state, batch).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(LogsAccepted {
+            accepted: outcome.stored as u64,
+            rejected: outcome.rejected as u64,
+        }),
+    ))
 }
 
 /// Usage per child key since the sender's last flush: added to the keys' totals;

@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use ez_contract::report::limits;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -34,10 +35,16 @@ pub struct LogQuery {
 }
 
 fn status_filter(status: Option<&str>) -> ApiResult<Option<StatusFilter>> {
-    let Some(status) = status.map(str::trim) else {
+    let Some(status) = status else {
         return Ok(None);
     };
-    match status {
+    if status.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "status must not contain control characters",
+        ));
+    }
+    match status.trim() {
         "success" => Ok(Some(StatusFilter::Success)),
         "error" => Ok(Some(StatusFilter::Error)),
         code => match code.parse::<i64>() {
@@ -60,10 +67,20 @@ fn time_range(since: Option<i64>, until: Option<i64>) -> ApiResult<()> {
     Ok(())
 }
 
-fn model_filter(model: Option<String>) -> ApiResult<Option<String>> {
-    match model {
-        Some(m) if m.len() > 300 => Err(ApiError::bad_request("invalid_query", "model is too long")),
-        Some(m) if m.trim().is_empty() => Ok(None),
+/// A text filter as stored records can hold it: no control characters (PostgreSQL
+/// refuses NUL outright; stored records have none, see `LogRecord::sanitise`) and at
+/// most the stored length — anything else could never match, so it is a mistake.
+fn text_filter(name: &str, value: Option<String>, max: usize) -> ApiResult<Option<String>> {
+    match value {
+        Some(v) if v.chars().any(char::is_control) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("{name} must not contain control characters"),
+        )),
+        Some(v) if v.len() > max => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("{name} is longer than {max} bytes"),
+        )),
+        Some(v) if v.trim().is_empty() => Ok(None),
         other => Ok(other),
     }
 }
@@ -86,7 +103,7 @@ impl LogQuery {
         let filter = LogFilter {
             master_id: own.or(self.master_id),
             key_id: self.key_id,
-            model: model_filter(self.model)?,
+            model: text_filter("model", self.model, limits::MODEL)?,
             status: status_filter(self.status.as_deref())?,
             since: self.since,
             until: self.until,

@@ -99,12 +99,17 @@ fn namespace_doc(n: Namespace) -> NamespaceDoc {
     }
 }
 
-/// Credential header values are masked unless secrets are included.
+/// Credential header values and credentials in the URL are masked unless secrets are
+/// included.
 fn group_doc(g: &ProviderGroup, include_secrets: bool) -> GroupDoc {
     GroupDoc {
         name: g.name.clone(),
         provider_type: g.provider_type.clone(),
-        base_url: g.base_url.clone(),
+        base_url: if include_secrets {
+            g.base_url.clone()
+        } else {
+            crate::masking::masked_base_url(&g.base_url)
+        },
         google_project: g.google_project.clone(),
         google_location: g.google_location.clone(),
         models: g.models.clone(),

@@ -334,7 +334,7 @@ impl<'a> Checker<'a> {
             route_group: g.route_group.clone(),
         };
         let id = current.map(|c| c.id);
-        let spec = GroupSpec::new(write, current.map(|c| &c.static_headers))
+        let spec = GroupSpec::new(write, current)
             .map_err(|e| self.problem(&context, e))
             .ok()?;
         self.unique("provider group", &spec.name);

@@ -6,8 +6,9 @@ use ez_contract::SecretToken;
 use ez_contract::provider::ProviderType;
 
 use super::{SpecError, SpecResult};
+use crate::masking::restore_masked_base_url;
 use crate::providers::is_secret_header;
-use crate::store::GroupWrite;
+use crate::store::{GroupWrite, ProviderGroup};
 use crate::validation;
 
 pub const GROUP_STATUSES: &[&str] = &["active", "disabled"];
@@ -41,14 +42,11 @@ impl std::ops::Deref for GroupSpec {
 }
 
 impl GroupSpec {
-    /// `current_headers`: the group's stored `static_headers` when it exists already. A
-    /// secret header sent back in its masked form (a read-modify-write round trip, an
-    /// export without secrets) keeps the stored value; one with nothing to restore is
-    /// refused rather than stored.
-    pub fn new(
-        mut w: GroupWrite,
-        current_headers: Option<&BTreeMap<String, String>>,
-    ) -> SpecResult<GroupSpec> {
+    /// `current`: the group as stored, when it exists already. A secret header or a
+    /// credential-bearing `base_url` sent back in its masked form (a read-modify-write
+    /// round trip, an export without secrets) keeps the stored value; a masked value with
+    /// nothing to restore is refused rather than stored.
+    pub fn new(mut w: GroupWrite, current: Option<&ProviderGroup>) -> SpecResult<GroupSpec> {
         w.name = validation::identifier("name", &w.name)?;
         let kind: ProviderType = w.provider_type.parse().map_err(SpecError::UnknownProviderType)?;
         w.provider_type = kind.as_str().to_owned();
@@ -57,6 +55,7 @@ impl GroupSpec {
         } else {
             base_url(&w.base_url)?
         };
+        restore_masked_base_url(&mut w.base_url, current.map(|c| c.base_url.as_str()))?;
         if w.base_url.is_empty() && kind.official_base_url().is_none() {
             return Err(SpecError::BaseUrlRequired(kind));
         }
@@ -71,7 +70,7 @@ impl GroupSpec {
         w.models = validation::model_list("models", &w.models)?;
         w.status = validation::one_of("status", &w.status, GROUP_STATUSES)?;
         w.static_headers = headers(&w.static_headers)?;
-        restore_masked_headers(&mut w.static_headers, current_headers)?;
+        restore_masked_headers(&mut w.static_headers, current.map(|c| &c.static_headers))?;
         w.headers_profile = validation::one_of("headers_profile", &w.headers_profile, HEADERS_PROFILES)?;
         w.route_group = validation::identifier("route_group", &w.route_group)?;
         Ok(GroupSpec(w, kind))
@@ -205,8 +204,39 @@ mod tests {
         let mut w = write("openai");
         w.static_headers.insert("Authorization".into(), "****cret".into());
         assert!(GroupSpec::new(w.clone(), None).is_err(), "nothing to restore");
-        let stored = BTreeMap::from([("authorization".to_owned(), "Bearer secret".to_owned())]);
+        let stored = stored_group(
+            BTreeMap::from([("authorization".to_owned(), "Bearer secret".to_owned())]),
+            "",
+        );
         let g = GroupSpec::new(w, Some(&stored)).unwrap();
         assert_eq!(g.static_headers["authorization"], "Bearer secret");
+    }
+
+    #[test]
+    fn a_masked_base_url_needs_the_stored_one() {
+        let real = "https://user:pass-0001@proxy.example.com/v1?key=sk-url-0002";
+        let mut w = write("compatible");
+        w.base_url = crate::masking::masked_base_url(real);
+        assert!(GroupSpec::new(w.clone(), None).is_err(), "nothing to restore");
+        let stored = stored_group(BTreeMap::new(), real);
+        assert_eq!(GroupSpec::new(w, Some(&stored)).unwrap().base_url, real);
+    }
+
+    fn stored_group(static_headers: BTreeMap<String, String>, base_url: &str) -> ProviderGroup {
+        ProviderGroup {
+            id: 1,
+            name: "g".into(),
+            provider_type: "compatible".into(),
+            base_url: base_url.into(),
+            google_project: String::new(),
+            google_location: String::new(),
+            models: vec![],
+            status: "active".into(),
+            static_headers,
+            headers_profile: String::new(),
+            route_group: "default".into(),
+            created_at: 0,
+            updated_at: 0,
+        }
     }
 }

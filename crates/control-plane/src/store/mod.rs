@@ -14,6 +14,7 @@ mod namespaces;
 mod outbox;
 mod providers;
 mod settings;
+pub mod sqlite_files;
 mod usage;
 
 use std::sync::Arc;
@@ -30,7 +31,7 @@ pub use masters::{MasterWrite, NewMaster};
 pub use models::{IssuedBy, Key, Master, Namespace, NamespaceStatus, SuspendedBy};
 pub use outbox::{OutboxEntry, OutboxStatus};
 pub use providers::{ApiKey, ApiKeyWrite, GroupWrite, ProviderGroup};
-pub use usage::{BanOutcome, LogFilter, StatusFilter, StoredLog};
+pub use usage::{BanOutcome, LOG_INSERT_CHUNK, LogFilter, LogInsert, StatusFilter, StoredLog};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -63,6 +64,35 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// The database refused a value it was given (see [`is_refused_value`]): sending the
+    /// same data again cannot succeed.
+    pub fn is_refused_value(&self, kind: &DatabaseKind) -> bool {
+        matches!(self, StoreError::Database(e) if is_refused_value(e, kind))
+    }
+}
+
+/// Whether `err` says the database refused a value (a permanent defect of the data, not a
+/// failure of the database): PostgreSQL's SQLSTATE classes 22 (data exception, e.g. NUL
+/// in text) and 23 (integrity constraint); SQLite's `TOOBIG`, `CONSTRAINT` and `MISMATCH`
+/// (primary result codes 18–20; extended codes keep them in the low byte); a value the
+/// driver could not encode at all.
+pub fn is_refused_value(err: &sqlx::Error, kind: &DatabaseKind) -> bool {
+    match err {
+        sqlx::Error::Encode(_) => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else {
+                return false;
+            };
+            match kind {
+                DatabaseKind::Postgres => code.starts_with("22") || code.starts_with("23"),
+                DatabaseKind::Sqlite => code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 18..=20)),
+            }
+        }
+        _ => false,
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A page request: 1-based page number and page size.
@@ -92,6 +122,17 @@ impl Store {
     pub async fn connect(url: &str, kind: DatabaseKind, max_connections: u32) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
         let is_sqlite = kind == DatabaseKind::Sqlite;
+        let sqlite_file = is_sqlite.then(|| sqlite_files::sqlite_path(url)).flatten();
+        let secure = |path: &std::path::Path| {
+            sqlite_files::secure_database_files(url, path).map_err(|e| {
+                StoreError::Database(sqlx::Error::Configuration(
+                    format!("securing the database file {}: {e}", path.display()).into(),
+                ))
+            })
+        };
+        if let Some(path) = &sqlite_file {
+            secure(path)?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -108,6 +149,10 @@ impl Store {
             })
             .connect(url)
             .await?;
+        if let Some(path) = &sqlite_file {
+            // The first connection may have created the file or its WAL side files.
+            secure(path)?;
+        }
         Ok(Store {
             pool,
             kind,

@@ -16,8 +16,9 @@ const GROUP_COLUMNS: &str = "id, name, type, base_url, google_project, google_lo
 const KEY_COLUMNS: &str = "id, group_id, api_key, weight, status, auto_ban, ban_reason, ban_until, access_token, \
      refresh_token, expires_at, account_id, project_id, models, revision, created_at, updated_at";
 
-/// Shared upstream configuration of a set of credentials.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+/// Shared upstream configuration of a set of credentials. `Debug` masks the URL and the
+/// header values (see `redacted_group_debug!`).
+#[derive(Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ProviderGroup {
     pub id: i64,
     pub name: String,
@@ -40,8 +41,9 @@ pub struct ProviderGroup {
     pub updated_at: i64,
 }
 
-/// The writable fields of a group, validated by the providers service.
-#[derive(Debug, Clone)]
+/// The writable fields of a group, validated by the providers service. `Debug` masks the
+/// URL and the header values.
+#[derive(Clone)]
 pub struct GroupWrite {
     pub name: String,
     pub provider_type: String,
@@ -54,6 +56,46 @@ pub struct GroupWrite {
     pub headers_profile: String,
     pub route_group: String,
 }
+
+/// `Debug` of a group type: `base_url` may carry credentials (userinfo, query) and static
+/// headers may be credentials, so neither is printed as is.
+macro_rules! redacted_group_debug {
+    ($ty:ident { $($field:ident),* }) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))*
+                    .field("base_url", &ez_contract::redact::MaskedUrl(&self.base_url))
+                    .field("static_headers", &ez_contract::redact::RedactedHeaders(&self.static_headers))
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+redacted_group_debug!(ProviderGroup {
+    id,
+    name,
+    provider_type,
+    google_project,
+    google_location,
+    models,
+    status,
+    headers_profile,
+    route_group,
+    created_at,
+    updated_at
+});
+redacted_group_debug!(GroupWrite {
+    name,
+    provider_type,
+    google_project,
+    google_location,
+    models,
+    status,
+    headers_profile,
+    route_group
+});
 
 impl From<&ProviderGroup> for GroupWrite {
     fn from(g: &ProviderGroup) -> GroupWrite {

@@ -9,16 +9,20 @@ use sqlx::any::AnyRow;
 
 use super::{PageRequest, Store, StoreError, StoreResult, count};
 
+/// The columns an insert binds, in [`bind_record`]'s order.
+const LOG_INSERT_COLUMNS: &str = "request_id, master_id, key_id, namespace, public_model, upstream_model, \
+     group_id, api_key_id, endpoint, status_code, error_code, error_message, latency_ms, first_token_ms, \
+     input_tokens, output_tokens, usage_estimated, client_ip, stream, created_at";
 const LOG_COLUMNS: &str = "id, request_id, master_id, key_id, namespace, public_model, upstream_model, \
      group_id, api_key_id, endpoint, status_code, error_code, error_message, latency_ms, first_token_ms, \
-     input_tokens, output_tokens, client_ip, stream, created_at";
+     input_tokens, output_tokens, usage_estimated, client_ip, stream, created_at";
 
-/// Columns an insert binds per record (all of `LOG_COLUMNS` but `id`).
-const LOG_INSERT_ARITY: usize = 19;
+/// Columns an insert binds per record.
+const LOG_INSERT_ARITY: usize = 20;
 /// Where usage totals stop growing (they saturate instead of overflowing BIGINT).
 const SATURATED: i64 = i64::MAX;
 /// Most records per INSERT statement (bind parameters stay below every engine's limit).
-const LOG_INSERT_CHUNK: usize = 1_000;
+pub const LOG_INSERT_CHUNK: usize = 1_000;
 
 /// A stored log record, as the API lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -40,9 +44,20 @@ pub struct StoredLog {
     pub first_token_ms: Option<i64>,
     pub input_tokens: i64,
     pub output_tokens: i64,
+    /// The upstream's usage block never arrived: `output_tokens` was counted from the
+    /// streamed text.
+    pub usage_estimated: bool,
     pub client_ip: Option<String>,
     pub stream: bool,
     pub created_at: i64,
+}
+
+/// What became of a batch of log records: every record is either stored or refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogInsert {
+    pub stored: usize,
+    /// Records the database refused (a value it cannot hold); dropped.
+    pub refused: usize,
 }
 
 /// Which records a listing returns; every field narrows it.
@@ -94,6 +109,7 @@ fn log_from_row(row: &AnyRow) -> StoreResult<StoredLog> {
         first_token_ms: row.try_get("first_token_ms")?,
         input_tokens: row.try_get("input_tokens")?,
         output_tokens: row.try_get("output_tokens")?,
+        usage_estimated: row.try_get::<i64, _>("usage_estimated")? != 0,
         client_ip: row.try_get("client_ip")?,
         stream: row.try_get::<i64, _>("stream")? != 0,
         created_at: row.try_get("created_at")?,
@@ -144,6 +160,77 @@ impl LogFilter {
     }
 }
 
+/// `INSERT INTO log_records (…) VALUES (…), …` for `rows` records.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO log_records ({LOG_INSERT_COLUMNS}) VALUES ");
+    for i in 0..rows {
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        for p in 1..=LOG_INSERT_ARITY {
+            if p > 1 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(i * LOG_INSERT_ARITY + p).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds one record's values, in [`LOG_INSERT_COLUMNS`]' order.
+fn bind_record<'q>(query: AnyQuery<'q>, r: &'q LogRecord) -> AnyQuery<'q> {
+    query
+        .bind(r.request_id.as_str())
+        .bind(r.master_id)
+        .bind(r.key_id)
+        .bind(r.namespace.as_str())
+        .bind(r.public_model.as_str())
+        .bind(r.upstream_model.as_str())
+        .bind(r.group_id)
+        .bind(r.api_key_id)
+        .bind(r.endpoint.as_str())
+        .bind(i64::from(r.status_code))
+        .bind(r.error_code.as_deref())
+        .bind(r.error_message.as_deref())
+        .bind(r.latency_ms)
+        .bind(r.first_token_ms)
+        .bind(r.input_tokens)
+        .bind(r.output_tokens)
+        .bind(i64::from(r.usage_estimated))
+        .bind(r.client_ip.as_deref())
+        .bind(i64::from(r.stream))
+        .bind(r.created_at)
+}
+
+/// Full chunks of `rows` records with one statement text, the rest one row at a time
+/// with another: the statement texts never depend on the batch's size.
+async fn insert_chunked(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    records: &[LogRecord],
+    rows: usize,
+) -> Result<(), sqlx::Error> {
+    let full = if rows > 1 { records.len() / rows * rows } else { 0 };
+    if full > 0 {
+        let sql = insert_sql(rows);
+        for chunk in records[..full].chunks_exact(rows) {
+            let mut query = sqlx::query(&sql);
+            for record in chunk {
+                query = bind_record(query, record);
+            }
+            query.execute(&mut **tx).await?;
+        }
+    }
+    let single = insert_sql(1);
+    for record in &records[full..] {
+        bind_record(sqlx::query(&single), record)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 enum FilterValue {
     Int(i64),
     Text(String),
@@ -163,54 +250,63 @@ fn bind_all<'q>(
 }
 
 impl Store {
-    /// Stores log records in as few statements as possible, in one transaction.
-    pub async fn insert_logs(&self, records: &[LogRecord], rows_per_statement: usize) -> StoreResult<()> {
+    /// Stores log records in one transaction, in statements of `rows_per_statement` rows
+    /// (at most [`LOG_INSERT_CHUNK`]; the remainder one row each, so only two statement
+    /// texts exist and each is prepared once per connection). When the database refuses a
+    /// value, the batch is stored again record by record and the refused ones are dropped:
+    /// one poison record must never hold back the others.
+    pub async fn insert_logs(
+        &self,
+        records: &[LogRecord],
+        rows_per_statement: usize,
+    ) -> StoreResult<LogInsert> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(LogInsert::default());
         }
+        let rows = rows_per_statement.clamp(1, LOG_INSERT_CHUNK);
         let _permit = self.write_permit().await;
         let mut tx = self.begin_write().await?;
-        let result = async {
-            for chunk in records.chunks(rows_per_statement.clamp(1, LOG_INSERT_CHUNK)) {
-                let rows: Vec<String> = (0..chunk.len())
-                    .map(|i| {
-                        let params: Vec<String> = (1..=LOG_INSERT_ARITY)
-                            .map(|p| format!("${}", i * LOG_INSERT_ARITY + p))
-                            .collect();
-                        format!("({})", params.join(", "))
-                    })
-                    .collect();
-                let sql = format!(
-                    "INSERT INTO log_records ({}) VALUES {}",
-                    LOG_COLUMNS.trim_start_matches("id, "),
-                    rows.join(", ")
-                );
-                let mut query = sqlx::query(&sql);
-                for r in chunk {
-                    query = query
-                        .bind(&r.request_id)
-                        .bind(r.master_id)
-                        .bind(r.key_id)
-                        .bind(&r.namespace)
-                        .bind(&r.public_model)
-                        .bind(&r.upstream_model)
-                        .bind(r.group_id)
-                        .bind(r.api_key_id)
-                        .bind(&r.endpoint)
-                        .bind(i64::from(r.status_code))
-                        .bind(r.error_code.as_deref())
-                        .bind(r.error_message.as_deref())
-                        .bind(r.latency_ms)
-                        .bind(r.first_token_ms)
-                        .bind(r.input_tokens)
-                        .bind(r.output_tokens)
-                        .bind(r.client_ip.as_deref())
-                        .bind(i64::from(r.stream))
-                        .bind(r.created_at);
-                }
-                query.execute(&mut *tx).await?;
+        let result = insert_chunked(&mut tx, records, rows)
+            .await
+            .map_err(StoreError::from);
+        match self.finish(tx, result).await {
+            Ok(()) => Ok(LogInsert {
+                stored: records.len(),
+                refused: 0,
+            }),
+            Err(e) if e.is_refused_value(&self.kind) => {
+                tracing::warn!(error = %e, records = records.len(), "log batch refused by the database; storing its records one by one");
+                self.insert_logs_one_by_one(records).await
             }
-            Ok(())
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Each record in its own savepoint of one transaction: a record the database refuses
+    /// rolls back alone and is counted; any other error fails the whole batch.
+    async fn insert_logs_one_by_one(&self, records: &[LogRecord]) -> StoreResult<LogInsert> {
+        let mut tx = self.begin_write().await?;
+        let sql = insert_sql(1);
+        let result = async {
+            let mut outcome = LogInsert::default();
+            for record in records {
+                let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+                match bind_record(sqlx::query(&sql), record)
+                    .execute(&mut *savepoint)
+                    .await
+                {
+                    Ok(_) => {
+                        savepoint.commit().await?;
+                        outcome.stored += 1;
+                    }
+                    Err(e) if super::is_refused_value(&e, &self.kind) => {
+                        savepoint.rollback().await?;
+                        outcome.refused += 1;
+                    }
+                    Err(e) => return Err(StoreError::from(e)),
+                }
+            }
+            Ok(outcome)
         }
         .await;
         self.finish(tx, result).await
