@@ -211,26 +211,28 @@ async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Res
     };
     print_generated_admin_token(&cp);
     let jobs = cp.scheduler().start();
+    let listeners = 1 + usize::from(config.server.internal_listen.is_some());
     let mut servers = Vec::new();
     // Logged before the public address, which tests and scripts wait for.
     if let (Some(addr), Some(app)) = (config.server.internal_listen, cp.internal_router()) {
+        let settings = listener_settings("internal", &config, open_file_limit, listeners);
         let listener = bind(addr, "server.internal_listen").await?;
         tracing::info!(addr = %listener.local_addr().context("reading the bound address")?, "ezapi internal listening");
         servers.push(Listening {
             listener,
             app,
-            settings: ListenerSettings::from_config("internal", &config.server),
+            settings,
         });
     }
+    let settings = listener_settings("public", &config, open_file_limit, listeners);
     let listener = bind(config.server.listen, "server.listen").await?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, database = ?store.kind(), bus = cp.state.bus.kind(), "ezapi listening");
     servers.push(Listening {
         listener,
         app: cp.router_with(extra_routes),
-        settings: ListenerSettings::from_config("public", &config.server),
+        settings,
     });
-    fit_open_file_limit(&mut servers, open_file_limit);
     serve_until_signal(servers).await?;
     // The data plane delivers its last reports before the control plane's jobs stop.
     let _ = data_plane_stop.send(true);
@@ -317,20 +319,25 @@ async fn bind(addr: std::net::SocketAddr, option: &str) -> anyhow::Result<tokio:
         .with_context(|| format!("binding {addr} ({option})"))
 }
 
-/// Lowers `server.max_connections` to what the open-file limit allows, with a warning.
-fn fit_open_file_limit(servers: &mut [Listening], open_file_limit: Option<u64>) {
-    let listeners = servers.len();
-    for server in servers.iter_mut() {
-        if let Some(configured) = server.settings.fit_open_file_limit(open_file_limit, listeners) {
-            tracing::warn!(
-                listener = server.settings.name,
-                configured,
-                using = server.settings.max_connections,
-                open_file_limit,
-                "server.max_connections is more than the open-file limit allows (half of it is kept for database, Redis and upstream connections); raise the limit (ulimit -n, systemd LimitNOFILE=) to serve more connections"
-            );
-        }
+/// The `server.*` limits of one of `listeners` listeners, `max_connections` lowered to
+/// what the open-file limit allows (with a warning).
+fn listener_settings(
+    name: &'static str,
+    config: &Config,
+    open_file_limit: Option<u64>,
+    listeners: usize,
+) -> ListenerSettings {
+    let mut settings = ListenerSettings::from_config(name, &config.server);
+    if let Some(configured) = settings.fit_open_file_limit(open_file_limit, listeners) {
+        tracing::warn!(
+            listener = name,
+            configured,
+            using = settings.max_connections,
+            open_file_limit,
+            "server.max_connections is more than the open-file limit allows (half of it is kept for database, Redis and upstream connections); raise the limit (ulimit -n, systemd LimitNOFILE=) to serve more connections"
+        );
     }
+    settings
 }
 
 /// Serves every listener until SIGINT/SIGTERM, then lets each drain its in-flight
@@ -408,16 +415,16 @@ async fn serve_balancer(config: Config) -> anyhow::Result<()> {
         app,
         ez_control_plane::middleware::RequestLimits::from_config(&config.server),
     );
+    let settings = listener_settings("balancer", &config, open_file_limit, 1);
     let listener = bind(config.server.balancer_listen, "server.balancer_listen").await?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, control_plane = %control_plane_url, "ezapi balancer listening");
-    let mut servers = vec![Listening {
+    serve_until_signal(vec![Listening {
         listener,
         app,
-        settings: ListenerSettings::from_config("balancer", &config.server),
-    }];
-    fit_open_file_limit(&mut servers, open_file_limit);
-    serve_until_signal(servers).await?;
+        settings,
+    }])
+    .await?;
     let _ = stop.send(true);
     tasks.join().await;
     tracing::info!("stopped");

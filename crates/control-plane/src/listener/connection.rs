@@ -125,16 +125,16 @@ impl Activity {
     }
 }
 
-/// Serves one connection until it ends, times out, or shutdown closes it. `_slot` is its
+/// Serves one connection until it ends, times out, or shutdown closes it. `slot` is its
 /// place under `server.max_connections`, given back when this returns.
 pub(super) async fn run(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
     shared: Arc<Shared>,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
 ) {
-    let _open = OpenGauge::new(shared.name);
+    let _slot = Slot::new(shared.name, slot);
     let activity = Arc::new(Activity::new(Instant::now()));
     let io = TokioIo::new(TrackedStream {
         inner: stream,
@@ -190,19 +190,29 @@ pub(super) async fn run(
     }
 }
 
-/// `ez_http_connections_open`, decremented however the connection's task ends.
-struct OpenGauge(&'static str);
+/// A connection's place under `server.max_connections`, counted in
+/// `ez_http_connections_open`; given back however the connection's task ends.
+struct Slot {
+    listener: &'static str,
+    permit: Option<OwnedSemaphorePermit>,
+}
 
-impl OpenGauge {
-    fn new(listener: &'static str) -> OpenGauge {
+impl Slot {
+    fn new(listener: &'static str, permit: OwnedSemaphorePermit) -> Slot {
         metrics::gauge!("ez_http_connections_open", "listener" => listener).increment(1.0);
-        OpenGauge(listener)
+        Slot {
+            listener,
+            permit: Some(permit),
+        }
     }
 }
 
-impl Drop for OpenGauge {
+impl Drop for Slot {
     fn drop(&mut self) {
-        metrics::gauge!("ez_http_connections_open", "listener" => self.0).decrement(1.0);
+        // The place is free before the gauge says so: a reader of the gauge may count
+        // on it.
+        drop(self.permit.take());
+        metrics::gauge!("ez_http_connections_open", "listener" => self.listener).decrement(1.0);
     }
 }
 
