@@ -91,6 +91,17 @@ struct Server {
 impl Server {
     /// `ezapi serve` with `env`; under `ulimit -n open_files` when given.
     async fn start(backend: Backend, env: &[(&str, String)], open_files: Option<u32>) -> Server {
+        Server::start_command("serve", backend, env, open_files).await
+    }
+
+    /// `ezapi <subcommand>` (`serve`, `control-plane` or `balancer`); `env` comes last,
+    /// so it may override the defaults set here (such as the Redis key prefix).
+    async fn start_command(
+        subcommand: &str,
+        backend: Backend,
+        env: &[(&str, String)],
+        open_files: Option<u32>,
+    ) -> Server {
         let dir = std::env::temp_dir().join(format!(
             "ezapi-listeners-{}-{:016x}",
             std::process::id(),
@@ -101,13 +112,13 @@ impl Server {
             Some(n) => {
                 let mut cmd = Command::new("sh");
                 cmd.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" serve"))
+                    .arg(format!("ulimit -n {n} && exec \"$0\" {subcommand}"))
                     .arg(BIN);
                 cmd
             }
             None => {
                 let mut cmd = Command::new(BIN);
-                cmd.arg("serve");
+                cmd.arg(subcommand);
                 cmd
             }
         };
@@ -116,6 +127,7 @@ impl Server {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("EZ_SERVER__DATA_DIR", dir.join("data"))
             .env("EZ_SERVER__LISTEN", "127.0.0.1:0")
+            .env("EZ_SERVER__BALANCER_LISTEN", "127.0.0.1:0")
             .env("EZ_LOG__FORMAT", "json")
             .env("EZ_AUTH__ADMIN_TOKEN", ADMIN)
             .stdin(Stdio::null())
@@ -159,7 +171,7 @@ impl Server {
         while server.addr.is_empty() {
             for entry in server.entries() {
                 match entry["fields"]["message"].as_str() {
-                    Some("ezapi listening") => {
+                    Some("ezapi listening" | "ezapi balancer listening") => {
                         server.addr = entry["fields"]["addr"].as_str().unwrap().to_owned()
                     }
                     Some("ezapi internal listening") => {
@@ -433,9 +445,10 @@ async fn until_closed(mut held: Held, limit: Duration) -> Ended {
     }
 }
 
-/// A master and a child key; returns the key once the in-process balancer knows it
-/// (its answer to an empty body is then 400, not 401).
-async fn child_key(client: &reqwest::Client, server: &Server) -> String {
+/// A master and a child key, created on `admin`; returns the key and its id once
+/// the balancer `proxy` knows it (its answer to an empty body is then 400, not 401).
+async fn child_key(client: &reqwest::Client, admin: &Server, proxy: &Server) -> (String, i64) {
+    let server = admin;
     let (status, master) = call(
         client,
         reqwest::Method::POST,
@@ -454,19 +467,22 @@ async fn child_key(client: &reqwest::Client, server: &Server) -> String {
     )
     .await;
     assert_eq!(status, 201, "{key}");
-    let key = key["key"].as_str().unwrap().to_owned();
+    let (key, key_id) = (
+        key["key"].as_str().unwrap().to_owned(),
+        key["id"].as_i64().unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (status, body) = call(
             client,
             reqwest::Method::POST,
-            server.url("/v1/chat/completions"),
+            proxy.url("/v1/chat/completions"),
             &key,
             Some(json!({})),
         )
         .await;
         if status == 400 {
-            return key;
+            return (key, key_id);
         }
         assert!(
             Instant::now() < deadline,
@@ -474,6 +490,56 @@ async fn child_key(client: &reqwest::Client, server: &Server) -> String {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Asserts that each connection ended after its own timeout, and how; returns the
+/// closing times per kind.
+fn check_endings(ended: &[Ended]) -> String {
+    let mut report = Vec::new();
+    for kind in [
+        Slow::Silent,
+        Slow::PartialHead,
+        Slow::StalledBody,
+        Slow::StalledProxyBody,
+        Slow::IdleAfterAnswer,
+        Slow::Http2Preface,
+    ] {
+        let of_kind: Vec<&Ended> = ended.iter().filter(|e| e.kind == kind).collect();
+        if of_kind.is_empty() {
+            continue;
+        }
+        let timeout = match kind {
+            Slow::Silent | Slow::PartialHead | Slow::Http2Preface => HEADER_READ,
+            Slow::StalledBody | Slow::StalledProxyBody => BODY_READ,
+            Slow::IdleAfterAnswer => KEEP_ALIVE,
+        };
+        for e in &of_kind {
+            assert!(
+                e.after + EARLY >= timeout && e.after <= timeout + LATE,
+                "{kind:?} closed after {:?}, its timeout is {timeout:?}",
+                e.after
+            );
+            match kind {
+                Slow::StalledBody | Slow::StalledProxyBody => {
+                    assert!(e.received.starts_with("HTTP/1.1 408"), "{kind:?}: {}", e.received);
+                    assert!(e.received.contains("\"body_read_timeout\""), "{}", e.received);
+                    assert!(e.received.to_ascii_lowercase().contains("connection: close"));
+                }
+                Slow::Silent | Slow::PartialHead | Slow::IdleAfterAnswer => {
+                    assert_eq!(e.received, "", "{kind:?} gets nothing more");
+                }
+                // The server's SETTINGS and its acknowledgement of ours.
+                Slow::Http2Preface => {}
+            }
+        }
+        let min = of_kind.iter().map(|e| e.after).min().unwrap_or_default();
+        let max = of_kind.iter().map(|e| e.after).max().unwrap_or_default();
+        report.push(format!(
+            "{kind:?}×{}: closed after {min:.2?}–{max:.2?}",
+            of_kind.len()
+        ));
+    }
+    report.join("; ")
 }
 
 // ---- the tests ----
@@ -494,7 +560,7 @@ async fn slow_and_idle_clients_are_held_then_closed(backend: Backend) {
     ez_control_plane::listener::raise_open_file_limit();
     let server = Server::start(backend, &timeouts_env(), None).await;
     let client = fresh_client();
-    let key = child_key(&client, &server).await;
+    let (key, _) = child_key(&client, &server, &server).await;
     let total: usize = SLOW_MIX.iter().map(|(_, n)| n).sum();
     assert!(total >= 500);
 
@@ -551,44 +617,8 @@ async fn slow_and_idle_clients_are_held_then_closed(backend: Backend) {
             .map(|h| until_closed(h, KEEP_ALIVE.max(BODY_READ).max(HEADER_READ) + LATE)),
     )
     .await;
-    let mut report = Vec::new();
-    for (kind, _) in SLOW_MIX {
-        let of_kind: Vec<&Ended> = ended.iter().filter(|e| e.kind == kind).collect();
-        let timeout = match kind {
-            Slow::Silent | Slow::PartialHead | Slow::Http2Preface => HEADER_READ,
-            Slow::StalledBody | Slow::StalledProxyBody => BODY_READ,
-            Slow::IdleAfterAnswer => KEEP_ALIVE,
-        };
-        for e in &of_kind {
-            assert!(
-                e.after + EARLY >= timeout && e.after <= timeout + LATE,
-                "{kind:?} closed after {:?}, its timeout is {timeout:?}",
-                e.after
-            );
-            match kind {
-                Slow::StalledBody | Slow::StalledProxyBody => {
-                    assert!(e.received.starts_with("HTTP/1.1 408"), "{kind:?}: {}", e.received);
-                    assert!(e.received.contains("\"body_read_timeout\""), "{}", e.received);
-                    assert!(e.received.to_ascii_lowercase().contains("connection: close"));
-                }
-                Slow::Silent | Slow::PartialHead | Slow::IdleAfterAnswer => {
-                    assert_eq!(e.received, "", "{kind:?} gets nothing more");
-                }
-                // The server's SETTINGS and its acknowledgement of ours.
-                Slow::Http2Preface => {}
-            }
-        }
-        let min = of_kind.iter().map(|e| e.after).min().unwrap_or_default();
-        let max = of_kind.iter().map(|e| e.after).max().unwrap_or_default();
-        report.push(format!(
-            "{kind:?}×{}: closed after {min:.2?}–{max:.2?}",
-            of_kind.len()
-        ));
-    }
-    eprintln!(
-        "{total} slow connections; slowest probe {slowest:.2?} ({backend:?}); {}",
-        report.join("; ")
-    );
+    let report = check_endings(&ended);
+    eprintln!("{total} slow connections; slowest probe {slowest:.2?} ({backend:?}); {report}");
 
     let text = metrics(&client, &server).await;
     let timed_out = |waiting_for: &str| {
@@ -788,6 +818,92 @@ async fn internal_routes_move_to_their_own_listener(backend: Backend) {
     assert_eq!(status, 200);
     let (status, took) = server.terminate().await;
     assert!(status.success(), "{status} after {took:?}");
+}
+
+/// The split deployment applies the same limits: `ezapi control-plane` with `/internal/*`
+/// on its own listener, and `ezapi balancer` reporting there. Needs Redis, so it runs
+/// only on PostgreSQL + Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_split_processes_apply_the_same_limits() {
+    if Backend::Real.available() {
+        within_deadline(split_processes(Backend::Real)).await;
+    }
+}
+
+async fn split_processes(backend: Backend) {
+    let prefix = format!("ez-listeners-split-{:016x}:", random());
+    let mut cp_env = timeouts_env();
+    cp_env.extend([
+        ("EZ_SERVER__INTERNAL_LISTEN", "127.0.0.1:0".to_owned()),
+        ("EZ_INTERNAL__STATS_TOKEN", STATS_TOKEN.to_owned()),
+        ("EZ_REDIS__KEY_PREFIX", prefix.clone()),
+    ]);
+    let cp = Server::start_command("control-plane", backend, &cp_env, None).await;
+    let internal = cp.internal_addr.clone().expect("the internal listener");
+    let mut lb_env = timeouts_env();
+    lb_env.extend([
+        ("EZ_INTERNAL__CONTROL_PLANE_URL", format!("http://{internal}")),
+        ("EZ_INTERNAL__STATS_TOKEN", STATS_TOKEN.to_owned()),
+        ("EZ_REDIS__KEY_PREFIX", prefix),
+        ("EZ_BALANCER__REPORT_INTERVAL", "200ms".to_owned()),
+    ]);
+    let lb = Server::start_command("balancer", backend, &lb_env, None).await;
+    let client = fresh_client();
+    let (key, key_id) = child_key(&client, &cp, &lb).await;
+
+    let mut opening = Vec::new();
+    for (server, kinds) in [
+        (&cp, [Slow::Silent, Slow::PartialHead, Slow::StalledBody]),
+        (&lb, [Slow::Silent, Slow::PartialHead, Slow::StalledProxyBody]),
+    ] {
+        for kind in kinds {
+            for _ in 0..20 {
+                opening.push(open(&server.addr, kind, &key));
+            }
+        }
+    }
+    let held = futures_util::future::join_all(opening).await;
+    for server in [&cp, &lb] {
+        let (status, body) = call(&client, reqwest::Method::GET, server.url("/health"), "", None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let ended = futures_util::future::join_all(
+        held.into_iter()
+            .map(|h| until_closed(h, BODY_READ.max(HEADER_READ) + LATE)),
+    )
+    .await;
+    eprintln!("split: {}", check_endings(&ended));
+
+    // The balancer's reports reach the control plane through the internal listener.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, logs) = call(
+            &client,
+            reqwest::Method::GET,
+            cp.url(&format!("/admin/logs?key_id={key_id}")),
+            ADMIN,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{logs}");
+        if logs["total"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log record arrived: {logs}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = client
+        .post(cp.url("/internal/logs"))
+        .header("x-internal-token", STATS_TOKEN)
+        .json(&json!({ "items": [] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "not on the control plane's public listener");
+    for server in [lb, cp] {
+        let (status, took) = server.terminate().await;
+        assert!(status.success(), "{status} after {took:?}");
+    }
 }
 
 async fn anonymous_internal_access_is_announced(backend: Backend) {
