@@ -64,6 +64,7 @@ macro_rules! both_backends {
 
 both_backends!(
     slow_and_idle_clients_are_held_then_closed,
+    long_answers_are_not_cut,
     the_connection_cap_refuses_the_excess,
     a_low_open_file_limit_lowers_the_cap,
     internal_routes_move_to_their_own_listener,
@@ -818,6 +819,113 @@ async fn internal_routes_move_to_their_own_listener(backend: Backend) {
     assert_eq!(status, 200);
     let (status, took) = server.terminate().await;
     assert!(status.success(), "{status} after {took:?}");
+}
+
+/// A mock OpenAI upstream streaming `STREAM_CHUNKS` chunks `STREAM_GAP` apart (one
+/// chunk when the request's `user` is `quick`); returns its `/v1` base URL.
+async fn start_slow_upstream() -> String {
+    async fn chat(axum::Json(body): axum::Json<Value>) -> axum::response::Response {
+        let chunks = if body["user"] == "quick" { 1 } else { STREAM_CHUNKS };
+        let events = futures_util::stream::unfold(0, move |i| async move {
+            if i > chunks {
+                return None;
+            }
+            if i == chunks {
+                return Some((Ok::<_, std::io::Error>("data: [DONE]\n\n".to_owned()), i + 1));
+            }
+            if i > 0 {
+                tokio::time::sleep(STREAM_GAP).await;
+            }
+            let chunk = json!({
+                "id": "chatcmpl-slow", "object": "chat.completion.chunk", "created": 1_735_689_600,
+                "model": "slow-upstream",
+                "choices": [{ "index": 0, "delta": { "content": format!("part{i} ") }, "finish_reason": null }],
+            });
+            Some((Ok(format!("data: {chunk}\n\n")), i + 1))
+        });
+        axum::response::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(axum::body::Body::from_stream(events))
+            .expect("a static response")
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the mock");
+    let base = format!("http://{}/v1", listener.local_addr().expect("mock address"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
+const STREAM_CHUNKS: usize = 10;
+const STREAM_GAP: Duration = Duration::from_millis(400);
+
+/// An answer streamed for longer than every listener timeout together reaches the client
+/// whole: the deadlines bound reading requests and idling, never writing an answer.
+async fn long_answers_are_not_cut(backend: Backend) {
+    let short = Duration::from_secs(1);
+    let env: Vec<(&str, String)> = [
+        "EZ_SERVER__HEADER_READ_TIMEOUT",
+        "EZ_SERVER__BODY_READ_TIMEOUT",
+        "EZ_SERVER__KEEP_ALIVE_IDLE",
+    ]
+    .into_iter()
+    .map(|var| (var, "1s".to_owned()))
+    .collect();
+    let server = Server::start(backend, &env, None).await;
+    let upstream = start_slow_upstream().await;
+    let client = reqwest::Client::new();
+    let (status, setup) = call(
+        &client,
+        reqwest::Method::POST,
+        server.url("/admin/providers/custom"),
+        ADMIN,
+        Some(json!({ "name": "slow", "base_url": upstream, "api_keys": ["sk-upstream-slow"], "models": ["slow-model"] })),
+    )
+    .await;
+    assert_eq!(status, 201, "{setup}");
+    let (status, binding) = call(
+        &client,
+        reqwest::Method::POST,
+        server.url("/admin/bindings"),
+        ADMIN,
+        Some(
+            json!({ "namespace": "default", "public_model": "slow-model", "group_id": setup["group"]["id"] }),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{binding}");
+    let (key, _) = child_key(&client, &server, &server).await;
+    let stream = |user: &str| {
+        client
+            .post(server.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({ "model": "slow-model", "stream": true, "user": user,
+                "messages": [{ "role": "user", "content": "hi" }] }))
+            .send()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stream("quick").await.expect("request").status() != 200 {
+        assert!(Instant::now() < deadline, "the route never became usable");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let started = Instant::now();
+    let resp = stream("slow").await.expect("request");
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.expect("the whole stream");
+    let took = started.elapsed();
+    assert!(
+        took > 3 * short,
+        "the stream ran {took:?}, longer than the timeouts together"
+    );
+    for i in 0..STREAM_CHUNKS {
+        assert!(body.contains(&format!("part{i} ")), "chunk {i} missing: {body}");
+    }
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    eprintln!("a {took:.2?} stream passed listeners with 1 s timeouts");
 }
 
 /// The split deployment applies the same limits: `ezapi control-plane` with `/internal/*`

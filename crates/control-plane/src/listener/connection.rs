@@ -2,9 +2,10 @@
 //! waits too long for a request head or sits idle between requests.
 //!
 //! The deadline follows what the connection is doing, learnt from two places: the
-//! service (a request was dispatched; its answer was sent — the answer's body is dropped
-//! by hyper once written) and the socket (the first byte after an answer starts the next
-//! head). While a request is in flight there is no deadline at all.
+//! service (a request was dispatched; its answer was handed over — hyper drops the
+//! answer's body once it has taken the last bytes) and the socket (bytes still being
+//! written after that are the answer's tail; the first byte read after it starts the
+//! next head). While a request is in flight there is no deadline at all.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -109,6 +110,15 @@ impl Activity {
                 self.awaiting_head.store(true, Ordering::Release);
             }
             self.changed.notify_one();
+        }
+    }
+
+    /// Called for every successful write. hyper drops an answer's body once it has
+    /// taken the last bytes, which may still wait in its buffer for a slow reader: the
+    /// idle time starts when they are out, so an answer is never cut while being written.
+    pub(super) fn bytes_written(&self) {
+        if self.awaiting_head.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Acquire) == 0 {
+            self.set_wait(Instant::now(), Wait::Idle);
         }
     }
 
@@ -375,6 +385,15 @@ mod tests {
         let answered = Instant::now();
         assert_eq!(a.deadline(HEAD, IDLE), Some((answered + IDLE, Wait::Idle)));
 
+        tokio::time::advance(Duration::from_secs(2)).await;
+        a.bytes_written();
+        let written = Instant::now();
+        assert_eq!(
+            a.deadline(HEAD, IDLE),
+            Some((written + IDLE, Wait::Idle)),
+            "idle from the last byte of the answer written, not handed over"
+        );
+
         tokio::time::advance(Duration::from_secs(20)).await;
         a.bytes_read();
         let first_byte = Instant::now();
@@ -385,10 +404,11 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(1)).await;
         a.bytes_read();
+        a.bytes_written();
         assert_eq!(
             a.deadline(HEAD, IDLE),
             Some((first_byte + HEAD, Wait::Head)),
-            "more bytes of the same head do not extend it"
+            "more bytes of the same head do not extend it, nor does a write"
         );
     }
 
@@ -403,10 +423,11 @@ mod tests {
         let idle_since = Instant::now();
         tokio::time::advance(Duration::from_secs(5)).await;
         a.bytes_read();
+        a.bytes_written();
         assert_eq!(
             a.deadline(HEAD, IDLE),
             Some((idle_since + IDLE, Wait::Idle)),
-            "a PING is not the start of a request"
+            "a PING (or its answer) is not the start of a request"
         );
     }
 }
