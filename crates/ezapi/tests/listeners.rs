@@ -209,13 +209,22 @@ impl Server {
     }
 
     /// SIGTERM; the exit status and how long the process took to stop.
-    async fn terminate(mut self) -> (ExitStatus, Duration) {
-        let started = Instant::now();
+    async fn terminate(self) -> (ExitStatus, Duration) {
+        self.send_sigterm();
+        self.wait_for_exit().await
+    }
+
+    fn send_sigterm(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// The exit status and how long it took to come.
+    async fn wait_for_exit(mut self) -> (ExitStatus, Duration) {
+        let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return (status, started.elapsed());
@@ -926,6 +935,19 @@ async fn long_answers_are_not_cut(backend: Backend) {
     }
     assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
     eprintln!("a {took:.2?} stream passed listeners with 1 s timeouts");
+
+    // Shutdown lets a stream in flight finish (within `server.shutdown_grace`, 30 s).
+    let mut resp = stream("slow").await.expect("request");
+    assert_eq!(resp.status(), 200);
+    let mut body =
+        String::from_utf8_lossy(&resp.chunk().await.expect("read").expect("a first chunk")).into_owned();
+    server.send_sigterm();
+    while let Some(chunk) = resp.chunk().await.expect("the stream goes on during shutdown") {
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    let (status, took) = server.wait_for_exit().await;
+    assert!(status.success(), "{status} after {took:?}");
 }
 
 /// The split deployment applies the same limits: `ezapi control-plane` with `/internal/*`
