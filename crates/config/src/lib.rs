@@ -70,6 +70,18 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    /// A request head must arrive within this time, counted from the connection's
+    /// accept, or on a kept-alive connection from the first byte of the next request.
+    pub header_read_timeout: Duration,
+    /// The whole request body must arrive within this time after its head (else 408).
+    pub body_read_timeout: Duration,
+    /// How long a connection may wait for its next request once the previous answer
+    /// is complete.
+    pub keep_alive_idle: Duration,
+    /// Connections served at once, per listener; beyond, new ones are closed at once.
+    pub max_connections: usize,
+    /// A separate address for `/internal/*`, which then leaves the public listener.
+    pub internal_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,6 +299,27 @@ impl RawConfig {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
         }
         let shutdown_grace = parse_duration("server.shutdown_grace", &server.shutdown_grace)?;
+        let header_read_timeout =
+            positive_duration("server.header_read_timeout", &server.header_read_timeout)?;
+        let body_read_timeout = positive_duration("server.body_read_timeout", &server.body_read_timeout)?;
+        let keep_alive_idle = positive_duration("server.keep_alive_idle", &server.keep_alive_idle)?;
+        if !(1..=1_000_000).contains(&server.max_connections) {
+            return Err(invalid("server.max_connections", "must be between 1 and 1000000"));
+        }
+        let internal_listen = match server.internal_listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(value) => {
+                let addr = parse_addr("server.internal_listen", value)?;
+                // Port 0 asks the system for a free port, so equal texts still differ.
+                if addr == listen && addr.port() != 0 {
+                    return Err(invalid(
+                        "server.internal_listen",
+                        "must differ from server.listen (it takes /internal/* off that address)",
+                    ));
+                }
+                Some(addr)
+            }
+        };
 
         let (url, kind) = match self.database.url.as_deref().map(str::trim) {
             None | Some("") => {
@@ -469,6 +502,11 @@ impl RawConfig {
                 trusted_proxies,
                 max_body_bytes: server.max_body_bytes,
                 shutdown_grace,
+                header_read_timeout,
+                body_read_timeout,
+                keep_alive_idle,
+                max_connections: server.max_connections,
+                internal_listen,
             },
             database: DatabaseConfig {
                 url,

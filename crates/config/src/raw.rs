@@ -28,6 +28,11 @@ pub struct RawServer {
     pub trusted_proxies: Vec<String>,
     pub max_body_bytes: usize,
     pub shutdown_grace: DurationValue,
+    pub header_read_timeout: DurationValue,
+    pub body_read_timeout: DurationValue,
+    pub keep_alive_idle: DurationValue,
+    pub max_connections: usize,
+    pub internal_listen: Option<String>,
 }
 
 impl Default for RawServer {
@@ -39,6 +44,14 @@ impl Default for RawServer {
             trusted_proxies: Vec::new(),
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_grace: DurationValue::Text("30s".into()),
+            header_read_timeout: DurationValue::Text("10s".into()),
+            body_read_timeout: DurationValue::Text("30s".into()),
+            // Longer than the 60 s idle timeout of common load balancers (AWS ALB, GCP),
+            // so the balancer in front is the side that closes an idle connection; the
+            // other way round it may reuse one this side is closing and see a reset.
+            keep_alive_idle: DurationValue::Text("75s".into()),
+            max_connections: 10_000,
+            internal_listen: None,
         }
     }
 }

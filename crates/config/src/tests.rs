@@ -257,3 +257,64 @@ fn debug_of_the_configuration_shows_no_secret() {
         Ok(())
     });
 }
+
+#[test]
+fn listener_limits_have_defaults_and_are_validated() {
+    Jail::expect_with(|jail| {
+        let config = load_in(jail).map_err(|e| e.to_string())?;
+        assert_eq!(config.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.server.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(config.server.keep_alive_idle, Duration::from_secs(75));
+        assert_eq!(config.server.max_connections, 10_000);
+        assert_eq!(config.server.internal_listen, None);
+        jail.set_env("EZ_SERVER__HEADER_READ_TIMEOUT", "2s");
+        jail.set_env("EZ_SERVER__BODY_READ_TIMEOUT", "1500ms");
+        jail.set_env("EZ_SERVER__KEEP_ALIVE_IDLE", "5");
+        jail.set_env("EZ_SERVER__MAX_CONNECTIONS", "64");
+        jail.set_env("EZ_SERVER__INTERNAL_LISTEN", "10.0.0.1:9090");
+        let config = load_in(jail).map_err(|e| e.to_string())?;
+        assert_eq!(config.server.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(config.server.body_read_timeout, Duration::from_millis(1500));
+        assert_eq!(config.server.keep_alive_idle, Duration::from_secs(5));
+        assert_eq!(config.server.max_connections, 64);
+        assert_eq!(
+            config.server.internal_listen.map(|a| a.to_string()).as_deref(),
+            Some("10.0.0.1:9090")
+        );
+        // Two listeners asking for a free port each are not the same address.
+        jail.set_env("EZ_SERVER__LISTEN", "127.0.0.1:0");
+        jail.set_env("EZ_SERVER__INTERNAL_LISTEN", "127.0.0.1:0");
+        assert!(load_in(jail).is_ok());
+        jail.set_env("EZ_SERVER__INTERNAL_LISTEN", "");
+        assert_eq!(
+            load_in(jail).map_err(|e| e.to_string())?.server.internal_listen,
+            None
+        );
+        Ok(())
+    });
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "EZ_SERVER__HEADER_READ_TIMEOUT",
+            "0s",
+            "server.header_read_timeout",
+        ),
+        ("EZ_SERVER__BODY_READ_TIMEOUT", "slow", "server.body_read_timeout"),
+        ("EZ_SERVER__KEEP_ALIVE_IDLE", "1ms", "server.keep_alive_idle"),
+        ("EZ_SERVER__MAX_CONNECTIONS", "0", "server.max_connections"),
+        ("EZ_SERVER__MAX_CONNECTIONS", "2000000", "server.max_connections"),
+        ("EZ_SERVER__INTERNAL_LISTEN", "internal", "server.internal_listen"),
+        (
+            "EZ_SERVER__INTERNAL_LISTEN",
+            "127.0.0.1:8080",
+            "server.internal_listen",
+        ),
+    ];
+    for (var, value, option) in cases {
+        Jail::expect_with(|jail| {
+            jail.set_env(var, value);
+            let err = load_in(jail).expect_err("must be rejected").to_string();
+            assert!(err.contains(option), "{var}={value}: {err}");
+            Ok(())
+        });
+    }
+}

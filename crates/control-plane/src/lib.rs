@@ -9,6 +9,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod config_doc;
 pub mod error;
+pub mod listener;
 pub mod masking;
 pub mod middleware;
 pub mod models;
@@ -26,7 +27,6 @@ pub mod usage;
 pub mod validation;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -84,7 +84,9 @@ pub struct ControlPlane {
     pub state: AppState,
     /// The admin token generated on this first start, to be shown once.
     pub generated_admin_token: Option<SecretToken>,
-    max_body_bytes: usize,
+    request_limits: middleware::RequestLimits,
+    /// `server.internal_listen` is set: `/internal/*` leaves the public router.
+    separate_internal: bool,
     outbox: ez_config::SyncOutboxConfig,
     model_refresh: std::time::Duration,
     log_writer: ez_config::LogWriterConfig,
@@ -127,7 +129,8 @@ impl ControlPlane {
         Ok(ControlPlane {
             state,
             generated_admin_token: boot.generated_admin_token,
-            max_body_bytes: config.server.max_body_bytes,
+            request_limits: middleware::RequestLimits::from_config(&config.server),
+            separate_internal: config.server.internal_listen.is_some(),
             outbox: config.sync_outbox.clone(),
             model_refresh: config.model_registry.refresh_every,
             log_writer: config.log_writer.clone(),
@@ -176,32 +179,38 @@ impl ControlPlane {
     }
 
     /// The application with `extra` routes (the balancer's, in `ezapi serve`) mounted
-    /// beside the control plane's, under the same middleware.
+    /// beside the control plane's, under the same middleware. Without `/internal/*`
+    /// when `server.internal_listen` is set (they are then in [`Self::internal_router`]).
     pub fn router_with(&self, extra: Router) -> Router {
-        let (routes, _openapi) = api::router();
+        let routes = if self.separate_internal {
+            api::public_router()
+        } else {
+            api::router().0
+        };
+        self.finish(routes.with_state(self.state.clone()).merge(extra))
+    }
+
+    /// `/internal/*` alone, under the same middleware, when `server.internal_listen` is
+    /// set; `None` when those routes are part of [`Self::router`].
+    pub fn internal_router(&self) -> Option<Router> {
+        self.separate_internal
+            .then(|| self.finish(api::internal_router().with_state(self.state.clone())))
+    }
+
+    fn finish(&self, routes: Router) -> Router {
         let routes = routes
-            .with_state(self.state.clone())
-            .merge(extra)
             .fallback(api::not_found)
             .method_not_allowed_fallback(api::method_not_allowed);
-        middleware::apply(routes, self.max_body_bytes)
+        middleware::apply_with(routes, self.request_limits)
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Serves `app` on `listener` with the default listener limits until `shutdown`
+/// resolves, then drains in-flight requests; see [`listener::serve_with`].
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // No Nagle: SSE chunks go out as written, not after the client's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    listener::serve_with(listener, app, listener::ListenerSettings::default(), shutdown).await
 }

@@ -62,7 +62,13 @@ mod tests {
             let mut sent = other.clone();
             let err = restore_masked_base_url(&mut sent, current).expect_err("refused");
             assert!(
-                matches!(err, SpecError::InvalidField { field: "base_url", .. }),
+                matches!(
+                    err,
+                    SpecError::InvalidField {
+                        field: "base_url",
+                        ..
+                    }
+                ),
                 "{err}"
             );
         }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ez_config::{Config, LogFormat};
 use ez_control_plane::ControlPlane;
+use ez_control_plane::listener::ListenerSettings;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc: the proxy allocates many short-lived buffers per request; glibc's malloc was
@@ -196,6 +197,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 /// routes in the same process, reading the same bus and reporting to this control plane
 /// directly.
 async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Result<()> {
+    warn_about_anonymous_internal_access(&config);
+    let open_file_limit = ez_control_plane::listener::raise_open_file_limit();
     let store = ez_control_plane::open_store(&config).await?;
     let bus = ez_control_plane::open_bus(&config).await?;
     let cp = ControlPlane::build(&config, store.clone(), bus.clone()).await?;
@@ -208,17 +211,29 @@ async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Res
     };
     print_generated_admin_token(&cp);
     let jobs = cp.scheduler().start();
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("binding {} (server.listen)", config.server.listen))?;
+    let listeners = 1 + usize::from(config.server.internal_listen.is_some());
+    let mut servers = Vec::new();
+    // Logged before the public address, which tests and scripts wait for.
+    if let (Some(addr), Some(app)) = (config.server.internal_listen, cp.internal_router()) {
+        let settings = listener_settings("internal", &config, open_file_limit, listeners);
+        let listener = bind(addr, "server.internal_listen").await?;
+        tracing::info!(addr = %listener.local_addr().context("reading the bound address")?, "ezapi internal listening");
+        servers.push(Listening {
+            listener,
+            app,
+            settings,
+        });
+    }
+    let settings = listener_settings("public", &config, open_file_limit, listeners);
+    let listener = bind(config.server.listen, "server.listen").await?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, database = ?store.kind(), bus = cp.state.bus.kind(), "ezapi listening");
-    serve_until_signal(
+    servers.push(Listening {
         listener,
-        cp.router_with(extra_routes),
-        config.server.shutdown_grace,
-    )
-    .await?;
+        app: cp.router_with(extra_routes),
+        settings,
+    });
+    serve_until_signal(servers).await?;
     // The data plane delivers its last reports before the control plane's jobs stop.
     let _ = data_plane_stop.send(true);
     if let Some(tasks) = data_plane {
@@ -229,6 +244,25 @@ async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Res
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `internal.allow_anonymous` opens `/internal/*` to whoever reaches it; said at every
+/// start so it is not left on by accident.
+fn warn_about_anonymous_internal_access(config: &Config) {
+    if !config.internal.allow_anonymous {
+        return;
+    }
+    if config.internal.stats_token.is_some() {
+        tracing::warn!(
+            "internal.allow_anonymous = true has no effect: internal.stats_token is set, and /internal/* requires it"
+        );
+        return;
+    }
+    let addr = config.server.internal_listen.unwrap_or(config.server.listen);
+    tracing::warn!(
+        %addr,
+        "internal.allow_anonymous = true: /internal/* takes requests without X-Internal-Token, so anyone who can reach {addr} can write request logs and usage and ban upstream credentials; set internal.stats_token, or at least serve /internal/* on a private address (server.internal_listen)"
+    );
 }
 
 /// The balancer's background tasks: snapshot updater and reporter.
@@ -272,26 +306,69 @@ async fn start_data_plane(
     ))
 }
 
-/// Serves until SIGINT/SIGTERM, then drains in-flight requests for up to `grace`.
-async fn serve_until_signal(
+/// A bound listener and what it serves.
+struct Listening {
     listener: tokio::net::TcpListener,
     app: axum::Router,
-    grace: std::time::Duration,
-) -> anyhow::Result<()> {
+    settings: ListenerSettings,
+}
+
+async fn bind(addr: std::net::SocketAddr, option: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} ({option})"))
+}
+
+/// The `server.*` limits of one of `listeners` listeners, `max_connections` lowered to
+/// what the open-file limit allows (with a warning).
+fn listener_settings(
+    name: &'static str,
+    config: &Config,
+    open_file_limit: Option<u64>,
+    listeners: usize,
+) -> ListenerSettings {
+    let mut settings = ListenerSettings::from_config(name, &config.server);
+    if let Some(configured) = settings.fit_open_file_limit(open_file_limit, listeners) {
+        tracing::warn!(
+            listener = name,
+            configured,
+            using = settings.max_connections,
+            open_file_limit,
+            "server.max_connections is more than the open-file limit allows (half of it is kept for database, Redis and upstream connections); raise the limit (ulimit -n, systemd LimitNOFILE=) to serve more connections"
+        );
+    }
+    settings
+}
+
+/// Serves every listener until SIGINT/SIGTERM, then lets each drain its in-flight
+/// requests for up to `server.shutdown_grace`.
+async fn serve_until_signal(servers: Vec<Listening>) -> anyhow::Result<()> {
+    let grace = servers
+        .first()
+        .map_or(std::time::Duration::ZERO, |s| s.settings.shutdown_grace);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(ez_control_plane::serve(listener, app, async move {
-        let mut rx = stop_rx;
-        let _ = rx.wait_for(|stop| *stop).await;
-    }));
+    let tasks: Vec<_> = servers
+        .into_iter()
+        .map(|s| {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(ez_control_plane::listener::serve_with(
+                s.listener,
+                s.app,
+                s.settings,
+                async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                },
+            ))
+        })
+        .collect();
     shutdown_signal().await;
     tracing::info!(
         grace_secs = grace.as_secs(),
         "shutting down: draining in-flight requests"
     );
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(grace, server).await {
-        Ok(joined) => joined.context("server task")?.context("serving HTTP")?,
-        Err(_) => tracing::warn!("shutdown grace period elapsed with requests still in flight"),
+    for task in tasks {
+        task.await.context("server task")?.context("serving HTTP")?;
     }
     Ok(())
 }
@@ -299,6 +376,7 @@ async fn serve_until_signal(
 /// `ezapi balancer`: the proxy alone, fed by the bus, reporting to the control plane
 /// over HTTP.
 async fn serve_balancer(config: Config) -> anyhow::Result<()> {
+    let open_file_limit = ez_control_plane::listener::raise_open_file_limit();
     let Some(redis_url) = &config.redis.url else {
         anyhow::bail!(
             "`ezapi balancer` needs `redis.url` (EZ_REDIS__URL): it reads the config bus the control plane writes"
@@ -340,18 +418,20 @@ async fn serve_balancer(config: Config) -> anyhow::Result<()> {
             async move { metrics.render() }
         }),
     );
-    let app = ez_control_plane::middleware::apply(app, config.server.max_body_bytes);
-    let listener = tokio::net::TcpListener::bind(config.server.balancer_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "binding {} (server.balancer_listen)",
-                config.server.balancer_listen
-            )
-        })?;
+    let app = ez_control_plane::middleware::apply_with(
+        app,
+        ez_control_plane::middleware::RequestLimits::from_config(&config.server),
+    );
+    let settings = listener_settings("balancer", &config, open_file_limit, 1);
+    let listener = bind(config.server.balancer_listen, "server.balancer_listen").await?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, control_plane = %ez_contract::redact::mask_url(control_plane_url), "ezapi balancer listening");
-    serve_until_signal(listener, app, config.server.shutdown_grace).await?;
+    serve_until_signal(vec![Listening {
+        listener,
+        app,
+        settings,
+    }])
+    .await?;
     let _ = stop.send(true);
     tasks.join().await;
     tracing::info!("stopped");

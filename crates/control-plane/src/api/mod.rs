@@ -88,6 +88,24 @@ impl Modify for BearerAuth {
 /// All CP routes and the OpenAPI document that describes them.
 pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(public_routes())
+        .merge(internal_routes())
+        .split_for_parts()
+}
+
+/// Every route but `/internal/*`: what the public listener serves when
+/// `server.internal_listen` takes the internal ones elsewhere.
+pub fn public_router() -> Router<AppState> {
+    public_routes().split_for_parts().0
+}
+
+/// `/internal/*` alone, for `server.internal_listen`.
+pub fn internal_router() -> Router<AppState> {
+    internal_routes().split_for_parts().0
+}
+
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(health::health))
         .routes(routes!(health::metrics))
         .routes(routes!(health::openapi_document))
@@ -151,11 +169,15 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(realtime::master_realtime))
         .routes(routes!(realtime::own_realtime))
         .routes(routes!(realtime::system_realtime))
+}
+
+/// What balancers call (`X-Internal-Token`).
+fn internal_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(internal::ingest_logs))
         .routes(routes!(internal::flush_key_usage))
         .routes(routes!(internal::flush_credential_usage))
         .routes(routes!(internal::ban_credential))
-        .split_for_parts()
 }
 
 pub async fn not_found() -> ApiError {

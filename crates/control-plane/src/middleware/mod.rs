@@ -1,7 +1,10 @@
 //! Cross-cutting HTTP concerns, one file each, assembled by [`apply`].
 
+mod body_timeout;
 mod metrics;
 mod request_id;
+
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -15,19 +18,53 @@ pub use request_id::{REQUEST_ID_HEADER, RequestId};
 
 use crate::error::ApiError;
 
+/// What a request may send: `server.max_body_bytes`, `server.body_read_timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_body_bytes: usize,
+    pub body_read_timeout: Duration,
+}
+
+impl RequestLimits {
+    pub fn from_config(server: &ez_config::ServerConfig) -> RequestLimits {
+        RequestLimits {
+            max_body_bytes: server.max_body_bytes,
+            body_read_timeout: server.body_read_timeout,
+        }
+    }
+}
+
+/// [`apply_with`] with `max_body_bytes` and the default body read timeout.
+pub fn apply<S: Clone + Send + Sync + 'static>(router: Router<S>, max_body_bytes: usize) -> Router<S> {
+    let limits = RequestLimits {
+        max_body_bytes,
+        ..RequestLimits::from_config(&ez_config::Config::defaults().server)
+    };
+    apply_with(router, limits)
+}
+
 /// Wraps `router` in the middleware stack. Order, outermost first:
 /// 1. request id — assigns the id, opens the request's log span, echoes `X-Request-ID`
 ///    on every response (errors and panics included);
 /// 2. metrics — counts and times each request by matched route and status;
 /// 3. panic catcher — a panicking handler becomes a generic 500 envelope;
-/// 4. body limit — bodies over `max_body_bytes` are refused with 413: at once when
+/// 4. body read timeout — a body that has not fully arrived within
+///    `body_read_timeout` ends the request with 408 (`body_timeout.rs`);
+/// 5. body limit — bodies over `max_body_bytes` are refused with 413: at once when
 ///    `Content-Length` says so (a client sending `Expect: 100-continue` then never
 ///    uploads the body), else while reading.
-pub fn apply<S: Clone + Send + Sync + 'static>(router: Router<S>, max_body_bytes: usize) -> Router<S> {
+pub fn apply_with<S: Clone + Send + Sync + 'static>(router: Router<S>, limits: RequestLimits) -> Router<S> {
+    let RequestLimits {
+        max_body_bytes,
+        body_read_timeout,
+    } = limits;
     router
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
             reject_declared_oversize(req, next, max_body_bytes)
+        }))
+        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+            body_timeout::limit_body_read(req, next, body_read_timeout)
         }))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn(metrics::track))
