@@ -32,6 +32,7 @@ fn defaults_work_for_serve() {
         assert_eq!(config.sync_outbox.max_retries, 10);
         assert_eq!(config.sync_outbox.bus_check_interval, Duration::from_secs(10));
         assert_eq!(config.model_registry.refresh_every, Duration::from_secs(600));
+        assert_eq!(config.log_writer.batch_size, 16);
         Ok(())
     });
 }
@@ -126,6 +127,8 @@ fn invalid_values_name_the_option() {
         ),
         ("EZ_SYNC_OUTBOX__MAX_RETRIES", "-1", "sync_outbox.max_retries"),
         ("EZ_SYNC_OUTBOX__BATCH_SIZE", "0", "sync_outbox.batch_size"),
+        ("EZ_LOG_WRITER__BATCH_SIZE", "0", "log_writer.batch_size"),
+        ("EZ_LOG_WRITER__BATCH_SIZE", "1001", "log_writer.batch_size"),
     ];
     for (var, value, option) in cases {
         Jail::expect_with(|jail| {
