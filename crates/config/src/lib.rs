@@ -184,6 +184,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct LogWriterConfig {
     pub queue_capacity: usize,
+    /// Rows per INSERT statement (1–1000).
     pub batch_size: usize,
     pub retention_days: i64,
 }
@@ -430,8 +431,8 @@ impl RawConfig {
                 }
             },
             batch_size: match lw.batch_size {
-                1..=10_000 => lw.batch_size,
-                _ => return Err(invalid("log_writer.batch_size", "must be between 1 and 10000")),
+                1..=1_000 => lw.batch_size,
+                _ => return Err(invalid("log_writer.batch_size", "must be between 1 and 1000")),
             },
             retention_days: match lw.retention_days {
                 0..=36_500 => lw.retention_days,

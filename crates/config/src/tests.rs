@@ -34,6 +34,7 @@ fn defaults_work_for_serve() {
         assert_eq!(config.model_registry.refresh_every, Duration::from_secs(600));
         assert_eq!(config.balancer.ban_threshold, 3);
         assert_eq!(config.balancer.ban_window, Duration::from_secs(60));
+        assert_eq!(config.log_writer.batch_size, 16);
         Ok(())
     });
 }
@@ -136,6 +137,8 @@ fn invalid_values_name_the_option() {
         ("EZ_BALANCER__BAN_THRESHOLD", "0", "balancer.ban_threshold"),
         ("EZ_BALANCER__BAN_WINDOW", "0s", "balancer.ban_window"),
         ("EZ_BALANCER__BAN_WINDOW", "2d", "balancer.ban_window"),
+        ("EZ_LOG_WRITER__BATCH_SIZE", "0", "log_writer.batch_size"),
+        ("EZ_LOG_WRITER__BATCH_SIZE", "1001", "log_writer.batch_size"),
     ];
     for (var, value, option) in cases {
         Jail::expect_with(|jail| {

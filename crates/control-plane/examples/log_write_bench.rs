@@ -1,6 +1,6 @@
 //! What storing log records costs: RECORDS records (default 50,000) in batches of BATCH
 //! (default 1,000) through the control plane's `LogWriter` with ROWS rows per statement
-//! (`log_writer.batch_size`, default 500), one batch after another, on SQLite and, when
+//! (`log_writer.batch_size`, default 16), one batch after another, on SQLite and, when
 //! `EZ_TEST_DATABASE_URL` is set, on PostgreSQL — in one run. Prints records per second
 //! for each. Results: `docs/measurements.md`.
 //!
@@ -72,7 +72,7 @@ async fn main() {
         .collect();
     let total = args.first().copied().unwrap_or(50_000);
     let batch = args.get(1).copied().unwrap_or(1_000).max(1);
-    let rows = args.get(2).copied().unwrap_or(500).max(1);
+    let rows = args.get(2).copied().unwrap_or(16).max(1);
     run(Backend::Embedded, "SQLite", total, batch, rows).await;
     if std::env::var_os("EZ_TEST_DATABASE_URL").is_some() {
         run(Backend::Real, "PostgreSQL", total, batch, rows).await;

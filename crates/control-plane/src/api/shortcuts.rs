@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use ez_contract::redact::{MaskedUrl, RedactedHeaders};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -15,7 +16,8 @@ use crate::error::{ApiResult, ErrorEnvelope};
 use crate::providers::{self, CreateGroupRequest, ProviderError, ProviderSetup};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// `Debug` redacts the keys (see `redacted_request_debug!`).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresetRequest {
     /// `openai`, `anthropic` or `gemini`.
@@ -31,7 +33,8 @@ pub struct PresetRequest {
     pub route_group: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// `Debug` redacts the keys and masks the URL.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomRequest {
     pub name: String,
@@ -42,6 +45,38 @@ pub struct CustomRequest {
     pub weights: Option<Vec<i64>>,
     pub static_headers: Option<BTreeMap<String, String>>,
     pub route_group: Option<String>,
+}
+
+/// The shortcut requests carry upstream keys in plain text: their `Debug` shows how many
+/// keys there are, never the keys, and header values redacted.
+impl std::fmt::Debug for PresetRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresetRequest")
+            .field("preset", &self.preset)
+            .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
+            .field("name", &self.name)
+            .field("models", &self.models)
+            .field("weights", &self.weights)
+            .field("route_group", &self.route_group)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CustomRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomRequest")
+            .field("name", &self.name)
+            .field("base_url", &MaskedUrl(&self.base_url))
+            .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
+            .field("models", &self.models)
+            .field("weights", &self.weights)
+            .field(
+                "static_headers",
+                &self.static_headers.as_ref().map(RedactedHeaders),
+            )
+            .field("route_group", &self.route_group)
+            .finish()
+    }
 }
 
 /// Creates a group for an official provider, with its keys.
@@ -96,4 +131,44 @@ pub async fn create_custom_provider(
     };
     let setup = providers::create_setup(&state, group, &req.api_keys, req.weights.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(setup)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortcut_requests_debug_without_secrets() {
+        let preset = PresetRequest {
+            preset: "openai".into(),
+            api_keys: vec!["sk-preset-secret-0001".into()],
+            name: None,
+            models: None,
+            weights: None,
+            route_group: None,
+        };
+        let custom = CustomRequest {
+            name: "vllm".into(),
+            base_url: "https://u:url-secret-0002@vllm.internal/v1?key=url-secret-0003".into(),
+            api_keys: vec!["sk-custom-secret-0004".into()],
+            models: None,
+            weights: None,
+            static_headers: Some([("x-api-key".to_owned(), "header-secret-0005".to_owned())].into()),
+            route_group: None,
+        };
+        let shown = format!("{preset:?} {custom:?}");
+        for secret in [
+            "secret-0001",
+            "secret-0002",
+            "secret-0003",
+            "secret-0004",
+            "secret-0005",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("[1 redacted]") && shown.contains("vllm.internal/v1"),
+            "{shown}"
+        );
+    }
 }

@@ -283,7 +283,8 @@ impl Store {
     }
 
     /// Each record in its own savepoint of one transaction: a record the database refuses
-    /// rolls back alone and is counted; any other error fails the whole batch.
+    /// rolls back alone and is counted; any other error fails the whole batch. The caller
+    /// holds the write permit (it is not reentrant).
     async fn insert_logs_one_by_one(&self, records: &[LogRecord]) -> StoreResult<LogInsert> {
         let mut tx = self.begin_write().await?;
         let sql = insert_sql(1);
