@@ -121,6 +121,26 @@ impl fmt::Debug for RedactedHeaders<'_> {
     }
 }
 
+/// Implements `Debug` for a struct whose `secret` fields (of any type: keys, tokens,
+/// URLs with credentials, header maps) must never be printed: they show as `<redacted>`.
+/// Every field must be listed, plain or secret, so a new field cannot slip through
+/// unnoticed (the macro's exhaustive destructuring fails to compile).
+#[macro_export]
+macro_rules! debug_redacting {
+    ($ty:ident { $($plain:ident),* $(,)? } secret { $($secret:ident),* $(,)? }) => {
+        impl ::std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                let $ty { $($plain,)* $($secret,)* } = self;
+                $(let _ = $secret;)*
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($plain), $plain))*
+                    $(.field(stringify!($secret), &::std::format_args!("<redacted>")))*
+                    .finish()
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +208,28 @@ mod tests {
         assert_eq!(
             shown,
             r#"**** "" "https://****et-2@h/v1" {"authorization": ****}"#
+        );
+    }
+
+    struct Credential {
+        id: i64,
+        api_key: Option<String>,
+        headers: BTreeMap<String, String>,
+    }
+
+    crate::debug_redacting!(Credential { id } secret { api_key, headers });
+
+    #[test]
+    fn the_redacting_debug_shows_no_secret() {
+        let c = Credential {
+            id: 7,
+            api_key: Some("sk-secret-0001".into()),
+            headers: BTreeMap::from([("x-key".to_owned(), "hdr-secret-0002".to_owned())]),
+        };
+        let shown = format!("{c:?}");
+        assert_eq!(
+            shown,
+            "Credential { id: 7, api_key: <redacted>, headers: <redacted> }"
         );
     }
 }

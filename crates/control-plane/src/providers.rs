@@ -84,7 +84,7 @@ macro_rules! take_fields {
     };
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroupRequest {
     /// Unique; 1–64 of `A-Za-z0-9_-`.
@@ -106,7 +106,9 @@ pub struct CreateGroupRequest {
     pub route_group: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+ez_contract::debug_redacting!(CreateGroupRequest { name, provider_type, google_project, google_location, models, status, headers_profile, route_group } secret { base_url, static_headers });
+
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateGroupRequest {
     pub name: Option<String>,
@@ -122,7 +124,9 @@ pub struct UpdateGroupRequest {
     pub route_group: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+ez_contract::debug_redacting!(UpdateGroupRequest { name, provider_type, google_project, google_location, models, status, headers_profile, route_group } secret { base_url, static_headers });
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
     pub group_id: i64,
@@ -147,7 +151,9 @@ pub struct CreateApiKeyRequest {
     pub models: Option<Vec<String>>,
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+ez_contract::debug_redacting!(CreateApiKeyRequest { group_id, weight, status, auto_ban, ban_reason, ban_until, expires_at, account_id, project_id, models } secret { api_key, access_token, refresh_token });
+
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateApiKeyRequest {
     pub group_id: Option<i64>,
@@ -169,6 +175,8 @@ pub struct UpdateApiKeyRequest {
     pub project_id: Option<String>,
     pub models: Option<Vec<String>>,
 }
+
+ez_contract::debug_redacting!(UpdateApiKeyRequest { group_id, weight, status, auto_ban, ban_reason, ban_until, expires_at, account_id, project_id, models } secret { api_key, access_token, refresh_token });
 
 /// A credential as the API shows it: secrets masked to their last 4 characters.
 #[derive(Debug, Serialize, ToSchema)]
@@ -631,4 +639,33 @@ pub async fn create_setup(
         group: group_view(group),
         api_keys: created.iter().map(ApiKeyView::from).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_holding_secrets_print_none() {
+        let create: CreateApiKeyRequest = serde_json::from_value(serde_json::json!({
+            "group_id": 1, "api_key": "sk-secret-0001", "access_token": "at-secret-0002",
+            "refresh_token": "rt-secret-0003"
+        }))
+        .unwrap();
+        let group: UpdateGroupRequest = serde_json::from_value(serde_json::json!({
+            "base_url": "https://u:pw-secret-0004@host/v1", "static_headers": { "x-api-key": "hdr-secret-0005" }
+        }))
+        .unwrap();
+        let shown = format!("{create:?} {group:?}");
+        for secret in [
+            "secret-0001",
+            "secret-0002",
+            "secret-0003",
+            "secret-0004",
+            "secret-0005",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("group_id: 1"), "{shown}");
+    }
 }

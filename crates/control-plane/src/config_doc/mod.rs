@@ -64,7 +64,7 @@ pub struct NamespaceDoc {
     pub status: NamespaceStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupDoc {
     pub name: String,
@@ -86,7 +86,9 @@ pub struct GroupDoc {
     pub route_group: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+ez_contract::debug_redacting!(GroupDoc { name, provider_type, google_project, google_location, models, status, headers_profile, route_group } secret { base_url, static_headers });
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyDoc {
     /// Name of the provider group.
@@ -113,6 +115,8 @@ pub struct ApiKeyDoc {
     #[serde(default)]
     pub models: Vec<String>,
 }
+
+ez_contract::debug_redacting!(ApiKeyDoc { group, fingerprint, weight, status, auto_ban, ban_reason, ban_until, expires_at, account_id, project_id, models } secret { api_key, access_token, refresh_token });
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
