@@ -352,6 +352,29 @@ fn generate_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// Why the request body could not be read: too large (413), or it did not arrive — the
+/// listener's `server.body_read_timeout` passed, or the client stopped sending (408; the
+/// listener answers a timed-out body with its own 408 envelope, the record says the same).
+fn body_read_error(e: axum::Error) -> ProxyError {
+    let inner = e.into_inner();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&*inner);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return ProxyError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is too large",
+            );
+        }
+        source = e.source();
+    }
+    ProxyError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_read_timeout",
+        "the request body did not arrive in time",
+    )
+}
+
 /// The client's body, parsed once: the document is needed anyway to rewrite `model`.
 struct ClientRequest {
     document: Map<String, Value>,
@@ -363,13 +386,7 @@ impl ClientRequest {
     async fn read(state: &BalancerState, body: Body, trace: &mut Trace) -> Result<ClientRequest, ProxyError> {
         let bytes = axum::body::to_bytes(body, state.settings.max_body_bytes)
             .await
-            .map_err(|_| {
-                ProxyError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "request body is too large",
-                )
-            })?;
+            .map_err(body_read_error)?;
         let document: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|_| {
             ProxyError::new(
                 StatusCode::BAD_REQUEST,
@@ -661,6 +678,22 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
+
+    #[tokio::test]
+    async fn body_read_errors_are_told_apart() {
+        let big = Body::from(vec![0u8; 100]);
+        let e = axum::body::to_bytes(big, 10).await.unwrap_err();
+        assert_eq!(body_read_error(e).status, StatusCode::PAYLOAD_TOO_LARGE);
+        let stalled = Body::from_stream(futures_util::stream::once(async {
+            Err::<bytes::Bytes, _>(std::io::Error::other("the body read deadline passed"))
+        }));
+        let e = axum::body::to_bytes(stalled, 10).await.unwrap_err();
+        let e = body_read_error(e);
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::REQUEST_TIMEOUT, "body_read_timeout")
+        );
+    }
 
     #[test]
     fn client_keys_come_from_any_supported_place() {
