@@ -233,11 +233,11 @@ async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Res
         app: cp.router_with(extra_routes),
         settings,
     });
-    serve_until_signal(servers).await?;
+    let stopping = serve_until_signal(servers).await?;
     // The data plane delivers its last reports before the control plane's jobs stop.
     let _ = data_plane_stop.send(true);
     if let Some(tasks) = data_plane {
-        tasks.join().await;
+        tasks.finish(stopping + config.server.shutdown_grace).await;
     }
     jobs.shutdown().await;
     cp.state.sync.drain().await;
@@ -268,13 +268,36 @@ fn warn_about_anonymous_internal_access(config: &Config) {
 /// The balancer's background tasks: snapshot updater and reporter.
 struct DataPlaneTasks {
     updater: tokio::task::JoinHandle<()>,
-    reporter: tokio::task::JoinHandle<()>,
+    reporter_task: tokio::task::JoinHandle<()>,
+    reporter: std::sync::Arc<ez_balancer::Reporter>,
 }
 
+/// The least time the last delivery gets, even when draining took the whole grace.
+const LAST_DELIVERY_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl DataPlaneTasks {
-    async fn join(self) {
+    /// Waits for the tasks to stop (told by their `stop` channel): the reporter delivers
+    /// what it holds, within `deadline` (the end of `server.shutdown_grace`). What it
+    /// could not deliver by then is said, not silently lost.
+    async fn finish(self, deadline: tokio::time::Instant) {
         let _ = self.updater.await;
-        let _ = self.reporter.await;
+        let deadline = deadline.max(tokio::time::Instant::now() + LAST_DELIVERY_MIN);
+        if tokio::time::timeout_at(deadline, self.reporter_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                undelivered_logs = self.reporter.buffered(),
+                "the shutdown grace ended before every log record reached the control plane"
+            );
+        } else if self.reporter.buffered() > 0 {
+            tracing::warn!(
+                undelivered_logs = self.reporter.buffered(),
+                "the control plane did not take every log record before the shutdown"
+            );
+        } else {
+            tracing::info!("every log record was delivered");
+        }
     }
 }
 
@@ -295,13 +318,14 @@ async fn start_data_plane(
     let reporter = ez_balancer::Reporter::bounded(sink, bus, b.report_buffer, b.report_buffer_bytes);
     let reporter_task = reporter.spawn(b.report_interval, stop);
     let settings = ez_balancer::ProxySettings::from_config(config);
-    let state = ez_balancer::BalancerState::new(cache, settings, reporter)
+    let state = ez_balancer::BalancerState::new(cache, settings, reporter.clone())
         .context("building the upstream HTTP client")?;
     Ok((
         state,
         DataPlaneTasks {
             updater,
-            reporter: reporter_task,
+            reporter_task,
+            reporter,
         },
     ))
 }
@@ -341,8 +365,8 @@ fn listener_settings(
 }
 
 /// Serves every listener until SIGINT/SIGTERM, then lets each drain its in-flight
-/// requests for up to `server.shutdown_grace`.
-async fn serve_until_signal(servers: Vec<Listening>) -> anyhow::Result<()> {
+/// requests for up to `server.shutdown_grace`; returns when the signal came.
+async fn serve_until_signal(servers: Vec<Listening>) -> anyhow::Result<tokio::time::Instant> {
     let grace = servers
         .first()
         .map_or(std::time::Duration::ZERO, |s| s.settings.shutdown_grace);
@@ -362,6 +386,7 @@ async fn serve_until_signal(servers: Vec<Listening>) -> anyhow::Result<()> {
         })
         .collect();
     shutdown_signal().await;
+    let stopping = tokio::time::Instant::now();
     tracing::info!(
         grace_secs = grace.as_secs(),
         "shutting down: draining in-flight requests"
@@ -370,7 +395,7 @@ async fn serve_until_signal(servers: Vec<Listening>) -> anyhow::Result<()> {
     for task in tasks {
         task.await.context("server task")?.context("serving HTTP")?;
     }
-    Ok(())
+    Ok(stopping)
 }
 
 /// `ezapi balancer`: the proxy alone, fed by the bus, reporting to the control plane
@@ -426,14 +451,14 @@ async fn serve_balancer(config: Config) -> anyhow::Result<()> {
     let listener = bind(config.server.balancer_listen, "server.balancer_listen").await?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, control_plane = %ez_contract::redact::mask_url(control_plane_url), "ezapi balancer listening");
-    serve_until_signal(vec![Listening {
+    let stopping = serve_until_signal(vec![Listening {
         listener,
         app,
         settings,
     }])
     .await?;
     let _ = stop.send(true);
-    tasks.join().await;
+    tasks.finish(stopping + config.server.shutdown_grace).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -42,7 +42,8 @@ pub fn usage() -> Value {
 
 /// `POST /v1/chat/completions`: a `chat.completion` with usage, or with `"stream": true`
 /// `chat.completion.chunk` events (the usage chunk when `stream_options.include_usage`
-/// asks) and `[DONE]`.
+/// asks) and `[DONE]`. A stream whose first message says [`DRIP`] sends one delta every
+/// 200 ms for a minute.
 pub async fn mock_chat(
     State(calls): State<Arc<AtomicUsize>>,
     headers: HeaderMap,
@@ -55,6 +56,9 @@ pub async fn mock_chat(
         return (StatusCode::UNAUTHORIZED, Json(error)).into_response();
     }
     let model = body["model"].as_str().unwrap_or_default().to_owned();
+    if body["stream"] == json!(true) && body["messages"][0]["content"] == DRIP {
+        return drip(model);
+    }
     let (id, created) = ("chatcmpl-split0001", 1_735_689_600);
     if body["stream"] != json!(true) {
         return Json(json!({
@@ -102,6 +106,26 @@ pub async fn mock_chat(
     let stream = futures_util::stream::iter(events.into_iter().map(Ok::<_, std::io::Error>));
     Response::builder()
         .header("content-type", "text/event-stream; charset=utf-8")
+        .body(Body::from_stream(stream))
+        .expect("a static response")
+}
+
+/// The prompt that makes the mock stream slowly.
+pub const DRIP: &str = "drip";
+
+fn drip(model: String) -> Response {
+    let stream = futures_util::stream::unfold(0u32, move |i| {
+        let chunk = json!({ "object": "chat.completion.chunk", "model": model,
+                            "choices": [{ "index": 0, "delta": { "content": "drop " } }] });
+        async move {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (i < 300).then(|| (Ok::<_, std::io::Error>(format!("data: {chunk}\n\n")), i + 1))
+        }
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
         .body(Body::from_stream(stream))
         .expect("a static response")
 }
