@@ -43,7 +43,7 @@ pub fn usage() -> Value {
 /// `POST /v1/chat/completions`: a `chat.completion` with usage, or with `"stream": true`
 /// `chat.completion.chunk` events (the usage chunk when `stream_options.include_usage`
 /// asks) and `[DONE]`. A stream whose first message says [`DRIP`] sends one delta every
-/// 200 ms for a minute.
+/// 200 ms for a minute; `max_tokens` over 100,000 is a 402 naming that parameter.
 pub async fn mock_chat(
     State(calls): State<Arc<AtomicUsize>>,
     headers: HeaderMap,
@@ -58,6 +58,13 @@ pub async fn mock_chat(
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     if body["stream"] == json!(true) && body["messages"][0]["content"] == DRIP {
         return drip(model);
+    }
+    // What a pay-as-you-go upstream answers when `max_tokens` exceeds the credit left:
+    // the request's fault, not the credential's.
+    if body["max_tokens"].as_i64().is_some_and(|n| n > 100_000) {
+        let error = json!({ "error": { "message": "This request requires more credits, or fewer max_tokens.",
+            "type": "invalid_request_error", "param": "max_tokens", "code": "insufficient_credits" } });
+        return (StatusCode::PAYMENT_REQUIRED, Json(error)).into_response();
     }
     let (id, created) = ("chatcmpl-split0001", 1_735_689_600);
     if body["stream"] != json!(true) {
