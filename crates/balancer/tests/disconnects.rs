@@ -93,24 +93,7 @@ async fn an_openai_stream_abandoned_mid_way_is_charged_an_estimate(backend: Back
 
 async fn an_anthropic_stream_abandoned_after_message_start_keeps_its_input_tokens(backend: Backend) {
     let gw = Gateway::start(backend).await;
-    let setup = gw
-        .admin(
-            "/admin/provider-groups",
-            json!({ "name": "claude", "type": "anthropic", "base_url": gw.mock.origin, "models": ["claude-sonnet-4"] }),
-        )
-        .await;
-    let group = setup["id"].as_i64().unwrap();
-    gw.admin(
-        "/admin/api-keys",
-        json!({ "group_id": group, "api_key": "sk-ant-drip" }),
-    )
-    .await;
-    gw.admin(
-        "/admin/bindings",
-        json!({ "namespace": "default", "public_model": "claude", "group_id": group, "selector_value": "claude-sonnet-4" }),
-    )
-    .await;
-    gw.cache.refresh().await.unwrap();
+    gw.add_anthropic_route("sk-ant-drip", "claude").await;
     let t = tenant(&gw).await;
     let body = json!({ "model": "claude", "max_tokens": 100, "stream": true, "messages": [{ "role": "user", "content": "hi" }] });
     // message_start and four deltas of 8 bytes.

@@ -918,29 +918,8 @@ async fn rate_limit_refusals_add_up_across_balancers_reporting_apart(backend: Ba
     );
 }
 
-/// An Anthropic group on the mock (base URL without `/v1`, as Anthropic's), bound as
-/// `default.haiku`; returns the credential id.
 async fn anthropic_route(gw: &Gateway) -> i64 {
-    let group = gw
-        .admin(
-            "/admin/provider-groups",
-            json!({ "name": "claude", "type": "anthropic", "base_url": gw.mock.origin, "models": ["claude-3-5-haiku-20241022"] }),
-        )
-        .await;
-    let group_id = group["id"].as_i64().unwrap();
-    let credential = gw
-        .admin(
-            "/admin/api-keys",
-            json!({ "group_id": group_id, "api_key": "sk-ant-upstream-good" }),
-        )
-        .await;
-    gw.admin(
-        "/admin/bindings",
-        json!({ "namespace": "default", "public_model": "haiku", "group_id": group_id, "selector_value": "claude-3-5-haiku-20241022" }),
-    )
-    .await;
-    gw.cache.refresh().await.unwrap();
-    credential["id"].as_i64().unwrap()
+    gw.add_anthropic_route("sk-ant-upstream-good", "haiku").await
 }
 
 async fn messages_reach_anthropic_providers_with_their_auth(backend: Backend) {

@@ -170,25 +170,7 @@ async fn invalid_keys_ban_at_once_while_a_401_naming_no_cause_does_not(backend: 
     assert_not_banned(&gw, scoped.credentials[0]).await;
 
     // Anthropic's `authentication_error` is as unmistakable.
-    let group = gw
-        .admin(
-            "/admin/provider-groups",
-            json!({ "name": "claude", "type": "anthropic", "base_url": gw.mock.origin, "models": ["claude-3-5-haiku-20241022"] }),
-        )
-        .await;
-    let group_id = group["id"].as_i64().unwrap();
-    let credential = gw
-        .admin(
-            "/admin/api-keys",
-            json!({ "group_id": group_id, "api_key": "sk-ant-upstream-a401" }),
-        )
-        .await;
-    gw.admin(
-        "/admin/bindings",
-        json!({ "namespace": "default", "public_model": "haiku", "group_id": group_id, "selector_value": "claude-3-5-haiku-20241022" }),
-    )
-    .await;
-    gw.cache.refresh().await.unwrap();
+    let credential = gw.add_anthropic_route("sk-ant-upstream-a401", "haiku").await;
     let message =
         json!({ "model": "haiku", "max_tokens": 16, "messages": [{ "role": "user", "content": "hi" }] });
     for expected in [(502, "upstream_auth_failed"), (503, "no_upstream")] {
@@ -203,12 +185,7 @@ async fn invalid_keys_ban_at_once_while_a_401_naming_no_cause_does_not(backend: 
         assert_eq!((status, code(&body)), expected);
     }
     assert_eq!(gw.mock.hits("sk-ant-upstream-a401"), 1);
-    assert_banned(
-        &gw,
-        credential["id"].as_i64().unwrap(),
-        "upstream 401: authentication_error",
-    )
-    .await;
+    assert_banned(&gw, credential, "upstream 401: authentication_error").await;
 }
 
 async fn an_ambiguous_403_bans_only_on_the_third_within_the_window(backend: Backend) {

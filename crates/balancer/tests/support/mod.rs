@@ -737,6 +737,29 @@ impl Gateway {
         }
     }
 
+    /// An Anthropic group on the mock (base URL without `/v1`, as Anthropic's) with one
+    /// credential `api_key`, serving `claude-3-5-haiku-20241022` bound as
+    /// `default.{public}`; the balancer's snapshot is refreshed. Returns the credential id.
+    pub async fn add_anthropic_route(&self, api_key: &str, public: &str) -> i64 {
+        let group = self
+            .admin(
+                "/admin/provider-groups",
+                json!({ "name": "claude", "type": "anthropic", "base_url": self.mock.origin, "models": ["claude-3-5-haiku-20241022"] }),
+            )
+            .await;
+        let group_id = group["id"].as_i64().unwrap();
+        let credential = self
+            .admin("/admin/api-keys", json!({ "group_id": group_id, "api_key": api_key }))
+            .await;
+        self.admin(
+            "/admin/bindings",
+            json!({ "namespace": "default", "public_model": public, "group_id": group_id, "selector_value": "claude-3-5-haiku-20241022" }),
+        )
+        .await;
+        self.cache.refresh().await.unwrap();
+        credential["id"].as_i64().unwrap()
+    }
+
     /// A master (`name` plus the fields of `master`) and a child key issued by the admin
     /// (fields of `key`); the balancer's snapshot is refreshed.
     pub async fn add_tenant(&self, name: &str, master: Value, key: Value) -> Tenant {
