@@ -254,11 +254,18 @@ impl ConfigBus for RedisBus {
         pipe.atomic();
         for key in keys {
             let key = self.key(key);
+            // The window's lifetime starts with its first count: a new counter is
+            // created with it (`SET … PX … NX`, which every Redis has; `PEXPIRE … NX` is
+            // Redis 7 only and would abort the whole transaction on Redis 6), and `INCR`
+            // keeps it.
+            pipe.cmd("SET")
+                .arg(&key)
+                .arg(0)
+                .arg("PX")
+                .arg(ttl_ms)
+                .arg("NX")
+                .ignore();
             pipe.incr(&key, 1);
-            // Every count renews the lifetime (`PEXPIRE … NX` would keep the first one,
-            // but Redis 6 refuses the option and aborts the whole transaction). A
-            // window's key names its second, so a renewed lifetime changes nothing.
-            pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms).ignore();
         }
         let mut conn = self.conn.clone();
         timed(pipe.query_async::<Vec<i64>>(&mut conn)).await

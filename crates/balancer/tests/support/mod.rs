@@ -749,7 +749,10 @@ impl Gateway {
             .await;
         let group_id = group["id"].as_i64().unwrap();
         let credential = self
-            .admin("/admin/api-keys", json!({ "group_id": group_id, "api_key": api_key }))
+            .admin(
+                "/admin/api-keys",
+                json!({ "group_id": group_id, "api_key": api_key }),
+            )
             .await;
         self.admin(
             "/admin/bindings",
