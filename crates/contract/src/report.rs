@@ -4,10 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One proxied request (SPEC §3 `LogRecord`).
+/// One proxied request (SPEC §3 `LogRecord`). Fields a control plane does not know are
+/// ignored rather than refused: a balancer upgraded before its control plane sends
+/// fields the older one lacks, and its records must still be stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
 pub struct LogRecord {
     pub request_id: String,
     pub master_id: i64,
@@ -238,6 +239,17 @@ mod tests {
         let again = record.clone();
         record.sanitise();
         assert_eq!(record, again);
+    }
+
+    #[test]
+    fn records_of_a_newer_balancer_are_read() {
+        let record: LogRecord = serde_json::from_value(serde_json::json!({
+            "request_id": "r", "master_id": 1, "key_id": 2, "namespace": "default",
+            "public_model": "m", "endpoint": "/v1/chat/completions", "status_code": 200,
+            "latency_ms": 3, "stream": false, "created_at": 4, "a_field_of_tomorrow": true
+        }))
+        .expect("unknown fields are ignored");
+        assert_eq!((record.key_id, record.status_code), (2, 200));
     }
 
     #[test]
