@@ -97,9 +97,11 @@ async fn one_bad_record_does_not_hold_back_its_batch(backend: Backend) {
             json!({ "usage_estimated": true, "output_tokens": 42 }),
         ),
         record("good-2"),
+        // A newer balancer's field: ignored, the record stored.
+        with(record("newer"), json!({ "a_field_of_tomorrow": [1, 2] })),
     ];
     let resp = post_logs(&app, batch).await.expect(202);
-    assert_eq!(resp.body, json!({ "accepted": 5, "rejected": 2 }));
+    assert_eq!(resp.body, json!({ "accepted": 6, "rejected": 2 }));
 
     let items = stored(&app).await;
     let by_id = |id: &str| {
@@ -109,7 +111,8 @@ async fn one_bad_record_does_not_hold_back_its_batch(backend: Backend) {
             .unwrap_or_else(|| panic!("{id} not stored: {items:?}"))
             .clone()
     };
-    assert_eq!(items.len(), 5, "{items:?}");
+    assert_eq!(items.len(), 6, "{items:?}");
+    assert!(by_id("newer").get("a_field_of_tomorrow").is_none());
     assert_eq!(by_id("nul-model")["public_model"], "gpt-4o");
     assert_eq!(
         by_id("long-model")["public_model"].as_str().map(str::len),
@@ -122,7 +125,7 @@ async fn one_bad_record_does_not_hold_back_its_batch(backend: Backend) {
     }
     // The repaired record is found by its repaired name.
     let found = app.admin_get("/admin/logs?model=gpt-4o").await.expect(200).body;
-    assert_eq!(found["total"], 4, "{found}");
+    assert_eq!(found["total"], 5, "{found}");
     let own = app.admin_get("/admin/logs?master_id=1").await.expect(200).body;
     assert!(own["items"][0]["usage_estimated"].is_boolean(), "{own}");
 
@@ -136,7 +139,7 @@ async fn one_bad_record_does_not_hold_back_its_batch(backend: Backend) {
     assert_eq!(resp.body, json!({ "accepted": 0, "rejected": 1 }));
     // Later records of everyone flow as before.
     post_logs(&app, vec![record("after")]).await.expect(202);
-    assert_eq!(stored(&app).await.len(), 6);
+    assert_eq!(stored(&app).await.len(), 7);
 }
 
 fn plain(request_id: &str, model: &str) -> LogRecord {
