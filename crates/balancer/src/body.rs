@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ez_contract::error::ErrorEnvelope;
 use ez_contract::report::LogRecord;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
@@ -204,9 +205,8 @@ impl ObservedBody {
         self.trace.finish(self.status, Some((code, message.to_owned())));
         match self.watch {
             Watch::Sse(_) => {
-                let event = serde_json::json!({
-                    "error": { "message": message, "type": "upstream_error", "param": null, "code": code }
-                });
+                let event =
+                    serde_json::to_string(&ErrorEnvelope::new(502, code, message)).unwrap_or_default();
                 Some(Ok(Bytes::from(format!("event: error\ndata: {event}\n\n"))))
             }
             _ => Some(Err(std::io::Error::other(message.to_owned()))),

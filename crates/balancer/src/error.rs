@@ -1,9 +1,12 @@
-//! Errors in the OpenAI error shape: `{"error": {"message", "type", "param", "code"}}`.
+//! The data plane's errors, in the envelope both planes share
+//! (`ez_contract::error::ErrorEnvelope`, `docs/errors.md`):
+//! `{"error": {"code", "message", "type", "param"}}` — the shape OpenAI's SDKs read.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ez_contract::KeyRejection;
+use ez_contract::error::ErrorEnvelope;
 
 #[derive(Debug)]
 pub struct ProxyError {
@@ -23,25 +26,11 @@ impl ProxyError {
             retry_after: None,
         }
     }
-
-    fn kind(&self) -> &'static str {
-        match self.status.as_u16() {
-            401 => "authentication_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            429 => "rate_limit_error",
-            400..=499 => "invalid_request_error",
-            502..=504 => "upstream_error",
-            _ => "api_error",
-        }
-    }
 }
 
 impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "message": self.message, "type": self.kind(), "param": null, "code": self.code }
-        });
+        let body = ErrorEnvelope::new(self.status.as_u16(), self.code, self.message);
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response

@@ -2,6 +2,7 @@
 //! config-bus snapshot, resolves the model to a bound provider group, picks a credential
 //! and forwards the request, streaming the answer back. It never touches the database.
 
+pub mod auth;
 pub mod bans;
 pub mod body;
 pub mod cache;

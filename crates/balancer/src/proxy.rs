@@ -12,18 +12,17 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ez_contract::report::{LogRecord, clean_copy, limits as report_limits};
 use ez_contract::routing::ProviderSnapshot;
 use ez_contract::snapshot::{MasterSnapshot, TokenSnapshot};
 use ez_contract::time::now_unix;
-use ez_contract::token::digest_bytes;
-use ez_contract::validate_key;
 use ipnet::IpNet;
 use serde_json::{Map, Value};
 
+use crate::auth;
 use crate::bans::BanPolicy;
 use crate::body::{ObservedBody, Trace};
 use crate::cache::SnapshotCache;
@@ -33,7 +32,7 @@ use crate::refusal::{Cause, Verdict};
 use crate::report::Reporter;
 use crate::response_headers;
 use crate::route::{self, RouteError};
-use crate::snapshot::{Snapshot, TokenKey};
+use crate::snapshot::Snapshot;
 use crate::upstream::{self, Ingress};
 use crate::upstream_answer::{Classified, classify};
 
@@ -201,56 +200,12 @@ async fn messages(State(state): State<BalancerState>, req: Request) -> Response 
     forward(&state, Ingress::Messages, req).await
 }
 
-/// The client key: `Authorization: Bearer`, `x-api-key`, `x-goog-api-key` or `?key=`.
-fn client_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    bearer
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .or_else(|| headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()))
-        .or_else(|| query?.split('&').find_map(|pair| pair.strip_prefix("key=")))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-}
-
 fn client_ip(parts: &axum::http::request::Parts, trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
     ez_contract::client_ip::client_ip(peer, &parts.headers, trusted)
-}
-
-/// Authenticates the request's key against the snapshot with the shared validation
-/// function; returns the key's entry and digest.
-fn authenticate<'s>(
-    snapshot: &'s Snapshot,
-    parts: &axum::http::request::Parts,
-    ip: Option<IpAddr>,
-) -> Result<(&'s TokenSnapshot, TokenKey), ProxyError> {
-    let key = client_key(&parts.headers, parts.uri.query()).ok_or_else(|| {
-        ProxyError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing_api_key",
-            "send an API key as Authorization: Bearer <key>",
-        )
-    })?;
-    let hash = digest_bytes(key);
-    let token = snapshot.tokens.get(&hash).map(|t| &**t);
-    let master = token.and_then(|t| snapshot.masters.get(&t.master_id));
-    validate_key(token, master, ip, now_unix())?;
-    let token = token.ok_or_else(|| {
-        ProxyError::new(
-            StatusCode::UNAUTHORIZED,
-            "key_not_found",
-            "the API key is not valid",
-        )
-    })?;
-    Ok((token, hash))
 }
 
 /// SPEC §6 step 3: the master's `global_qps` and the key's `qps` (0 = unlimited), counted
@@ -309,7 +264,7 @@ async fn forward(state: &BalancerState, ingress: Ingress, req: Request) -> Respo
     let snapshot = state.cache.snapshot();
     let (parts, body) = req.into_parts();
     let ip = client_ip(&parts, &state.settings.trusted_proxies);
-    let (token, hash) = match authenticate(&snapshot, &parts, ip) {
+    let (token, hash) = match auth::authenticate(&snapshot, &parts, ip) {
         Ok(found) => found,
         Err(e) => return e.into_response(),
     };
@@ -646,7 +601,7 @@ async fn list_models(State(state): State<BalancerState>, req: Request) -> Respon
     let snapshot = state.cache.snapshot();
     let (parts, _) = req.into_parts();
     let ip = client_ip(&parts, &state.settings.trusted_proxies);
-    let token = match authenticate(&snapshot, &parts, ip) {
+    let token = match auth::authenticate(&snapshot, &parts, ip) {
         Ok((token, _)) => token,
         Err(e) => return e.into_response(),
     };
@@ -675,7 +630,6 @@ async fn list_models(State(state): State<BalancerState>, req: Request) -> Respon
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
 
     use super::*;
 
@@ -693,18 +647,5 @@ mod tests {
             (e.status, e.code),
             (StatusCode::REQUEST_TIMEOUT, "body_read_timeout")
         );
-    }
-
-    #[test]
-    fn client_keys_come_from_any_supported_place() {
-        let mut h = HeaderMap::new();
-        assert_eq!(client_key(&h, Some("key=sk-q")), Some("sk-q"));
-        h.insert("x-goog-api-key", HeaderValue::from_static("sk-g"));
-        assert_eq!(client_key(&h, None), Some("sk-g"));
-        h.insert("x-api-key", HeaderValue::from_static("sk-a"));
-        assert_eq!(client_key(&h, None), Some("sk-a"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk-b"));
-        assert_eq!(client_key(&h, None), Some("sk-b"));
-        assert_eq!(client_key(&HeaderMap::new(), Some("other=1")), None);
     }
 }

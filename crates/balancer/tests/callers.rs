@@ -12,6 +12,7 @@ use support::{Gateway, both_backends};
 both_backends!(
     routing_groups_send_each_master_to_its_own_upstream,
     forwarded_for_entries_a_client_wrote_never_choose_its_ip,
+    the_wrong_kind_of_credential_is_told_what_to_send,
 );
 
 fn code(body: &Value) -> &str {
@@ -147,4 +148,67 @@ async fn forwarded_for_entries_a_client_wrote_never_choose_its_ip(backend: Backe
         let body: Value = resp.json().await.unwrap();
         assert_eq!(code(&body), "ip_denied", "X-Forwarded-For: {xff}");
     }
+}
+
+/// A master key or a session token on a model route is told that model routes take a
+/// child key, and a child key on a master route the other way round; both planes answer
+/// in the one error envelope (`code`, `message`, `type`, `param`).
+async fn the_wrong_kind_of_credential_is_told_what_to_send(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    gw.setup(&["sk-upstream-good"], "gpt-4o", "gpt-4o-mini").await;
+    let tenant = gw.add_tenant("tenant", json!({}), json!({})).await;
+    let (_, login, text) = gw
+        .call(
+            reqwest::Method::POST,
+            "/auth/login",
+            "",
+            Some(json!({ "master_key": tenant.master_key })),
+        )
+        .await;
+    let session = login["token"].as_str().unwrap_or_else(|| panic!("{text}"));
+
+    let fields = |body: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = body["error"].as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let envelope = ["code", "message", "param", "type"];
+    for (credential, held) in [
+        (tenant.master_key.as_str(), "master key"),
+        (session, "session token"),
+    ] {
+        let (status, body, text) = gw.chat(credential, "gpt-4o", false).await;
+        assert_eq!((status, code(&body)), (401, "child_key_required"), "{text}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(held) && message.contains("sk-ez-"), "{message}");
+        assert!(message.contains("POST /v1/tokens"), "{message}");
+        assert_eq!(fields(&body), envelope, "{text}");
+        assert_eq!(body["error"]["type"], "authentication_error");
+    }
+    // The child key itself still works, and is refused on a master route with words.
+    let (status, _, text) = gw.chat(&tenant.key, "gpt-4o", false).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, body, text) = gw
+        .call(reqwest::Method::GET, "/v1/tokens", &tenant.key, None)
+        .await;
+    assert_eq!((status, code(&body)), (403, "master_required"), "{text}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("master key (ezm-"),
+        "{text}"
+    );
+    assert_eq!(fields(&body), envelope, "the control plane's shape: {text}");
+    // A field error names its field on the control plane, as OpenAI's `param` does.
+    let (status, body, text) = gw
+        .call(
+            reqwest::Method::POST,
+            "/v1/tokens",
+            &tenant.master_key,
+            Some(json!({ "name": "x".repeat(500) })),
+        )
+        .await;
+    assert_eq!((status, code(&body)), (400, "invalid_field"), "{text}");
+    assert_eq!(body["error"]["param"], "name", "{text}");
 }

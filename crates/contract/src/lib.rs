@@ -6,6 +6,7 @@
 
 pub mod bus_keys;
 pub mod client_ip;
+pub mod error;
 pub mod provider;
 pub mod redact;
 pub mod report;

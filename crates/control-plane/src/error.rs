@@ -12,8 +12,6 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ez_contract::KeyRejection;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::config_doc::ImportError;
 use crate::namespaces::NamespaceError;
@@ -28,24 +26,12 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: Cow<'static, str>,
     pub message: String,
+    /// The request field at fault (`error.param`), when there is one.
+    pub param: Option<&'static str>,
 }
 
-/// The error envelope as documented in the OpenAPI document.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorEnvelope {
-    pub error: ErrorBody,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable, machine-readable, snake_case.
-    pub code: String,
-    /// For humans; may change.
-    pub message: String,
-    /// The error family, derived from the status.
-    #[serde(rename = "type")]
-    pub kind: String,
-}
+/// The error envelope of both planes (`ez_contract::error`, `docs/errors.md`).
+pub use ez_contract::error::ErrorEnvelope;
 
 impl ApiError {
     pub fn new(
@@ -57,6 +43,7 @@ impl ApiError {
             status,
             code: code.into(),
             message: message.into(),
+            param: None,
         }
     }
 
@@ -66,8 +53,14 @@ impl ApiError {
     }
 
     /// 400 `invalid_field`: one field has a value outside its rules.
-    pub fn invalid_field(field: &str, reason: impl std::fmt::Display) -> ApiError {
-        ApiError::bad_request("invalid_field", format!("{field}: {reason}"))
+    pub fn invalid_field(field: &'static str, reason: impl std::fmt::Display) -> ApiError {
+        ApiError::bad_request("invalid_field", format!("{field}: {reason}")).with_param(field)
+    }
+
+    /// Names the request field at fault (`error.param`).
+    pub fn with_param(mut self, field: &'static str) -> ApiError {
+        self.param = Some(field);
+        self
     }
 
     /// 422: well-formed but inconsistent with the current configuration.
@@ -109,27 +102,9 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 
-    fn kind(&self) -> &'static str {
-        match self.status.as_u16() {
-            401 => "authentication_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            409 => "conflict_error",
-            429 => "rate_limit_error",
-            400..=499 => "invalid_request_error",
-            502..=504 => "upstream_error",
-            _ => "api_error",
-        }
-    }
-
     pub fn body(&self) -> ErrorEnvelope {
-        ErrorEnvelope {
-            error: ErrorBody {
-                code: self.code.to_string(),
-                message: self.message.clone(),
-                kind: self.kind().to_owned(),
-            },
-        }
+        ErrorEnvelope::new(self.status.as_u16(), self.code.as_ref(), self.message.as_str())
+            .with_param(self.param)
     }
 }
 
@@ -163,7 +138,14 @@ impl From<StoreError> for ApiError {
 impl From<SpecError> for ApiError {
     fn from(err: SpecError) -> ApiError {
         let (status, code) = spec_status(&err);
-        ApiError::new(status, code, err.to_string())
+        let param = match &err {
+            SpecError::InvalidField { field, .. } => Some(*field),
+            _ => None,
+        };
+        ApiError {
+            param,
+            ..ApiError::new(status, code, err.to_string())
+        }
     }
 }
 

@@ -92,7 +92,8 @@ pub async fn create_preset_provider(
     let group = CreateGroupRequest {
         name: req.name.unwrap_or_else(|| kind.as_str().to_owned()),
         provider_type: kind.as_str().to_owned(),
-        base_url: None,
+        // Stored explicitly so the answer (and every later GET) shows the endpoint used.
+        base_url: kind.official_base_url().map(str::to_owned),
         google_project: None,
         google_location: None,
         models: Some(

@@ -25,10 +25,11 @@ impl FromRequestParts<AppState> for AdminAuth {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match state.auth.authenticate(&state.store, &parts.headers).await? {
             Credential::Admin => Ok(AdminAuth),
-            Credential::ChildKey(key) => Err(child_key_refused(state, &key, "admin_required").await),
+            Credential::ChildKey(key) => Err(child_key_refused(state, &key, Needed::Admin).await),
             Credential::Master(_) => Err(ApiError::forbidden(
                 "admin_required",
-                "this endpoint needs the admin credential",
+                "this is a master credential; /admin routes need the admin token (or an admin \
+                 session); a master manages its own child keys under /v1/tokens",
             )),
         }
     }
@@ -44,20 +45,41 @@ impl FromRequestParts<AppState> for MasterAuth {
                 "master_suspended",
                 "this master is suspended",
             )),
-            Credential::ChildKey(key) => Err(child_key_refused(state, &key, "master_required").await),
+            Credential::ChildKey(key) => Err(child_key_refused(state, &key, Needed::Master).await),
             Credential::Admin => Err(ApiError::forbidden(
                 "master_required",
-                "this endpoint needs a master credential",
+                "this is the admin credential; this route needs a master key (ezm-…) or a \
+                 master session; the admin manages masters' keys under /admin/keys",
             )),
         }
     }
 }
 
+/// The credential a refused route needs.
+#[derive(Clone, Copy)]
+enum Needed {
+    Admin,
+    Master,
+}
+
 /// A child key is never enough for the admin or master API: 403 for a key that exists,
-/// 401 for one that does not (an unknown credential is a bad credential).
-async fn child_key_refused(state: &AppState, key: &SecretToken, code: &'static str) -> ApiError {
+/// saying which credential the route needs; 401 for one that does not (an unknown
+/// credential is a bad credential).
+async fn child_key_refused(state: &AppState, key: &SecretToken, needed: Needed) -> ApiError {
+    let (code, message) = match needed {
+        Needed::Admin => (
+            "admin_required",
+            "this is a child key (sk-ez-…), which is for model routes such as \
+             /v1/chat/completions; /admin routes need the admin token (or an admin session)",
+        ),
+        Needed::Master => (
+            "master_required",
+            "this is a child key (sk-ez-…), which is for model routes such as \
+             /v1/chat/completions; this route needs the master key (ezm-…) or a master session",
+        ),
+    };
     match state.store.find_key_by_digest(&key.digest()).await {
-        Ok(Some(_)) => ApiError::forbidden(code, "a child API key cannot be used on this endpoint"),
+        Ok(Some(_)) => ApiError::forbidden(code, message),
         Ok(None) => ApiError::unauthorized("invalid_credentials", "the credential is not valid"),
         Err(e) => e.into(),
     }

@@ -20,3 +20,4 @@ mod routing_config;
 mod secrets_at_rest;
 mod suspension;
 mod tenancy;
+mod wrong_credential;

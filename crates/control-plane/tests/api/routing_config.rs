@@ -210,6 +210,7 @@ async fn a_preset_creates_a_group_with_masked_keys(backend: Backend) {
         .expect(201)
         .body;
     assert_eq!(setup["group"]["type"], "openai");
+    assert_eq!(setup["group"]["base_url"], "https://api.openai.com/v1");
     assert_eq!(setup["api_keys"][0]["api_key"], "****cdef");
     assert!(!setup.to_string().contains("sk-live-0123456789abcdef"));
 }
