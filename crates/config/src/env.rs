@@ -28,6 +28,8 @@ pub enum EnvProblem {
         name: String,
         set: String,
         why: RenameReason,
+        /// How to write the value, when it differs from the old variable's.
+        note: Option<&'static str>,
     },
 }
 
@@ -55,7 +57,7 @@ impl fmt::Display for EnvProblem {
                 f,
                 "{name} is not an option (options are EZ_<SECTION>__<OPTION>, listed in the README under Configuration)"
             ),
-            EnvProblem::Renamed { name, set, why } => {
+            EnvProblem::Renamed { name, set, why, note } => {
                 let why = match why {
                     RenameReason::GoName => "is the Go ez-api name",
                     RenameReason::OneUnderscore => {
@@ -63,7 +65,11 @@ impl fmt::Display for EnvProblem {
                     }
                     RenameReason::NoSection => "is not read (options are EZ_<SECTION>__<OPTION>)",
                 };
-                write!(f, "{name} {why}; set {set} instead")
+                write!(f, "{name} {why}; set {set} instead")?;
+                match note {
+                    Some(note) => write!(f, " ({note})"),
+                    None => Ok(()),
+                }
             }
         }
     }
@@ -115,23 +121,26 @@ where
             }
             continue;
         }
-        if let Some(set) = go_replacement(rest, &value) {
+        if let Some((set, note)) = go_replacement(rest, &value) {
             problems.push(EnvProblem::Renamed {
                 name,
                 set,
                 why: RenameReason::GoName,
+                note,
             });
         } else if let Some(set) = one_underscore_too_few(rest, &names) {
             problems.push(EnvProblem::Renamed {
                 name,
                 set,
                 why: RenameReason::OneUnderscore,
+                note: None,
             });
         } else if let Some(set) = option_without_section(rest, &options) {
             problems.push(EnvProblem::Renamed {
                 name,
                 set,
                 why: RenameReason::NoSection,
+                note: None,
             });
         }
     }
@@ -158,48 +167,50 @@ fn option_without_section(rest: &str, options: &[(String, String)]) -> Option<St
 
 /// The Go ez-api's variables (without `EZ_`) and what replaces each. Values are shown
 /// back only when they cannot be secret (an address, a port, a database number).
-fn go_replacement(rest: &str, value: &str) -> Option<String> {
+fn go_replacement(rest: &str, value: &str) -> Option<(String, Option<&'static str>)> {
     let value = value.trim();
     let address_like = !value.is_empty()
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    let in_the_url = Some("it goes in the URL");
     Some(match rest {
         "REDIS_ADDR" | "REDIS_HOST" => match address_like {
-            true => format!("EZ_REDIS__URL=redis://{value}"),
-            false => "EZ_REDIS__URL=redis://HOST:PORT".to_owned(),
+            true => (format!("EZ_REDIS__URL=redis://{value}"), None),
+            false => ("EZ_REDIS__URL=redis://HOST:PORT".to_owned(), None),
         },
-        "REDIS_PASSWORD" => {
-            "EZ_REDIS__URL=redis://:PASSWORD@HOST:PORT (the password goes in the URL)".to_owned()
-        }
-        "REDIS_DB" => match value.chars().all(|c| c.is_ascii_digit()) && !value.is_empty() {
-            true => format!("EZ_REDIS__URL=redis://HOST:PORT/{value} (the database number goes in the URL)"),
-            false => "EZ_REDIS__URL=redis://HOST:PORT/DB (the database number goes in the URL)".to_owned(),
+        "REDIS_PASSWORD" => ("EZ_REDIS__URL=redis://:PASSWORD@HOST:PORT".to_owned(), in_the_url),
+        "REDIS_DB" => match !value.is_empty() && value.chars().all(|c| c.is_ascii_digit()) {
+            true => (format!("EZ_REDIS__URL=redis://HOST:PORT/{value}"), in_the_url),
+            false => ("EZ_REDIS__URL=redis://HOST:PORT/DB".to_owned(), in_the_url),
         },
         "PG_DSN" | "POSTGRES_DSN" | "DATABASE_DSN" | "DB_DSN" | "DSN" | "DB_URL" => {
             if value.starts_with("postgres://") || value.starts_with("postgresql://") {
-                "EZ_DATABASE__URL to the same URL".to_owned()
+                ("EZ_DATABASE__URL to the same URL".to_owned(), None)
             } else {
-                "EZ_DATABASE__URL=postgres://USER:PASSWORD@HOST:5432/DBNAME (a URL, not key=value pairs)"
-                    .to_owned()
+                (
+                    "EZ_DATABASE__URL=postgres://USER:PASSWORD@HOST:5432/DBNAME".to_owned(),
+                    Some("a URL, not key=value pairs"),
+                )
             }
         }
         "LISTEN_ADDR" | "ADDR" | "HTTP_ADDR" | "PORT" | "HTTP_PORT" | "SERVER_PORT" => {
             let port_only = value.trim_start_matches(':');
             if !port_only.is_empty() && port_only.chars().all(|c| c.is_ascii_digit()) {
                 // Go's `:8080` listens on every interface; say so rather than narrow it.
-                format!(
-                    "EZ_SERVER__LISTEN=0.0.0.0:{port_only} (every interface; 127.0.0.1:{port_only} for this machine only)"
+                (
+                    format!("EZ_SERVER__LISTEN=0.0.0.0:{port_only}"),
+                    Some("every interface, as before; 127.0.0.1:PORT is this machine only"),
                 )
             } else if address_like && value.contains(':') {
-                format!("EZ_SERVER__LISTEN={value}")
+                (format!("EZ_SERVER__LISTEN={value}"), None)
             } else {
-                "EZ_SERVER__LISTEN=HOST:PORT".to_owned()
+                ("EZ_SERVER__LISTEN=HOST:PORT".to_owned(), None)
             }
         }
-        "ADMIN_TOKEN" => "EZ_AUTH__ADMIN_TOKEN".to_owned(),
-        "JWT_SECRET" => "EZ_AUTH__JWT_SECRET".to_owned(),
-        "INTERNAL_STATS_TOKEN" | "STATS_TOKEN" => "EZ_INTERNAL__STATS_TOKEN".to_owned(),
+        "ADMIN_TOKEN" => ("EZ_AUTH__ADMIN_TOKEN".to_owned(), None),
+        "JWT_SECRET" => ("EZ_AUTH__JWT_SECRET".to_owned(), None),
+        "INTERNAL_STATS_TOKEN" | "STATS_TOKEN" => ("EZ_INTERNAL__STATS_TOKEN".to_owned(), None),
         _ => return None,
     })
 }

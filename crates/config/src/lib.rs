@@ -361,6 +361,9 @@ fn describe(errors: figment::Error) -> String {
                         None => format!("{place} is not an option (the options are listed in the README under Configuration)"),
                     }
                 }
+                figment::error::Kind::InvalidType(found, expected) => {
+                    format!("invalid value for {place}: found {found}, expected {}", in_words(expected))
+                }
                 kind => format!("invalid value for {place}: {kind}"),
             }
         })
@@ -616,6 +619,16 @@ impl RawConfig {
             },
             log: LogConfig { level, format },
         })
+    }
+}
+
+/// serde's name of an expected type, as an operator would say it.
+fn in_words(expected: &str) -> &str {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "a boolean" => "true or false",
+        other => other,
     }
 }
 

@@ -213,7 +213,9 @@ fn a_value_of_the_wrong_type_names_the_variable() {
         jail.set_env("EZ_SERVER__MAX_CONNECTIONS", "many");
         let err = load_in(jail).expect_err("not a number").to_string();
         assert!(
-            err.starts_with("invalid value for EZ_SERVER__MAX_CONNECTIONS (server.max_connections): "),
+            err.starts_with(
+                "invalid value for EZ_SERVER__MAX_CONNECTIONS (server.max_connections): found string \"many\", expected a whole number"
+            ),
             "{err}"
         );
         assert!(!err.contains("default."), "{err}");
@@ -234,13 +236,13 @@ fn go_style_variables_are_named_with_their_replacement() {
         (
             "EZ_REDIS_PASSWORD",
             "hunter2-redis",
-            "EZ_REDIS_PASSWORD is the Go ez-api name; set EZ_REDIS__URL=redis://:PASSWORD@HOST:PORT",
+            "EZ_REDIS_PASSWORD is the Go ez-api name; set EZ_REDIS__URL=redis://:PASSWORD@HOST:PORT instead (it goes in the URL)",
         ),
         ("EZ_REDIS_DB", "3", "set EZ_REDIS__URL=redis://HOST:PORT/3"),
         (
             "EZ_PG_DSN",
             "host=db user=ez password=pg-secret-1",
-            "EZ_PG_DSN is the Go ez-api name; set EZ_DATABASE__URL=postgres://USER:PASSWORD@HOST:5432/DBNAME",
+            "EZ_PG_DSN is the Go ez-api name; set EZ_DATABASE__URL=postgres://USER:PASSWORD@HOST:5432/DBNAME instead (a URL, not key=value pairs)",
         ),
         (
             "EZ_DATABASE_DSN",
