@@ -418,6 +418,35 @@ async fn a_listen_address_may_name_the_host_and_the_flag_wins() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The README's recovery of a lost admin token: a configured token is the only one
+/// accepted while it is set; once unset, the stored (generated) one is in force again.
+#[tokio::test]
+async fn a_configured_admin_token_replaces_the_stored_one_while_set() {
+    let dir = temp_dir();
+    let client = reqwest::Client::new();
+    let status = |server: &Server, token: &str| {
+        let (client, url, token) = (client.clone(), server.url("/admin/masters"), token.to_owned());
+        async move { call(&client, reqwest::Method::GET, url, &token, None).await.0 }
+    };
+    let server = Server::start(&dir, &[]);
+    let generated = server.printed_admin_token().expect("first start prints a token");
+    assert!(server.terminate().success());
+
+    let configured = "configured-admin-token-0001";
+    let server = Server::start(&dir, &[("EZ_AUTH__ADMIN_TOKEN", configured.into())]);
+    assert_eq!(server.printed_admin_token(), None);
+    assert_eq!(status(&server, configured).await, 200);
+    assert_eq!(status(&server, &generated).await, 401, "not accepted alongside");
+    assert!(server.terminate().success());
+
+    let server = Server::start(&dir, &[]);
+    assert_eq!(server.printed_admin_token(), None, "the stored digest is kept");
+    assert_eq!(status(&server, &generated).await, 200);
+    assert_eq!(status(&server, configured).await, 401);
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn serve_help_names_the_default_address_and_the_variables() {
     let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
