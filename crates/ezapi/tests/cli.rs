@@ -303,7 +303,9 @@ fn a_port_in_use_stops_start_up_before_the_admin_token_exists() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let in_use = format!("127.0.0.1:{port} is in use");
-    let runs: [(&[(&str, String)], &[&str], &str); 4] = [
+    // (environment, arguments, the advice expected)
+    type Run<'a> = (&'a [(&'a str, String)], &'a [&'a str], &'a str);
+    let runs: [Run; 4] = [
         (
             &[
                 ("EZ_SERVER__LISTEN", format!("127.0.0.1:{port}")),
