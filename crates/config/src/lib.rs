@@ -348,15 +348,28 @@ fn describe(errors: figment::Error) -> String {
                 .and_then(|m| m.source.as_ref())
                 .and_then(|s| s.file_path())
                 .map(|p| p.display().to_string());
+            if key.is_empty() {
+                // Not about one option: the file as a whole (a TOML syntax error).
+                return match &file {
+                    Some(file) => format!("{file}: {}", e.kind),
+                    None => e.kind.to_string(),
+                };
+            }
             let place = match (&file, from_env) {
                 (Some(file), _) => format!("{key} in {file}"),
                 (None, true) => format!("{} ({key})", env_name(&key)),
                 (None, false) => key.clone(),
             };
             match &e.kind {
+                figment::error::Kind::UnknownField(..) if e.path.len() == 1 => {
+                    let place = place.replacen(&key, &format!("[{key}]"), 1);
+                    match env::closest(&key, &sections) {
+                        Some(section) => format!("{place} is not a section; did you mean [{section}]?"),
+                        None => format!("{place} is not a section (the options are listed in the README under Configuration)"),
+                    }
+                }
                 figment::error::Kind::UnknownField(..) => {
-                    let candidates = if e.path.len() == 1 { &sections } else { &options };
-                    match env::closest(&key, candidates) {
+                    match env::closest(&key, &options) {
                         Some(option) => format!("{place} is not an option; did you mean {option}?"),
                         None => format!("{place} is not an option (the options are listed in the README under Configuration)"),
                     }

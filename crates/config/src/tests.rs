@@ -169,7 +169,7 @@ fn unknown_options_are_rejected() {
         jail.create_file("ezapi.toml", "[sever]\nlisten = \"127.0.0.1:1\"\n")?;
         let err = load_in(jail).expect_err("misspelt section").to_string();
         assert!(
-            err.contains("sever in") && err.contains("did you mean server"),
+            err.starts_with("[sever] in ") && err.ends_with(" is not a section; did you mean [server]?"),
             "{err}"
         );
         Ok(())
@@ -377,6 +377,17 @@ fn edit_distance_counts_a_swap_as_one_edit() {
     assert_eq!(env::edit_distance("SEVRER", "SERVER"), 1);
     assert_eq!(env::edit_distance("", "ABC"), 3);
     assert_eq!(env::edit_distance("KITTEN", "SITTING"), 3);
+}
+
+#[test]
+fn a_file_that_is_not_toml_is_named() {
+    Jail::expect_with(|jail| {
+        jail.create_file("ezapi.toml", "[server\nlisten = 1\n")?;
+        let err = load_in(jail).expect_err("not TOML").to_string();
+        assert!(err.contains("ezapi.toml: "), "{err}");
+        assert!(!err.starts_with(" in"), "{err}");
+        Ok(())
+    });
 }
 
 #[test]
