@@ -53,9 +53,10 @@ enum Command {
     /// database.
     #[command(after_help = balancer_help())]
     Balancer {
-        /// Address to serve on, HOST:PORT (overrides EZ_SERVER__BALANCER_LISTEN and
-        /// server.balancer_listen) [default: 127.0.0.1:8081]
-        #[arg(long, value_name = "HOST:PORT")]
+        #[arg(long, value_name = "HOST:PORT", help = format!(
+            "Address to serve on (overrides EZ_SERVER__BALANCER_LISTEN and server.balancer_listen) [default: {}]",
+            ez_config::DEFAULT_BALANCER_LISTEN
+        ))]
         listen: Option<String>,
     },
     /// Apply pending database migrations and exit.
@@ -87,9 +88,10 @@ enum Command {
 /// `--listen` of the commands that serve on `server.listen`.
 #[derive(clap::Args)]
 struct Listen {
-    /// Address to serve on, HOST:PORT (overrides EZ_SERVER__LISTEN and server.listen)
-    /// [default: 127.0.0.1:8080]
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", help = format!(
+        "Address to serve on (overrides EZ_SERVER__LISTEN and server.listen) [default: {}]",
+        ez_config::DEFAULT_LISTEN
+    ))]
     listen: Option<String>,
 }
 
