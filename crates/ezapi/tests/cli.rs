@@ -336,7 +336,7 @@ fn a_port_in_use_stops_start_up_before_the_admin_token_exists() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
         );
-        assert!(!out.status.success(), "{env:?} {args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(1), "{env:?} {args:?}: {stderr}");
         assert_eq!(stderr.matches(&in_use).count(), 1, "said once: {stderr}");
         assert!(stderr.contains(advice), "{stderr}");
         assert!(
