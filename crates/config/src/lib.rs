@@ -3,12 +3,15 @@
 //! Layers, later wins: built-in defaults → TOML file (`--config`, or `ezapi.toml` when
 //! present) → `EZ_` environment variables with `__` between section and option
 //! (`EZ_DATABASE__URL`; `EZ_LOG_LEVEL` is accepted as the short form of
-//! `EZ_LOG__LEVEL`). Unknown options are rejected; values are validated once, here, into
-//! [`Config`], which the rest of the code trusts. Every error names the option.
+//! `EZ_LOG__LEVEL`) → command-line flags. Unknown options are rejected, named as the
+//! operator wrote them (the variable, or the key in the file) with the nearest option;
+//! values are validated once, here, into [`Config`], which the rest of the code trusts.
+//! Every error names the option.
 
+mod env;
 mod raw;
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,10 +21,17 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 
+pub use env::{EnvProblem, RenameReason, env_name};
 pub use raw::RawConfig;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "ezapi.toml";
+/// `server.listen` when nothing is configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// `server.balancer_listen` when nothing is configured.
+pub const DEFAULT_BALANCER_LISTEN: &str = "127.0.0.1:8081";
+/// `server.data_dir` when nothing is configured.
+pub const DEFAULT_DATA_DIR: &str = "./data";
 const SECRET_VARS: [(&str, &str); 3] = [
     ("EZ_AUTH__ADMIN_TOKEN", "auth.admin_token"),
     ("EZ_AUTH__JWT_SECRET", "auth.jwt_secret"),
@@ -34,10 +44,27 @@ const MAX_REPORT_BUFFER_BYTES: usize = 16 * 1024 * 1024 * 1024;
 pub enum ConfigError {
     #[error("configuration file {path}: {reason}")]
     File { path: PathBuf, reason: String },
-    #[error("invalid configuration: {0}")]
+    #[error("{0}")]
     Parse(String),
-    #[error("invalid value for `{option}`: {reason}")]
+    #[error("invalid value for {option} ({}): {reason}", env_name(.option))]
     Invalid { option: &'static str, reason: String },
+    /// `EZ_` variables that would not be read as the operator meant.
+    #[error("{}", render_env_problems(.0))]
+    Environment(Vec<EnvProblem>),
+}
+
+fn render_env_problems(problems: &[EnvProblem]) -> String {
+    match problems {
+        [one] => one.to_string(),
+        many => {
+            let mut text = String::from("these environment variables are not read as written:");
+            for problem in many {
+                text.push_str("\n  ");
+                text.push_str(&problem.to_string());
+            }
+            text
+        }
+    }
 }
 
 fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -230,6 +257,19 @@ impl Config {
     /// Loads the configuration from `file` (or `ezapi.toml` when present) and the process
     /// environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with(file, &[])
+    }
+
+    /// [`Config::load`], then `overrides` (`("server.listen", "localhost:9000")`, from
+    /// command-line flags) over everything else.
+    pub fn load_with(file: Option<&Path>, overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        // Names that are not UTF-8 cannot be ours (ours are ASCII); skip them.
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())));
+        let problems = env::check(vars);
+        if !problems.is_empty() {
+            return Err(ConfigError::Environment(problems));
+        }
         let mut figment = Figment::new();
         match file {
             Some(path) if !path.is_file() => {
@@ -252,12 +292,15 @@ impl Config {
                 figment = figment.merge(Serialized::default(key, value));
             }
         }
+        for (key, value) in overrides {
+            figment = figment.merge(Serialized::default(key, value));
+        }
         Config::from_figment(figment)
     }
 
     /// Validates what `figment` holds. Exposed for tests and embedding.
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let raw: RawConfig = figment.extract().map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let raw: RawConfig = figment.extract().map_err(|e| ConfigError::Parse(describe(e)))?;
         raw.validate()
     }
 
@@ -279,7 +322,66 @@ fn env_provider() -> Env {
 }
 
 fn env_provider_short() -> Env {
-    Env::raw().only(&["EZ_LOG_LEVEL"]).map(|_| "log.level".into())
+    Env::raw()
+        .only(&[env::SHORT_LOG_LEVEL])
+        .map(|_| "log.level".into())
+}
+
+/// figment's errors in the operator's words: the variable or the file's key, not
+/// figment's `default.server.listn` with its provider's name in backticks.
+fn describe(errors: figment::Error) -> String {
+    let known = env::known_options();
+    let options: Vec<String> = known
+        .iter()
+        .map(|(section, option)| format!("{section}.{option}"))
+        .collect();
+    let mut sections: Vec<String> = known.into_iter().map(|(section, _)| section).collect();
+    sections.dedup();
+    let lines: Vec<String> = errors
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let from_env = e.metadata.as_ref().is_some_and(|m| m.name.contains("environment"));
+            let file = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref())
+                .and_then(|s| s.file_path())
+                .map(|p| p.display().to_string());
+            if key.is_empty() {
+                // Not about one option: the file as a whole (a TOML syntax error).
+                return match &file {
+                    Some(file) => format!("{file}: {}", e.kind),
+                    None => e.kind.to_string(),
+                };
+            }
+            let place = match (&file, from_env) {
+                (Some(file), _) => format!("{key} in {file}"),
+                (None, true) => format!("{} ({key})", env_name(&key)),
+                (None, false) => key.clone(),
+            };
+            match &e.kind {
+                figment::error::Kind::UnknownField(..) if e.path.len() == 1 => {
+                    let place = place.replacen(&key, &format!("[{key}]"), 1);
+                    match env::closest(&key, &sections) {
+                        Some(section) => format!("{place} is not a section; did you mean [{section}]?"),
+                        None => format!("{place} is not a section (the options are listed in the README under Configuration)"),
+                    }
+                }
+                figment::error::Kind::UnknownField(..) => {
+                    match env::closest(&key, &options) {
+                        Some(option) => format!("{place} is not an option; did you mean {option}?"),
+                        None => format!("{place} is not an option (the options are listed in the README under Configuration)"),
+                    }
+                }
+                figment::error::Kind::InvalidType(found, expected) => {
+                    format!("invalid value for {place}: found {found}, expected {}", in_words(expected))
+                }
+                kind => format!("invalid value for {place}: {kind}"),
+            }
+        })
+        .collect();
+    lines.join("\n")
 }
 
 impl RawConfig {
@@ -533,11 +635,54 @@ impl RawConfig {
     }
 }
 
+/// serde's name of an expected type, as an operator would say it.
+fn in_words(expected: &str) -> &str {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "a boolean" => "true or false",
+        other => other,
+    }
+}
+
+/// `HOST:PORT`; a host name (`localhost`) is resolved here, once, preferring IPv4 (so
+/// `localhost` is 127.0.0.1, as most clients try it).
 fn parse_addr(option: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| invalid(option, format!("{value:?} is not an address like 127.0.0.1:8080")))
+    let value = value.trim();
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let example = "an address like 127.0.0.1:8080 or localhost:8080";
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(invalid(
+            option,
+            format!("{value:?} is not {example} (the port is missing)"),
+        ));
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return Err(invalid(option, format!("{value:?} is not {example}")));
+    };
+    if host.is_empty() {
+        return Err(invalid(
+            option,
+            format!(
+                "{value:?} has no host: write 0.0.0.0:{port} for every interface, or 127.0.0.1:{port} for this machine only"
+            ),
+        ));
+    }
+    if host.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
+        return Err(invalid(option, format!("{value:?} is not {example}")));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| invalid(option, format!("cannot resolve {host:?}: {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| invalid(option, format!("{host:?} has no address")))
 }
 
 fn positive_duration(option: &'static str, value: &raw::DurationValue) -> Result<Duration, ConfigError> {

@@ -1,10 +1,11 @@
-//! The configuration as written by the operator, before validation.
+//! The configuration as written by the operator, before validation. `Serialize` lists
+//! the option names (see `known_options`), so the names live only here.
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub server: RawServer,
@@ -19,7 +20,7 @@ pub struct RawConfig {
     pub balancer: RawBalancer,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawServer {
     pub listen: String,
@@ -38,9 +39,9 @@ pub struct RawServer {
 impl Default for RawServer {
     fn default() -> Self {
         RawServer {
-            listen: "127.0.0.1:8080".into(),
-            balancer_listen: "127.0.0.1:8081".into(),
-            data_dir: "./data".into(),
+            listen: crate::DEFAULT_LISTEN.into(),
+            balancer_listen: crate::DEFAULT_BALANCER_LISTEN.into(),
+            data_dir: crate::DEFAULT_DATA_DIR.into(),
             trusted_proxies: Vec::new(),
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_grace: DurationValue::Text("30s".into()),
@@ -56,7 +57,7 @@ impl Default for RawServer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDatabase {
     pub url: Option<String>,
@@ -72,14 +73,14 @@ impl Default for RawDatabase {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRedis {
     pub url: Option<String>,
     pub key_prefix: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAuth {
     #[serde(deserialize_with = "lossy_string")]
@@ -99,7 +100,7 @@ impl Default for RawAuth {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawInternal {
     #[serde(deserialize_with = "lossy_string")]
@@ -108,7 +109,7 @@ pub struct RawInternal {
     pub control_plane_url: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLog {
     pub level: String,
@@ -125,7 +126,7 @@ impl Default for RawLog {
 }
 
 /// A duration written as text (`30s`, `12h`, `1h 30m`) or as a number of seconds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum DurationValue {
     Seconds(u64),
@@ -161,7 +162,7 @@ fn lossy_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSyncOutbox {
     pub interval: DurationValue,
@@ -181,7 +182,7 @@ impl Default for RawSyncOutbox {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawModelRegistry {
     pub refresh_every: DurationValue,
@@ -195,7 +196,7 @@ impl Default for RawModelRegistry {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLogWriter {
     pub queue_capacity: usize,
@@ -215,7 +216,7 @@ impl Default for RawLogWriter {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawBalancer {
     pub connect_timeout: DurationValue,

@@ -35,15 +35,30 @@ struct Cli {
 enum Command {
     /// All-in-one gateway on one port: SQLite file in the data dir and the in-memory bus
     /// unless `database.url` / `redis.url` say otherwise. Needs nothing installed.
-    Serve,
+    #[command(after_help = control_plane_help(true))]
+    Serve {
+        #[command(flatten)]
+        listen: Listen,
+    },
     /// The control plane of a split deployment: admin/master/internal API, database
     /// owner, writes the config bus (needs `redis.url`; balancers share that Redis).
-    ControlPlane,
+    #[command(after_help = control_plane_help(false))]
+    ControlPlane {
+        #[command(flatten)]
+        listen: Listen,
+    },
     /// The data plane of a split deployment: the OpenAI-compatible proxy on
     /// `server.balancer_listen`, reading the config bus from Redis (`redis.url`) and
     /// reporting to the control plane (`internal.control_plane_url`). Never touches the
     /// database.
-    Balancer,
+    #[command(after_help = balancer_help())]
+    Balancer {
+        #[arg(long, value_name = "HOST:PORT", help = format!(
+            "Address to serve on (overrides EZ_SERVER__BALANCER_LISTEN and server.balancer_listen) [default: {}]",
+            ez_config::DEFAULT_BALANCER_LISTEN
+        ))]
+        listen: Option<String>,
+    },
     /// Apply pending database migrations and exit.
     Migrate,
     /// Print the whole configuration as one JSON document (backup, config-as-code).
@@ -70,6 +85,55 @@ enum Command {
     },
 }
 
+/// `--listen` of the commands that serve on `server.listen`.
+#[derive(clap::Args)]
+struct Listen {
+    #[arg(long, value_name = "HOST:PORT", help = format!(
+        "Address to serve on (overrides EZ_SERVER__LISTEN and server.listen) [default: {}]",
+        ez_config::DEFAULT_LISTEN
+    ))]
+    listen: Option<String>,
+}
+
+/// The main options of `serve` and `control-plane`, by the names operators set.
+fn control_plane_help(serve: bool) -> String {
+    let mut help = format!(
+        "Configuration: flags, then EZ_ environment variables, then the file (--config, else\n\
+         ./ezapi.toml when present), then defaults. The main options:\n\
+         \x20 --listen, EZ_SERVER__LISTEN   address to serve on [default: {listen}]\n\
+         \x20 EZ_SERVER__DATA_DIR           directory of the SQLite database [default: {data_dir}]\n\
+         \x20 EZ_DATABASE__URL              postgres://USER:PASSWORD@HOST/DB to use PostgreSQL\n\
+         \x20                               [default: SQLite file ezapi.db in the data directory]\n",
+        listen = ez_config::DEFAULT_LISTEN,
+        data_dir = ez_config::DEFAULT_DATA_DIR,
+    );
+    help.push_str(if serve {
+        "  EZ_REDIS__URL                 redis://HOST:PORT for the config bus [default: in-memory]\n"
+    } else {
+        "  EZ_REDIS__URL                 redis://HOST:PORT of the config bus balancers read [required]\n"
+    });
+    help.push_str(
+        "  EZ_AUTH__ADMIN_TOKEN          the admin token [default: generated at the first start,\n\
+         \x20                               printed once, its digest stored in the database]\n\
+         \x20 EZ_LOG__LEVEL                 error, warn, info, debug or trace [default: info]\n\
+         Every option is EZ_<SECTION>__<OPTION>; all are listed in the README under Configuration.",
+    );
+    help
+}
+
+fn balancer_help() -> String {
+    format!(
+        "Configuration: flags, then EZ_ environment variables, then the file (--config, else\n\
+         ./ezapi.toml when present), then defaults. The main options:\n\
+         \x20 --listen, EZ_SERVER__BALANCER_LISTEN  address to serve on [default: {listen}]\n\
+         \x20 EZ_REDIS__URL                         redis://HOST:PORT of the config bus [required]\n\
+         \x20 EZ_INTERNAL__CONTROL_PLANE_URL        where logs and usage go, http://HOST:PORT [required]\n\
+         \x20 EZ_INTERNAL__STATS_TOKEN              the control plane's internal.stats_token\n\
+         Every option is EZ_<SECTION>__<OPTION>; all are listed in the README under Configuration.",
+        listen = ez_config::DEFAULT_BALANCER_LISTEN,
+    )
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Policy {
     Skip,
@@ -78,7 +142,21 @@ enum Policy {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
+    let overrides: Vec<(&str, &str)> = match &cli.command {
+        Command::Serve { listen } | Command::ControlPlane { listen } => listen
+            .listen
+            .as_deref()
+            .map(|addr| ("server.listen", addr))
+            .into_iter()
+            .collect(),
+        Command::Balancer { listen } => listen
+            .as_deref()
+            .map(|addr| ("server.balancer_listen", addr))
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    };
+    let config = match Config::load_with(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("ezapi: {e}");
@@ -93,11 +171,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let log_format = config.log.format;
     match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Said once: as a log record where logs are read by machines, else as a line.
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("ezapi: {e:#}");
+            match log_format {
+                LogFormat::Json => tracing::error!("{e:#}"),
+                LogFormat::Console => eprintln!("ezapi: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -124,8 +206,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("migrations are up to date");
             Ok(())
         }
-        Command::Serve => serve_control_plane(config, true).await,
-        Command::Balancer => serve_balancer(config).await,
+        Command::Serve { .. } => serve_control_plane(config, true).await,
+        Command::Balancer { .. } => serve_balancer(config).await,
         Command::Export {
             include_secrets,
             output,
@@ -182,7 +264,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
-        Command::ControlPlane => {
+        Command::ControlPlane { .. } => {
             if config.redis.url.is_none() {
                 anyhow::bail!(
                     "`ezapi control-plane` needs `redis.url` (EZ_REDIS__URL): balancers read the config bus from Redis; use `ezapi serve` for a single process"
@@ -199,9 +281,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Result<()> {
     warn_about_anonymous_internal_access(&config);
     let open_file_limit = ez_control_plane::listener::raise_open_file_limit();
+    // The addresses are taken before anything is stored: on a first start the admin token
+    // is generated and stored below, and shown only then, so a start that cannot serve
+    // must stop before it (the next start then generates and shows one).
+    let internal_listener = match config.server.internal_listen {
+        Some(addr) => Some(bind(addr, "server.internal_listen", false).await?),
+        None => None,
+    };
+    let public_listener = bind(config.server.listen, "server.listen", true).await?;
     let store = ez_control_plane::open_store(&config).await?;
     let bus = ez_control_plane::open_bus(&config).await?;
     let cp = ControlPlane::build(&config, store.clone(), bus.clone()).await?;
+    print_generated_admin_token(&cp);
     let (data_plane_stop, data_plane_stopped) = tokio::sync::watch::channel(false);
     let (extra_routes, data_plane) = if with_balancer {
         let (state, tasks) = start_data_plane(&config, bus, cp.report_sink(), data_plane_stopped).await?;
@@ -209,14 +300,12 @@ async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Res
     } else {
         (axum::Router::new(), None)
     };
-    print_generated_admin_token(&cp);
     let jobs = cp.scheduler().start();
-    let listeners = 1 + usize::from(config.server.internal_listen.is_some());
+    let listeners = 1 + usize::from(internal_listener.is_some());
     let mut servers = Vec::new();
     // Logged before the public address, which tests and scripts wait for.
-    if let (Some(addr), Some(app)) = (config.server.internal_listen, cp.internal_router()) {
+    if let (Some(listener), Some(app)) = (internal_listener, cp.internal_router()) {
         let settings = listener_settings("internal", &config, open_file_limit, listeners);
-        let listener = bind(addr, "server.internal_listen").await?;
         tracing::info!(addr = %listener.local_addr().context("reading the bound address")?, "ezapi internal listening");
         servers.push(Listening {
             listener,
@@ -225,7 +314,7 @@ async fn serve_control_plane(config: Config, with_balancer: bool) -> anyhow::Res
         });
     }
     let settings = listener_settings("public", &config, open_file_limit, listeners);
-    let listener = bind(config.server.listen, "server.listen").await?;
+    let listener = public_listener;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, database = ?store.kind(), bus = cp.state.bus.kind(), "ezapi listening");
     servers.push(Listening {
@@ -337,10 +426,39 @@ struct Listening {
     settings: ListenerSettings,
 }
 
-async fn bind(addr: std::net::SocketAddr, option: &str) -> anyhow::Result<tokio::net::TcpListener> {
+/// Listens on `addr`, the value of `option` (which `--listen` also sets when
+/// `has_flag`); a failure says what to change.
+async fn bind(
+    addr: std::net::SocketAddr,
+    option: &str,
+    has_flag: bool,
+) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding {addr} ({option})"))
+        .map_err(|e| anyhow::anyhow!(bind_error(addr, option, has_flag, &e)))
+}
+
+fn bind_error(addr: std::net::SocketAddr, option: &str, has_flag: bool, e: &std::io::Error) -> String {
+    let env = ez_config::env_name(option);
+    let set = if has_flag {
+        format!("{env} / --listen")
+    } else {
+        env
+    };
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!("{addr} is in use; stop the other process or set {set}")
+        }
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "{addr} is not an address of this machine; set {set} to one of its addresses, or 0.0.0.0:{} for all of them",
+            addr.port()
+        ),
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => format!(
+            "listening on {addr} needs privileges (port {} is below 1024); set {set} to a port above 1023",
+            addr.port()
+        ),
+        _ => format!("cannot listen on {addr} ({e}); set {set}"),
+    }
 }
 
 /// The `server.*` limits of one of `listeners` listeners, `max_connections` lowered to
@@ -412,6 +530,7 @@ async fn serve_balancer(config: Config) -> anyhow::Result<()> {
             "`ezapi balancer` needs `internal.control_plane_url` (EZ_INTERNAL__CONTROL_PLANE_URL): it reports usage and bans to the control plane"
         );
     };
+    let listener = bind(config.server.balancer_listen, "server.balancer_listen", true).await?;
     let redis = ez_bus::RedisBus::connect(redis_url, config.redis.key_prefix.clone())
         .await
         .context("configuring Redis (redis.url)")?;
@@ -448,7 +567,6 @@ async fn serve_balancer(config: Config) -> anyhow::Result<()> {
         ez_control_plane::middleware::RequestLimits::from_config(&config.server),
     );
     let settings = listener_settings("balancer", &config, open_file_limit, 1);
-    let listener = bind(config.server.balancer_listen, "server.balancer_listen").await?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, control_plane = %ez_contract::redact::mask_url(control_plane_url), "ezapi balancer listening");
     let stopping = serve_until_signal(vec![Listening {

@@ -53,7 +53,16 @@ fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
 
 impl Server {
     fn start(dir: &Path, env: &[(&str, String)]) -> Server {
-        let mut child = ezapi(dir, env).arg("serve").spawn().expect("spawn ezapi");
+        Server::start_with(dir, env, &[])
+    }
+
+    /// `ezapi serve ARGS…`.
+    fn start_with(dir: &Path, env: &[(&str, String)], args: &[&str]) -> Server {
+        let mut child = ezapi(dir, env)
+            .arg("serve")
+            .args(args)
+            .spawn()
+            .expect("spawn ezapi");
         let stdout = lines(child.stdout.take().unwrap());
         let stderr = lines(child.stderr.take().unwrap());
         let mut server = Server {
@@ -282,6 +291,180 @@ fn invalid_configuration_names_the_option() {
         assert_eq!(out.status.code(), Some(2), "{var}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(option), "{var}: {stderr}");
+    }
+}
+
+/// A first start that cannot listen stops before it generates the admin token, which
+/// it could not show in use: the error is said once, with what to change, and the next
+/// start (on a free address) still generates and prints a token.
+#[test]
+fn a_port_in_use_stops_start_up_before_the_admin_token_exists() {
+    let dir = temp_dir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let in_use = format!("127.0.0.1:{port} is in use");
+    // (environment, arguments, the advice expected)
+    type Run<'a> = (&'a [(&'a str, String)], &'a [&'a str], &'a str);
+    let runs: [Run; 4] = [
+        (
+            &[
+                ("EZ_SERVER__LISTEN", format!("127.0.0.1:{port}")),
+                ("EZ_LOG__FORMAT", "console".into()),
+            ],
+            &[],
+            "stop the other process or set EZ_SERVER__LISTEN / --listen",
+        ),
+        (
+            &[("EZ_SERVER__LISTEN", format!("127.0.0.1:{port}"))],
+            &[],
+            "stop the other process or set EZ_SERVER__LISTEN / --listen",
+        ),
+        (
+            &[("EZ_LOG__FORMAT", "console".into())],
+            &["--listen", &format!("localhost:{port}")],
+            "stop the other process or set EZ_SERVER__LISTEN / --listen",
+        ),
+        (
+            &[("EZ_SERVER__INTERNAL_LISTEN", format!("127.0.0.1:{port}"))],
+            &[],
+            "stop the other process or set EZ_SERVER__INTERNAL_LISTEN",
+        ),
+    ];
+    for (env, args, advice) in runs {
+        let out = ezapi(&dir, env).arg("serve").args(args).output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(1), "{env:?} {args:?}: {stderr}");
+        assert_eq!(stderr.matches(&in_use).count(), 1, "said once: {stderr}");
+        assert!(stderr.contains(advice), "{stderr}");
+        assert!(
+            !stdout.contains("eza-") && !stdout.contains("admin token"),
+            "no token before the address is ours: {stdout}"
+        );
+    }
+    drop(taken);
+    let server = Server::start(&dir, &[]);
+    assert!(
+        server.printed_admin_token().is_some(),
+        "the next start generates and prints the admin token: {:?}",
+        server.stdout_seen
+    );
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A variable is reported as the operator typed it, with the option meant, and start-up
+/// stops before anything is created.
+#[test]
+fn misspelt_and_go_style_variables_are_named_as_typed() {
+    let dir = temp_dir();
+    let out = ezapi(&dir, &[("EZ_SERVER__LISTN", "127.0.0.1:0".into())])
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ezapi: EZ_SERVER__LISTN is not an option; did you mean EZ_SERVER__LISTEN?\n"
+    );
+
+    let out = ezapi(
+        &dir,
+        &[
+            ("EZ_REDIS_ADDR", "127.0.0.1:6379".into()),
+            ("EZ_PG_DSN", "postgres://ez:pg-pass-0001@db/ez".into()),
+            ("EZ_ADMIN_TOKEN", "admin-token-0002-abcdefgh".into()),
+            ("EZ_TEST_DATABASE_URL", "postgres://elsewhere".into()),
+        ],
+    )
+    .arg("serve")
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "EZ_REDIS_ADDR is the Go ez-api name; set EZ_REDIS__URL=redis://127.0.0.1:6379 instead",
+        "EZ_PG_DSN is the Go ez-api name; set EZ_DATABASE__URL to the same URL instead",
+        "EZ_ADMIN_TOKEN is the Go ez-api name; set EZ_AUTH__ADMIN_TOKEN instead",
+    ] {
+        assert!(stderr.contains(line), "{line}\n{stderr}");
+    }
+    assert!(!stderr.contains("EZ_TEST_DATABASE_URL"), "{stderr}");
+    assert!(
+        !stderr.contains("pg-pass-0001") && !stderr.contains("admin-token-0002"),
+        "{stderr}"
+    );
+    assert!(!dir.join("data").exists(), "nothing was created");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_listen_address_may_name_the_host_and_the_flag_wins() {
+    let dir = temp_dir();
+    let client = reqwest::Client::new();
+    let server = Server::start(&dir, &[("EZ_SERVER__LISTEN", "localhost:0".into())]);
+    assert!(server.addr.starts_with("127.0.0.1:"), "{}", server.addr);
+    let (status, _) = call(&client, reqwest::Method::GET, server.url("/health"), "", None).await;
+    assert_eq!(status, 200);
+    assert!(server.terminate().success());
+
+    let server = Server::start_with(
+        &dir,
+        &[("EZ_SERVER__LISTEN", "not-an-address".into())],
+        &["--listen", "localhost:0"],
+    );
+    assert!(server.addr.starts_with("127.0.0.1:"), "{}", server.addr);
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The README's recovery of a lost admin token: a configured token is the only one
+/// accepted while it is set; once unset, the stored (generated) one is in force again.
+#[tokio::test]
+async fn a_configured_admin_token_replaces_the_stored_one_while_set() {
+    let dir = temp_dir();
+    let client = reqwest::Client::new();
+    let status = |server: &Server, token: &str| {
+        let (client, url, token) = (client.clone(), server.url("/admin/masters"), token.to_owned());
+        async move { call(&client, reqwest::Method::GET, url, &token, None).await.0 }
+    };
+    let server = Server::start(&dir, &[]);
+    let generated = server.printed_admin_token().expect("first start prints a token");
+    assert!(server.terminate().success());
+
+    let configured = "configured-admin-token-0001";
+    let server = Server::start(&dir, &[("EZ_AUTH__ADMIN_TOKEN", configured.into())]);
+    assert_eq!(server.printed_admin_token(), None);
+    assert_eq!(status(&server, configured).await, 200);
+    assert_eq!(status(&server, &generated).await, 401, "not accepted alongside");
+    assert!(server.terminate().success());
+
+    let server = Server::start(&dir, &[]);
+    assert_eq!(server.printed_admin_token(), None, "the stored digest is kept");
+    assert_eq!(status(&server, &generated).await, 200);
+    assert_eq!(status(&server, configured).await, 401);
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_help_names_the_default_address_and_the_variables() {
+    let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for words in [
+        "--listen <HOST:PORT>",
+        "[default: 127.0.0.1:8080]",
+        "EZ_SERVER__LISTEN",
+        "EZ_SERVER__DATA_DIR",
+        "EZ_DATABASE__URL",
+        "EZ_REDIS__URL",
+        "EZ_AUTH__ADMIN_TOKEN",
+        "EZ_<SECTION>__<OPTION>",
+    ] {
+        assert!(help.contains(words), "{words}:\n{help}");
     }
 }
 
