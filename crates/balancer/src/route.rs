@@ -115,23 +115,31 @@ fn bounded(text: &str, chars: usize) -> String {
     }
 }
 
-/// Logs, once per change, each route that a candidate of an active binding leaves
-/// without a credential: called when a routing part is loaded, with the entries it
-/// replaces, so a periodic reload of an unchanged route stays quiet.
-pub fn warn_unresolved(previous: &HashMap<String, BindingSnapshot>, loaded: &HashMap<String, BindingSnapshot>) {
-    for (route, binding) in loaded {
-        let Some(candidate) = binding
+/// The routes of `loaded` that an active binding's candidate leaves without a credential,
+/// each with its first such candidate, except those whose candidates are unchanged from
+/// `previous`.
+pub fn newly_unresolved<'a>(
+    previous: &'a HashMap<String, BindingSnapshot>,
+    loaded: &'a HashMap<String, BindingSnapshot>,
+) -> impl Iterator<Item = (&'a str, &'a BindingSnapshot, &'a CandidateSnapshot)> {
+    loaded.iter().filter_map(|(route, binding)| {
+        let candidate = binding
             .candidates
             .iter()
-            .find(|c| c.status == "active" && c.upstreams.is_empty())
-        else {
-            continue;
-        };
-        if previous.get(route).is_some_and(|p| p.candidates == binding.candidates) {
-            continue;
-        }
+            .find(|c| c.status == "active" && c.upstreams.is_empty())?;
+        let unchanged = previous.get(route).is_some_and(|p| p.candidates == binding.candidates);
+        (!unchanged).then_some((route.as_str(), binding, candidate))
+    })
+}
+
+/// Logs, once per change, each route that a candidate of an active binding leaves
+/// without a credential: called when a routing part is loaded, with the entries it
+/// replaces, so a periodic reload of an unchanged route stays quiet and a request never
+/// logs it.
+pub fn warn_unresolved(previous: &HashMap<String, BindingSnapshot>, loaded: &HashMap<String, BindingSnapshot>) {
+    for (route, binding, candidate) in newly_unresolved(previous, loaded) {
         tracing::warn!(
-            route = route.as_str(),
+            route,
             binding_id = candidate.binding_id,
             group_id = candidate.group_id,
             serving = binding.candidates.iter().any(resolved),
@@ -473,6 +481,115 @@ mod tests {
         let p = pick(&snapshot, &open, "c", 100, &mut rng, |_, _| true).unwrap();
         assert_eq!(p.credential_id, 3);
         assert!(reachable(&open, "anything"));
+    }
+
+    fn unresolved(route_group: &str, error: &str, detail: &str) -> CandidateSnapshot {
+        CandidateSnapshot {
+            binding_id: 9,
+            error: error.into(),
+            error_detail: detail.into(),
+            ..grouped(route_group, &[])
+        }
+    }
+
+    fn route(candidates: Vec<CandidateSnapshot>) -> BindingSnapshot {
+        BindingSnapshot {
+            namespace: "default".into(),
+            public_model: "m".into(),
+            status: "active".into(),
+            updated_at: 0,
+            candidates,
+        }
+    }
+
+    #[test]
+    fn a_route_without_a_resolved_candidate_is_not_configured_for_its_callers() {
+        let snapshot = Snapshot {
+            providers: std::sync::Arc::new(HashMap::from([(1, provider(1, 1, "active", i64::MAX))])),
+            bindings: std::sync::Arc::new(HashMap::from([(
+                "default.m".to_owned(),
+                route(vec![
+                    grouped("a", &[1]),
+                    unresolved("b", "no_provider", "no model of group `g` equals `m`"),
+                ]),
+            )])),
+            ..Snapshot::default()
+        };
+        // Banned is not unconfigured: the pick finds nothing, the route is served.
+        let a = binding_of(&snapshot, "a").unwrap();
+        assert!(serves(a, "a"));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        assert_eq!(pick(&snapshot, a, "a", 100, &mut rng, |_, _| true), None);
+
+        let Err(RouteError::NotConfigured(why)) = binding_of(&snapshot, "b") else {
+            panic!("group b reaches only the unresolved candidate");
+        };
+        assert_eq!(why.binding_id, 9);
+        assert_eq!(
+            why.to_string(),
+            "model `m` in namespace `default` has no upstream: no model of group `g` equals `m`; \
+             see GET /admin/bindings/9"
+        );
+        assert!(!serves(&snapshot.bindings["default.m"], "b"));
+        assert_eq!(
+            binding_of(&snapshot, "c"),
+            Err(RouteError::ModelNotFound("default.m".into()))
+        );
+    }
+
+    #[test]
+    fn the_problem_told_is_the_active_candidates_bounded() {
+        let long = "x".repeat(PROBLEM_CHARS + 50);
+        let mut disabled = grouped("", &[1]);
+        disabled.status = "disabled".into();
+        disabled.binding_id = 3;
+        let broken = route(vec![disabled.clone(), unresolved("", "config_error", &long)]);
+        let why = not_configured(&broken, "g").unwrap();
+        assert_eq!(why.binding_id, 9, "a disabled binding is deliberate: not the one named");
+        assert_eq!(why.problem.chars().count(), PROBLEM_CHARS + 1);
+        assert!(why.problem.ends_with('…'));
+
+        let off = route(vec![disabled]);
+        let why = not_configured(&off, "g").unwrap();
+        assert!(why.problem.contains("disabled"), "{why:?}");
+        assert_eq!(why.binding_id, 3);
+
+        // An entry written before candidates carried error details or binding ids.
+        let old = route(vec![unresolved("", "no_provider", "")]);
+        let why = NotConfigured {
+            binding_id: 0,
+            ..not_configured(&old, "g").unwrap()
+        };
+        assert!(why.to_string().ends_with("has no upstream: no_provider; see GET /admin/bindings"));
+    }
+
+    #[test]
+    fn an_unresolved_route_is_reported_once_per_change() {
+        let broken = route(vec![
+            grouped("", &[1]),
+            unresolved("", "no_provider", "nothing matches"),
+        ]);
+        let fine = route(vec![grouped("", &[1])]);
+        let mut off = unresolved("", "", "");
+        off.status = "disabled".into();
+        let disabled = route(vec![off]);
+        let loaded = HashMap::from([
+            ("default.broken".to_owned(), broken.clone()),
+            ("default.fine".to_owned(), fine),
+            ("default.off".to_owned(), disabled),
+        ]);
+        let reported = |previous: &HashMap<String, BindingSnapshot>| -> Vec<String> {
+            newly_unresolved(previous, &loaded)
+                .map(|(route, _, c)| format!("{route}: {}", candidate_problem(c)))
+                .collect()
+        };
+        assert_eq!(reported(&HashMap::new()), vec!["default.broken: nothing matches"]);
+        let mut same = loaded.clone();
+        same.get_mut("default.broken").unwrap().updated_at = 99;
+        assert!(reported(&same).is_empty(), "an unchanged route is not reported again");
+        let mut changed = loaded.clone();
+        changed.get_mut("default.broken").unwrap().candidates[1].error_detail = "before".into();
+        assert_eq!(reported(&changed).len(), 1);
     }
 
     fn binding_of<'s>(snapshot: &'s Snapshot, group: &str) -> Result<&'s BindingSnapshot, RouteError> {
