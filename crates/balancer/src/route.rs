@@ -84,7 +84,10 @@ pub fn candidate_problem(candidate: &CandidateSnapshot) -> &str {
 /// Whether `binding` has a candidate for a caller of routing group `group` that resolved
 /// to a credential: what `/v1/models` lists.
 pub fn serves(binding: &BindingSnapshot, group: &str) -> bool {
-    binding.candidates.iter().any(|c| eligible(c, group) && resolved(c))
+    binding
+        .candidates
+        .iter()
+        .any(|c| eligible(c, group) && resolved(c))
 }
 
 /// Why `binding` serves no caller of `group`, when it does not: the first active
@@ -127,7 +130,9 @@ pub fn newly_unresolved<'a>(
             .candidates
             .iter()
             .find(|c| c.status == "active" && c.upstreams.is_empty())?;
-        let unchanged = previous.get(route).is_some_and(|p| p.candidates == binding.candidates);
+        let unchanged = previous
+            .get(route)
+            .is_some_and(|p| p.candidates == binding.candidates);
         (!unchanged).then_some((route.as_str(), binding, candidate))
     })
 }
@@ -136,7 +141,10 @@ pub fn newly_unresolved<'a>(
 /// without a credential: called when a routing part is loaded, with the entries it
 /// replaces, so a periodic reload of an unchanged route stays quiet and a request never
 /// logs it.
-pub fn warn_unresolved(previous: &HashMap<String, BindingSnapshot>, loaded: &HashMap<String, BindingSnapshot>) {
+pub fn warn_unresolved(
+    previous: &HashMap<String, BindingSnapshot>,
+    loaded: &HashMap<String, BindingSnapshot>,
+) {
     for (route, binding, candidate) in newly_unresolved(previous, loaded) {
         tracing::warn!(
             route,
@@ -545,7 +553,10 @@ mod tests {
         disabled.binding_id = 3;
         let broken = route(vec![disabled.clone(), unresolved("", "config_error", &long)]);
         let why = not_configured(&broken, "g").unwrap();
-        assert_eq!(why.binding_id, 9, "a disabled binding is deliberate: not the one named");
+        assert_eq!(
+            why.binding_id, 9,
+            "a disabled binding is deliberate: not the one named"
+        );
         assert_eq!(why.problem.chars().count(), PROBLEM_CHARS + 1);
         assert!(why.problem.ends_with('…'));
 
@@ -560,7 +571,10 @@ mod tests {
             binding_id: 0,
             ..not_configured(&old, "g").unwrap()
         };
-        assert!(why.to_string().ends_with("has no upstream: no_provider; see GET /admin/bindings"));
+        assert!(
+            why.to_string()
+                .ends_with("has no upstream: no_provider; see GET /admin/bindings")
+        );
     }
 
     #[test]
@@ -586,7 +600,10 @@ mod tests {
         assert_eq!(reported(&HashMap::new()), vec!["default.broken: nothing matches"]);
         let mut same = loaded.clone();
         same.get_mut("default.broken").unwrap().updated_at = 99;
-        assert!(reported(&same).is_empty(), "an unchanged route is not reported again");
+        assert!(
+            reported(&same).is_empty(),
+            "an unchanged route is not reported again"
+        );
         let mut changed = loaded.clone();
         changed.get_mut("default.broken").unwrap().candidates[1].error_detail = "before".into();
         assert_eq!(reported(&changed).len(), 1);

@@ -271,7 +271,11 @@ async fn a_route_that_resolves_to_nothing_names_its_problem(backend: Backend) {
     .await;
     gw.cache.refresh().await.unwrap();
     let (status, body, text) = gw.chat(&key, "llama", false).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("no_upstream")), "{text}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("no_upstream")),
+        "{text}"
+    );
     assert!(listed_models(&gw, &key).await.contains(&"llama".to_owned()));
 
     // A disabled binding is named as such.
@@ -285,7 +289,10 @@ async fn a_route_that_resolves_to_nothing_names_its_problem(backend: Backend) {
     assert_eq!(status, 503, "{text}");
     assert_eq!(body["error"]["code"], "route_not_configured");
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("the binding is disabled"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the binding is disabled"),
         "{text}"
     );
     assert!(!listed_models(&gw, &key).await.contains(&"llama".to_owned()));

@@ -221,6 +221,16 @@ fn provider_snapshots_use_the_official_endpoint_and_name_group_hash_id() {
     assert_eq!(provider_snapshot(&g, &k).status, "manual_disabled");
 }
 
+/// Name, group, credentials, binding, expected status, words the problems must contain.
+type CauseCase<'a> = (
+    &'a str,
+    Option<&'a ProviderGroup>,
+    Vec<ApiKey>,
+    Binding,
+    &'a str,
+    &'a [&'a str],
+);
+
 #[test]
 fn every_unresolved_candidate_says_why_and_how_to_fix_it() {
     let mut vllm = group(1, &["llama-3.3-70b-instruct"]);
@@ -240,7 +250,7 @@ fn every_unresolved_candidate_says_why_and_how_to_fix_it() {
         public_model: "llama".into(),
         ..binding(7, 1, selector_type, value, 1)
     };
-    let cases: Vec<(&str, Option<&ProviderGroup>, Vec<ApiKey>, Binding, &str, &[&str])> = vec![
+    let cases: Vec<CauseCase> = vec![
         (
             "the group does not exist",
             None,
@@ -345,7 +355,10 @@ fn every_unresolved_candidate_says_why_and_how_to_fix_it() {
         assert!(r.upstreams.is_empty(), "case {name}: {r:?}");
         let problems = r.problems.join("\n");
         for word in words {
-            assert!(problems.contains(word), "case {name}: {word:?} not in {problems:?}");
+            assert!(
+                problems.contains(word),
+                "case {name}: {word:?} not in {problems:?}"
+            );
         }
     }
 }
@@ -358,7 +371,10 @@ fn a_miss_lists_at_most_twenty_models() {
     let r = resolve_candidate(&binding(1, 1, "exact", "", 1), Some(&g), &[key(11, 1)]);
     assert_eq!(r.status, "no_provider");
     let problem = &r.problems[0];
-    assert!(problem.contains("model-00") && problem.contains("model-19"), "{problem}");
+    assert!(
+        problem.contains("model-00") && problem.contains("model-19"),
+        "{problem}"
+    );
     assert!(!problem.contains("model-20"), "{problem}");
     assert!(problem.contains("(and 10 more)"), "{problem}");
 }
@@ -378,7 +394,12 @@ fn problems_are_never_empty_when_a_candidate_is_not_ok() {
         off.status = "manual_disabled".into();
         let mut own = key(13, gid);
         own.models = vec!["gpt-4o-2024-08-06".into(), "gpt-4o".into()];
-        vec![vec![], vec![off.clone()], vec![key(11, gid)], vec![key(11, gid), own, off]]
+        vec![
+            vec![],
+            vec![off.clone()],
+            vec![key(11, gid)],
+            vec![key(11, gid), own, off],
+        ]
     };
     let selectors = [
         ("exact", ""),

@@ -1824,7 +1824,9 @@ async fn unresolved_bindings_say_why_and_how_to_fix_it(backend: Backend) {
     );
     let entry = must(binding_entry(&app, "default.llama").await, "binding entry");
     assert_mentions(
-        entry["candidates"][0]["error_detail"].as_str().expect("error_detail"),
+        entry["candidates"][0]["error_detail"]
+            .as_str()
+            .expect("error_detail"),
         &["`vllm` is disabled"],
     );
 
@@ -2383,7 +2385,12 @@ async fn golden_routing_entries_and_contract_shapes(backend: Backend) {
     assert!(updated_at.is_i64(), "updated_at: {updated_at}");
     replace(&mut normalized, "updated_at", &updated_at, "<unix_seconds>");
     let candidates = normalized["candidates"].as_array_mut().expect("candidates");
-    replace(&mut candidates[0], "binding_id", &json!(first_binding), "<binding_id>");
+    replace(
+        &mut candidates[0],
+        "binding_id",
+        &json!(first_binding),
+        "<binding_id>",
+    );
     replace(&mut candidates[0], "group_id", &json!(gid), "<group_id>");
     assert_eq!(candidates[0]["upstreams"], json!({ kid.to_string(): "gpt-4o" }));
     candidates[0]["upstreams"] = json!({ "<credential_id>": "gpt-4o" });
