@@ -213,7 +213,8 @@ pub fn resolve_candidate(
             }
             Resolution::InvalidRegex(e) => {
                 invalid = true;
-                problems.push(format!("invalid regex: {e}"));
+                let wanted = selector::wanted(&binding.selector_value, &binding.public_model);
+                problems.push(format!("invalid regex `{wanted}` (fix `selector_value`): {e}"));
                 break;
             }
         }

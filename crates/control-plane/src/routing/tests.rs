@@ -346,7 +346,11 @@ fn every_unresolved_candidate_says_why_and_how_to_fix_it() {
             vec![key(11, 1)],
             llama("regex", "llama-("),
             "config_error",
-            &["invalid regex"],
+            &[
+                "invalid regex `llama-(`",
+                "fix `selector_value`",
+                "unclosed group",
+            ],
         ),
     ];
     for (name, group, keys, binding, status, words) in cases {
