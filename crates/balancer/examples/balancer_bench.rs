@@ -487,6 +487,7 @@ async fn fill_bus(bus: &dyn ConfigBus, upstream: &str, keys: usize) -> Result<()
             status: "active".into(),
             updated_at: now,
             candidates: vec![CandidateSnapshot {
+                binding_id: 1,
                 group_id: 1,
                 route_group: "default".into(),
                 weight: 1,

@@ -592,11 +592,17 @@ fn route_error(e: RouteError) -> ProxyError {
             "model_not_found",
             format!("no model {route:?} is available to this key"),
         ),
+        RouteError::NotConfigured(why) => ProxyError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "route_not_configured",
+            why.to_string(),
+        ),
     }
 }
 
 /// The models the key's namespaces and routing group reach, in the OpenAI list shape. Models of the key's
-/// default namespace are listed by their plain name, others as `namespace.model`.
+/// default namespace are listed by their plain name, others as `namespace.model`. A route
+/// that resolves to no credential is left out.
 async fn list_models(State(state): State<BalancerState>, req: Request) -> Response {
     let snapshot = state.cache.snapshot();
     let (parts, _) = req.into_parts();
@@ -610,7 +616,7 @@ async fn list_models(State(state): State<BalancerState>, req: Request) -> Respon
         .bindings
         .values()
         .filter(|b| {
-            b.status == "active" && token.namespaces.contains(&b.namespace) && route::reachable(b, group)
+            b.status == "active" && token.namespaces.contains(&b.namespace) && route::serves(b, group)
         })
         .map(|b| {
             if b.namespace == token.default_namespace {

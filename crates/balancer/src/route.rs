@@ -6,8 +6,15 @@
 //! `route_group` is empty or equals the caller's group; a route without an eligible
 //! candidate does not exist for that caller (404 `model_not_found`, and absent from
 //! `/v1/models`).
+//!
+//! A route whose eligible candidates resolve to no credential (the control plane wrote
+//! why in each candidate) is a configuration problem, told apart from one whose
+//! credentials are all banned or failing: the first answers 503 `route_not_configured`
+//! naming the problem and is not listed by `/v1/models`; the second answers 503
+//! `no_upstream` and stays listed (bans end by themselves).
 
 use std::collections::HashMap;
+use std::fmt;
 
 use ez_contract::routing::{BindingSnapshot, CandidateSnapshot, ProviderSnapshot, route_key};
 use ez_contract::snapshot::{MasterSnapshot, TokenSnapshot};
@@ -21,6 +28,133 @@ pub enum RouteError {
     NamespaceNotAllowed(String),
     /// No binding for `namespace.public_model`.
     ModelNotFound(String),
+    /// The route exists for the caller, but none of its candidates resolves to a
+    /// credential.
+    NotConfigured(NotConfigured),
+}
+
+/// Why a route serves no request: what the client is told.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NotConfigured {
+    pub namespace: String,
+    pub public_model: String,
+    /// The binding to look at; 0 when the entry predates binding ids.
+    pub binding_id: i64,
+    /// The control plane's explanation, at most [`PROBLEM_CHARS`] characters.
+    pub problem: String,
+}
+
+/// How much of the control plane's explanation a client sees: enough for the first
+/// problem, never a whole list of a group's models.
+pub const PROBLEM_CHARS: usize = 300;
+
+impl fmt::Display for NotConfigured {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "model `{}` in namespace `{}` has no upstream: {}; see GET /admin/bindings",
+            self.public_model, self.namespace, self.problem
+        )?;
+        if self.binding_id > 0 {
+            write!(f, "/{}", self.binding_id)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `candidate` can be picked at all: its binding is active and its selector
+/// resolved to at least one credential. Bans are not considered.
+fn resolved(candidate: &CandidateSnapshot) -> bool {
+    candidate.status == "active" && !candidate.upstreams.is_empty()
+}
+
+/// Why `candidate` routes nothing, from what the control plane wrote into it.
+pub fn candidate_problem(candidate: &CandidateSnapshot) -> &str {
+    if candidate.status != "active" {
+        "the binding is disabled; set its status to active"
+    } else if !candidate.error_detail.is_empty() {
+        &candidate.error_detail
+    } else if !candidate.error.is_empty() {
+        &candidate.error
+    } else {
+        "the binding resolves to no credential"
+    }
+}
+
+/// Whether `binding` has a candidate for a caller of routing group `group` that resolved
+/// to a credential: what `/v1/models` lists.
+pub fn serves(binding: &BindingSnapshot, group: &str) -> bool {
+    binding
+        .candidates
+        .iter()
+        .any(|c| eligible(c, group) && resolved(c))
+}
+
+/// Why `binding` serves no caller of `group`, when it does not: the first active
+/// candidate's problem (a disabled binding is deliberate, so it is named only when every
+/// candidate is disabled).
+pub fn not_configured(binding: &BindingSnapshot, group: &str) -> Option<NotConfigured> {
+    if serves(binding, group) {
+        return None;
+    }
+    let mut eligible_candidates = binding.candidates.iter().filter(|c| eligible(c, group));
+    let candidate = eligible_candidates
+        .clone()
+        .find(|c| c.status == "active")
+        .or_else(|| eligible_candidates.next())?;
+    Some(NotConfigured {
+        namespace: binding.namespace.clone(),
+        public_model: binding.public_model.clone(),
+        binding_id: candidate.binding_id,
+        problem: bounded(candidate_problem(candidate), PROBLEM_CHARS),
+    })
+}
+
+/// `text` cut to `chars` characters, marked with `…` when cut.
+fn bounded(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// The routes of `loaded` that an active binding's candidate leaves without a credential,
+/// each with its first such candidate, except those whose candidates are unchanged from
+/// `previous`.
+pub fn newly_unresolved<'a>(
+    previous: &'a HashMap<String, BindingSnapshot>,
+    loaded: &'a HashMap<String, BindingSnapshot>,
+) -> impl Iterator<Item = (&'a str, &'a BindingSnapshot, &'a CandidateSnapshot)> {
+    loaded.iter().filter_map(|(route, binding)| {
+        let candidate = binding
+            .candidates
+            .iter()
+            .find(|c| c.status == "active" && c.upstreams.is_empty())?;
+        let unchanged = previous
+            .get(route)
+            .is_some_and(|p| p.candidates == binding.candidates);
+        (!unchanged).then_some((route.as_str(), binding, candidate))
+    })
+}
+
+/// Logs, once per change, each route that a candidate of an active binding leaves
+/// without a credential: called when a routing part is loaded, with the entries it
+/// replaces, so a periodic reload of an unchanged route stays quiet and a request never
+/// logs it.
+pub fn warn_unresolved(
+    previous: &HashMap<String, BindingSnapshot>,
+    loaded: &HashMap<String, BindingSnapshot>,
+) {
+    for (route, binding, candidate) in newly_unresolved(previous, loaded) {
+        tracing::warn!(
+            route,
+            binding_id = candidate.binding_id,
+            group_id = candidate.group_id,
+            serving = binding.candidates.iter().any(resolved),
+            problem = bounded(candidate_problem(candidate), PROBLEM_CHARS),
+            "a binding of this route resolves to no upstream credential"
+        );
+    }
 }
 
 /// The (namespace, public model) a request names: `X-EZ-Namespace` when given (it must be
@@ -69,7 +203,8 @@ pub fn reachable(binding: &BindingSnapshot, group: &str) -> bool {
 }
 
 /// The binding of `namespace.public_model`, if it has a candidate for `group`; a route
-/// reserved for other groups is not found, like one that does not exist.
+/// reserved for other groups is not found, like one that does not exist. A route whose
+/// candidates for `group` resolve to no credential is [`RouteError::NotConfigured`].
 pub fn binding<'s>(
     snapshot: &'s Snapshot,
     namespace: &str,
@@ -78,7 +213,10 @@ pub fn binding<'s>(
 ) -> Result<&'s BindingSnapshot, RouteError> {
     let key = route_key(namespace, public_model);
     match snapshot.bindings.get(&key) {
-        Some(binding) if reachable(binding, group) => Ok(binding),
+        Some(binding) if reachable(binding, group) => match not_configured(binding, group) {
+            None => Ok(binding),
+            Some(why) => Err(RouteError::NotConfigured(why)),
+        },
         _ => Err(RouteError::ModelNotFound(key)),
     }
 }
@@ -237,6 +375,7 @@ mod tests {
 
     fn candidate(weight: i64, ids: &[i64]) -> CandidateSnapshot {
         CandidateSnapshot {
+            binding_id: 1,
             group_id: 1,
             route_group: "default".into(),
             weight,
@@ -350,6 +489,124 @@ mod tests {
         let p = pick(&snapshot, &open, "c", 100, &mut rng, |_, _| true).unwrap();
         assert_eq!(p.credential_id, 3);
         assert!(reachable(&open, "anything"));
+    }
+
+    fn unresolved(route_group: &str, error: &str, detail: &str) -> CandidateSnapshot {
+        CandidateSnapshot {
+            binding_id: 9,
+            error: error.into(),
+            error_detail: detail.into(),
+            ..grouped(route_group, &[])
+        }
+    }
+
+    fn route(candidates: Vec<CandidateSnapshot>) -> BindingSnapshot {
+        BindingSnapshot {
+            namespace: "default".into(),
+            public_model: "m".into(),
+            status: "active".into(),
+            updated_at: 0,
+            candidates,
+        }
+    }
+
+    #[test]
+    fn a_route_without_a_resolved_candidate_is_not_configured_for_its_callers() {
+        let snapshot = Snapshot {
+            providers: std::sync::Arc::new(HashMap::from([(1, provider(1, 1, "active", i64::MAX))])),
+            bindings: std::sync::Arc::new(HashMap::from([(
+                "default.m".to_owned(),
+                route(vec![
+                    grouped("a", &[1]),
+                    unresolved("b", "no_provider", "no model of group `g` equals `m`"),
+                ]),
+            )])),
+            ..Snapshot::default()
+        };
+        // Banned is not unconfigured: the pick finds nothing, the route is served.
+        let a = binding_of(&snapshot, "a").unwrap();
+        assert!(serves(a, "a"));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        assert_eq!(pick(&snapshot, a, "a", 100, &mut rng, |_, _| true), None);
+
+        let Err(RouteError::NotConfigured(why)) = binding_of(&snapshot, "b") else {
+            panic!("group b reaches only the unresolved candidate");
+        };
+        assert_eq!(why.binding_id, 9);
+        assert_eq!(
+            why.to_string(),
+            "model `m` in namespace `default` has no upstream: no model of group `g` equals `m`; \
+             see GET /admin/bindings/9"
+        );
+        assert!(!serves(&snapshot.bindings["default.m"], "b"));
+        assert_eq!(
+            binding_of(&snapshot, "c"),
+            Err(RouteError::ModelNotFound("default.m".into()))
+        );
+    }
+
+    #[test]
+    fn the_problem_told_is_the_active_candidates_bounded() {
+        let long = "x".repeat(PROBLEM_CHARS + 50);
+        let mut disabled = grouped("", &[1]);
+        disabled.status = "disabled".into();
+        disabled.binding_id = 3;
+        let broken = route(vec![disabled.clone(), unresolved("", "config_error", &long)]);
+        let why = not_configured(&broken, "g").unwrap();
+        assert_eq!(
+            why.binding_id, 9,
+            "a disabled binding is deliberate: not the one named"
+        );
+        assert_eq!(why.problem.chars().count(), PROBLEM_CHARS + 1);
+        assert!(why.problem.ends_with('…'));
+
+        let off = route(vec![disabled]);
+        let why = not_configured(&off, "g").unwrap();
+        assert!(why.problem.contains("disabled"), "{why:?}");
+        assert_eq!(why.binding_id, 3);
+
+        // An entry written before candidates carried error details or binding ids.
+        let old = route(vec![unresolved("", "no_provider", "")]);
+        let why = NotConfigured {
+            binding_id: 0,
+            ..not_configured(&old, "g").unwrap()
+        };
+        assert!(
+            why.to_string()
+                .ends_with("has no upstream: no_provider; see GET /admin/bindings")
+        );
+    }
+
+    #[test]
+    fn an_unresolved_route_is_reported_once_per_change() {
+        let broken = route(vec![
+            grouped("", &[1]),
+            unresolved("", "no_provider", "nothing matches"),
+        ]);
+        let fine = route(vec![grouped("", &[1])]);
+        let mut off = unresolved("", "", "");
+        off.status = "disabled".into();
+        let disabled = route(vec![off]);
+        let loaded = HashMap::from([
+            ("default.broken".to_owned(), broken.clone()),
+            ("default.fine".to_owned(), fine),
+            ("default.off".to_owned(), disabled),
+        ]);
+        let reported = |previous: &HashMap<String, BindingSnapshot>| -> Vec<String> {
+            newly_unresolved(previous, &loaded)
+                .map(|(route, _, c)| format!("{route}: {}", candidate_problem(c)))
+                .collect()
+        };
+        assert_eq!(reported(&HashMap::new()), vec!["default.broken: nothing matches"]);
+        let mut same = loaded.clone();
+        same.get_mut("default.broken").unwrap().updated_at = 99;
+        assert!(
+            reported(&same).is_empty(),
+            "an unchanged route is not reported again"
+        );
+        let mut changed = loaded.clone();
+        changed.get_mut("default.broken").unwrap().candidates[1].error_detail = "before".into();
+        assert_eq!(reported(&changed).len(), 1);
     }
 
     fn binding_of<'s>(snapshot: &'s Snapshot, group: &str) -> Result<&'s BindingSnapshot, RouteError> {

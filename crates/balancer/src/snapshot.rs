@@ -92,6 +92,7 @@ impl Snapshot {
         }
         if matches!(part, Part::Routing | Part::All) {
             let (providers, bindings) = load_routing(bus).await?;
+            crate::route::warn_unresolved(&self.bindings, &bindings);
             next.providers = Arc::new(providers);
             next.bindings = Arc::new(bindings);
         }

@@ -20,6 +20,7 @@ both_backends!(
     failing_credentials_fail_over_before_the_first_byte,
     keys_and_models_are_checked_from_the_snapshot,
     model_listing_shows_only_reachable_routes,
+    a_route_that_resolves_to_nothing_names_its_problem,
     the_snapshot_follows_refresh_events,
     rate_limits_hold_across_two_balancers,
 );
@@ -186,6 +187,115 @@ async fn model_listing_shows_only_reachable_routes(backend: Backend) {
         vec!["fast", "text-embedding-3-small"],
         "another namespace's route is not listed"
     );
+}
+
+/// The ids `GET /v1/models` lists for `key`.
+async fn listed_models(gw: &Gateway, key: &str) -> Vec<String> {
+    let (status, body, text) = gw.call(reqwest::Method::GET, "/v1/models", key, None).await;
+    assert_eq!(status, 200, "{text}");
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn a_route_that_resolves_to_nothing_names_its_problem(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let key = gw.setup(&["sk-upstream-good1"], "fast", "gpt-4o-mini").await;
+    // A public name that is not the group's model: the binding is accepted, and resolves
+    // to nothing.
+    let vllm = gw
+        .admin(
+            "/admin/providers/custom",
+            json!({ "name": "vllm", "base_url": gw.upstream, "api_keys": ["sk-upstream-llama"], "models": ["llama-3.3-70b-instruct"] }),
+        )
+        .await;
+    let group = vllm["group"]["id"].as_i64().unwrap();
+    let credential = vllm["api_keys"][0]["id"].as_i64().unwrap();
+    let binding = gw
+        .admin(
+            "/admin/bindings",
+            json!({ "namespace": "default", "public_model": "llama", "group_id": group }),
+        )
+        .await;
+    let binding_id = binding["id"].as_i64().unwrap();
+    gw.cache.refresh().await.unwrap();
+
+    let (status, body, text) = gw.chat(&key, "llama", false).await;
+    assert_eq!(status, 503, "{text}");
+    assert_eq!(body["error"]["code"], "route_not_configured", "{text}");
+    let message = body["error"]["message"].as_str().unwrap();
+    for words in [
+        "model `llama` in namespace `default` has no upstream",
+        "no model of group `vllm` equals `llama`",
+        "set `selector_value`",
+        &format!("see GET /admin/bindings/{binding_id}"),
+    ] {
+        assert!(message.contains(words), "{words:?} not in {message:?}");
+    }
+    assert!(!message.contains("sk-upstream"), "a credential leaked: {message}");
+    assert!(!message.contains("unhealthy"), "{message}");
+    assert_eq!(gw.mock.hits("sk-upstream-llama"), 0);
+    assert_eq!(
+        listed_models(&gw, &key).await,
+        vec!["fast", "text-embedding-3-small"],
+        "a route that cannot serve is not listed"
+    );
+    let logs = gw.wait_for_logs(1).await;
+    let record = logs.iter().find(|l| l["public_model"] == "llama").unwrap();
+    assert_eq!(record["error_code"], "route_not_configured");
+
+    // The fix the problem names makes the route serve, and listed.
+    gw.put(
+        &format!("/admin/bindings/{binding_id}"),
+        json!({ "selector_value": "llama-3.3-70b-instruct" }),
+    )
+    .await;
+    gw.cache.refresh().await.unwrap();
+    let (status, body, text) = gw.chat(&key, "llama", false).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(body["model"], "llama-3.3-70b-instruct");
+    assert_eq!(
+        listed_models(&gw, &key).await,
+        vec!["fast", "llama", "text-embedding-3-small"]
+    );
+
+    // Every credential banned is not a configuration problem: still no_upstream, still
+    // listed (a ban ends by itself).
+    gw.put(
+        &format!("/admin/api-keys/{credential}"),
+        json!({ "ban_until": 4_102_444_800_i64, "ban_reason": "test" }),
+    )
+    .await;
+    gw.cache.refresh().await.unwrap();
+    let (status, body, text) = gw.chat(&key, "llama", false).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("no_upstream")),
+        "{text}"
+    );
+    assert!(listed_models(&gw, &key).await.contains(&"llama".to_owned()));
+
+    // A disabled binding is named as such.
+    gw.put(
+        &format!("/admin/bindings/{binding_id}"),
+        json!({ "status": "disabled" }),
+    )
+    .await;
+    gw.cache.refresh().await.unwrap();
+    let (status, body, text) = gw.chat(&key, "llama", false).await;
+    assert_eq!(status, 503, "{text}");
+    assert_eq!(body["error"]["code"], "route_not_configured");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the binding is disabled"),
+        "{text}"
+    );
+    assert!(!listed_models(&gw, &key).await.contains(&"llama".to_owned()));
 }
 
 async fn the_snapshot_follows_refresh_events(backend: Backend) {

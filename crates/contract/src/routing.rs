@@ -88,6 +88,10 @@ pub mod candidate_error {
 /// One bound group of a binding, with its selector resolved per credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CandidateSnapshot {
+    /// The binding this candidate comes from, so an error can point at
+    /// `GET /admin/bindings/{id}`; 0 in entries written before it existed.
+    #[serde(default)]
+    pub binding_id: i64,
     pub group_id: i64,
     pub route_group: String,
     pub weight: i64,
@@ -96,7 +100,8 @@ pub struct CandidateSnapshot {
     pub status: String,
     /// Empty when the candidate routes; `no_provider` or `config_error` otherwise.
     pub error: String,
-    /// Human explanation of `error`.
+    /// Human explanation of `error` and how to fix it: the resolution's problems joined
+    /// with `; `. Also set when some credentials of a routing candidate were left out.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error_detail: String,
     /// Credential id (decimal string) → upstream model to send.

@@ -66,6 +66,12 @@ pub fn normalize_model_name(name: &str) -> String {
     base.trim().to_lowercase()
 }
 
+/// What a selector looks for: its value, or the public model when the value is empty.
+pub fn wanted<'a>(selector_value: &'a str, public_model: &'a str) -> &'a str {
+    let value = selector_value.trim();
+    if value.is_empty() { public_model } else { value }
+}
+
 /// Resolves `selector_value` (empty = the public model) against `models`.
 pub fn resolve(
     kind: SelectorType,
@@ -73,11 +79,7 @@ pub fn resolve(
     public_model: &str,
     models: &[String],
 ) -> Resolution {
-    let wanted = if selector_value.trim().is_empty() {
-        public_model
-    } else {
-        selector_value.trim()
-    };
+    let wanted = wanted(selector_value, public_model);
     let hits: Vec<&String> = match kind {
         SelectorType::Exact => models.iter().filter(|m| m.as_str() == wanted).collect(),
         SelectorType::Regex => {

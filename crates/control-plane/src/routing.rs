@@ -83,79 +83,161 @@ pub struct CandidateResolution {
     pub status: String,
     /// Credential id → upstream model.
     pub upstreams: BTreeMap<String, String>,
-    /// Why credentials were left out (ambiguous selector, invalid regex, …).
+    /// Why nothing, or not every credential, resolved, and how to fix it. Never empty
+    /// when `status` is not `ok`.
     pub problems: Vec<String>,
 }
 
-/// Resolves one binding against the routable credentials of its group.
+impl CandidateResolution {
+    fn failed(group_id: i64, status: &str, problem: String) -> CandidateResolution {
+        CandidateResolution {
+            group_id,
+            status: status.to_owned(),
+            upstreams: BTreeMap::new(),
+            problems: vec![problem],
+        }
+    }
+}
+
+/// Names listed in a problem; a group can serve hundreds of models.
+const LISTED_NAMES: usize = 20;
+
+/// `a, b, c`, or the first [`LISTED_NAMES`] and `(and N more)`.
+fn listed(names: &[String]) -> String {
+    let mut text = names
+        .iter()
+        .take(LISTED_NAMES)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > LISTED_NAMES {
+        text.push_str(&format!(" (and {} more)", names.len() - LISTED_NAMES));
+    }
+    text
+}
+
+/// Why no model of `group` matched the selector, and what to change.
+fn selector_miss(kind: SelectorType, wanted: &str, group: &ProviderGroup, models: &[String]) -> String {
+    let name = &group.name;
+    let miss = match kind {
+        SelectorType::Exact => format!(
+            "no model of group `{name}` equals `{wanted}`; set `selector_value` to one of its models, \
+             or use `selector_type` `normalize_exact` or `regex`"
+        ),
+        SelectorType::NormalizeExact => format!(
+            "no model of group `{name}` equals `{wanted}` once lower-cased and stripped of any \
+             `vendor/` prefix; set `selector_value` to one of its models, or use `selector_type` `regex`"
+        ),
+        SelectorType::Regex => format!(
+            "no model of group `{name}` matches the regex `{wanted}`; change `selector_value`, \
+             or use `selector_type` `exact` with one of its models"
+        ),
+    };
+    format!("{miss}; its models: {}", listed(models))
+}
+
+/// Resolves one binding against the routable credentials of its group. Whenever the
+/// status is not `ok`, `problems` says why and what to change: the group is missing or
+/// disabled, it has no (active) credential, no models, or the selector matches none,
+/// several or is invalid.
 pub fn resolve_candidate(
     binding: &Binding,
     group: Option<&ProviderGroup>,
     keys: &[ApiKey],
 ) -> CandidateResolution {
-    let mut upstreams = BTreeMap::new();
-    let mut problems = Vec::new();
-    let mut config_error = false;
+    let gid = binding.group_id;
+    let config_error = |problem| CandidateResolution::failed(gid, candidate_error::CONFIG_ERROR, problem);
+    let no_provider = |problem| CandidateResolution::failed(gid, candidate_error::NO_PROVIDER, problem);
     let Some(group) = group else {
-        return CandidateResolution {
-            group_id: binding.group_id,
-            status: candidate_error::CONFIG_ERROR.to_owned(),
-            upstreams,
-            problems: vec![format!("provider group {} does not exist", binding.group_id)],
-        };
+        return config_error(format!(
+            "provider group {gid} does not exist; bind the route to an existing group"
+        ));
     };
     let kind = match binding.selector_type.parse::<SelectorType>() {
         Ok(kind) => kind,
-        Err(e) => {
-            return CandidateResolution {
-                group_id: binding.group_id,
-                status: candidate_error::CONFIG_ERROR.to_owned(),
-                upstreams,
-                problems: vec![e],
-            };
-        }
+        Err(e) => return config_error(e),
     };
-    for key in keys
-        .iter()
-        .filter(|k| k.group_id == group.id && is_routable(group, k))
-    {
-        match selector::resolve(
-            kind,
-            &binding.selector_value,
-            &binding.public_model,
-            served_models(group, key),
-        ) {
+    if group.status != ACTIVE {
+        return no_provider(format!(
+            "provider group `{}` is {}; set its status to active (PUT /admin/provider-groups/{gid})",
+            group.name, group.status
+        ));
+    }
+    let own: Vec<&ApiKey> = keys.iter().filter(|k| k.group_id == group.id).collect();
+    if own.is_empty() {
+        return no_provider(format!(
+            "provider group `{}` has no credentials; add one (POST /admin/api-keys with \"group_id\": {gid})",
+            group.name
+        ));
+    }
+    let routable: Vec<&ApiKey> = own.iter().copied().filter(|k| is_routable(group, k)).collect();
+    if routable.is_empty() {
+        let mut statuses: Vec<String> = own.iter().map(|k| k.status.clone()).collect();
+        statuses.sort();
+        statuses.dedup();
+        return no_provider(format!(
+            "none of the {} credentials of provider group `{}` is active ({}); set one's status to \
+             active (PUT /admin/api-keys/{})",
+            own.len(),
+            group.name,
+            statuses.join(", "),
+            own[0].id
+        ));
+    }
+
+    let mut upstreams = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut invalid = false;
+    // Every model the routable credentials serve, first seen first: what a miss lists.
+    let mut served: Vec<String> = Vec::new();
+    for key in routable {
+        let models = served_models(group, key);
+        for model in models {
+            if !served.contains(model) {
+                served.push(model.clone());
+            }
+        }
+        match selector::resolve(kind, &binding.selector_value, &binding.public_model, models) {
             Resolution::Model(model) => {
                 upstreams.insert(key.id.to_string(), model);
             }
             Resolution::NoMatch => {}
             Resolution::Ambiguous(models) => {
-                config_error = true;
+                invalid = true;
                 problems.push(format!(
-                    "credential {}: selector matches several models: {}",
+                    "credential {}: selector matches several models: {}; make it match one \
+                     (`exact`, or an anchored regex such as `^name$`)",
                     key.id,
-                    models.join(", ")
+                    listed(&models)
                 ));
             }
             Resolution::InvalidRegex(e) => {
-                config_error = true;
-                problems.push(format!("invalid regex: {e}"));
+                invalid = true;
+                let wanted = selector::wanted(&binding.selector_value, &binding.public_model);
+                problems.push(format!("invalid regex `{wanted}` (fix `selector_value`): {e}"));
                 break;
             }
         }
     }
     let status = if !upstreams.is_empty() {
         "ok"
-    } else if config_error {
+    } else if invalid {
         candidate_error::CONFIG_ERROR
     } else {
-        if group.status != ACTIVE {
-            problems.push(format!("provider group {} is {}", group.id, group.status));
-        }
+        problems.push(if served.is_empty() {
+            format!(
+                "provider group `{}` lists no models, nor do its active credentials; set its \
+                 `models` (PUT /admin/provider-groups/{gid})",
+                group.name
+            )
+        } else {
+            let wanted = selector::wanted(&binding.selector_value, &binding.public_model);
+            selector_miss(kind, wanted, group, &served)
+        });
         candidate_error::NO_PROVIDER
     };
     CandidateResolution {
-        group_id: binding.group_id,
+        group_id: gid,
         status: status.to_owned(),
         upstreams,
         problems,
@@ -180,6 +262,7 @@ pub fn binding_snapshot(
             let resolution = resolve_candidate(b, group, keys);
             let routes = b.status == ACTIVE && resolution.status == "ok";
             CandidateSnapshot {
+                binding_id: b.id,
                 group_id: b.group_id,
                 route_group: group.map(|g| g.route_group.clone()).unwrap_or_default(),
                 weight: b.weight,

@@ -220,3 +220,223 @@ fn provider_snapshots_use_the_official_endpoint_and_name_group_hash_id() {
     g.status = "disabled".into();
     assert_eq!(provider_snapshot(&g, &k).status, "manual_disabled");
 }
+
+/// Name, group, credentials, binding, expected status, words the problems must contain.
+type CauseCase<'a> = (
+    &'a str,
+    Option<&'a ProviderGroup>,
+    Vec<ApiKey>,
+    Binding,
+    &'a str,
+    &'a [&'a str],
+);
+
+#[test]
+fn every_unresolved_candidate_says_why_and_how_to_fix_it() {
+    let mut vllm = group(1, &["llama-3.3-70b-instruct"]);
+    vllm.name = "vllm".into();
+    let mut disabled_group = vllm.clone();
+    disabled_group.status = "disabled".into();
+    let mut no_models = vllm.clone();
+    no_models.models = vec![];
+    let mut off = key(11, 1);
+    off.status = "manual_disabled".into();
+    let mut banned_by_admin = key(12, 1);
+    banned_by_admin.status = "auto_disabled".into();
+    let mut twins = vllm.clone();
+    twins.models = vec!["a/Llama".into(), "b/llama".into()];
+
+    let llama = |selector_type: &str, value: &str| Binding {
+        public_model: "llama".into(),
+        ..binding(7, 1, selector_type, value, 1)
+    };
+    let cases: Vec<CauseCase> = vec![
+        (
+            "the group does not exist",
+            None,
+            vec![key(11, 1)],
+            llama("exact", ""),
+            "config_error",
+            &["provider group 1 does not exist"],
+        ),
+        (
+            "an unknown selector type",
+            Some(&vllm),
+            vec![key(11, 1)],
+            llama("fuzzy", ""),
+            "config_error",
+            &["fuzzy", "exact, regex or normalize_exact"],
+        ),
+        (
+            "the group is disabled",
+            Some(&disabled_group),
+            vec![key(11, 1)],
+            llama("exact", "llama-3.3-70b-instruct"),
+            "no_provider",
+            &["`vllm` is disabled", "PUT /admin/provider-groups/1"],
+        ),
+        (
+            "the group has no credentials",
+            Some(&vllm),
+            vec![key(20, 2)],
+            llama("exact", "llama-3.3-70b-instruct"),
+            "no_provider",
+            &["`vllm` has no credentials", "POST /admin/api-keys"],
+        ),
+        (
+            "no credential is active",
+            Some(&vllm),
+            vec![off.clone(), banned_by_admin.clone()],
+            llama("exact", "llama-3.3-70b-instruct"),
+            "no_provider",
+            &[
+                "none of the 2 credentials",
+                "auto_disabled, manual_disabled",
+                "PUT /admin/api-keys/",
+            ],
+        ),
+        (
+            "the group lists no models",
+            Some(&no_models),
+            vec![key(11, 1)],
+            llama("exact", ""),
+            "no_provider",
+            &["`vllm` lists no models", "`models`"],
+        ),
+        (
+            "exact misses",
+            Some(&vllm),
+            vec![key(11, 1)],
+            llama("exact", ""),
+            "no_provider",
+            &[
+                "no model of group `vllm` equals `llama`",
+                "set `selector_value`",
+                "`normalize_exact` or `regex`",
+                "its models: llama-3.3-70b-instruct",
+            ],
+        ),
+        (
+            "normalize_exact misses",
+            Some(&vllm),
+            vec![key(11, 1)],
+            llama("normalize_exact", ""),
+            "no_provider",
+            &["equals `llama` once lower-cased", "llama-3.3-70b-instruct"],
+        ),
+        (
+            "regex misses",
+            Some(&vllm),
+            vec![key(11, 1)],
+            llama("regex", "^mistral"),
+            "no_provider",
+            &["matches the regex `^mistral`", "llama-3.3-70b-instruct"],
+        ),
+        (
+            "several models match",
+            Some(&twins),
+            vec![key(11, 1)],
+            llama("normalize_exact", ""),
+            "config_error",
+            &["credential 11", "several models", "a/Llama, b/llama"],
+        ),
+        (
+            "the regex is invalid",
+            Some(&vllm),
+            vec![key(11, 1)],
+            llama("regex", "llama-("),
+            "config_error",
+            &[
+                "invalid regex `llama-(`",
+                "fix `selector_value`",
+                "unclosed group",
+            ],
+        ),
+    ];
+    for (name, group, keys, binding, status, words) in cases {
+        let r = resolve_candidate(&binding, group, &keys);
+        assert_eq!(r.status, status, "case {name}: {r:?}");
+        assert!(r.upstreams.is_empty(), "case {name}: {r:?}");
+        let problems = r.problems.join("\n");
+        for word in words {
+            assert!(
+                problems.contains(word),
+                "case {name}: {word:?} not in {problems:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_miss_lists_at_most_twenty_models() {
+    let names: Vec<String> = (0..30).map(|i| format!("model-{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let g = group(1, &refs);
+    let r = resolve_candidate(&binding(1, 1, "exact", "", 1), Some(&g), &[key(11, 1)]);
+    assert_eq!(r.status, "no_provider");
+    let problem = &r.problems[0];
+    assert!(
+        problem.contains("model-00") && problem.contains("model-19"),
+        "{problem}"
+    );
+    assert!(!problem.contains("model-20"), "{problem}");
+    assert!(problem.contains("(and 10 more)"), "{problem}");
+}
+
+/// Whatever the group, its credentials and the selector: a candidate is `ok` exactly when
+/// it has upstreams, and explains itself whenever it is not.
+#[test]
+fn problems_are_never_empty_when_a_candidate_is_not_ok() {
+    let model_lists: [&[&str]; 4] = [
+        &[],
+        &["gpt-4o"],
+        &["gpt-4o", "gpt-4o-mini", "openai/GPT-4o"],
+        &["llama-3.3-70b-instruct"],
+    ];
+    let key_sets = |gid: i64| -> Vec<Vec<ApiKey>> {
+        let mut off = key(12, gid);
+        off.status = "manual_disabled".into();
+        let mut own = key(13, gid);
+        own.models = vec!["gpt-4o-2024-08-06".into(), "gpt-4o".into()];
+        vec![
+            vec![],
+            vec![off.clone()],
+            vec![key(11, gid)],
+            vec![key(11, gid), own, off],
+        ]
+    };
+    let selectors = [
+        ("exact", ""),
+        ("exact", "gpt-4o"),
+        ("exact", "GPT-4O"),
+        ("regex", ""),
+        ("regex", "^gpt-4o"),
+        ("regex", "^gpt-4o$"),
+        ("regex", "gpt-("),
+        ("normalize_exact", ""),
+        ("normalize_exact", "vendor/GPT-4O"),
+        ("fuzzy", ""),
+    ];
+    let mut checked = 0;
+    for models in model_lists {
+        for group_status in [ACTIVE, "disabled"] {
+            let mut g = group(1, models);
+            g.status = group_status.into();
+            for keys in key_sets(1) {
+                for (kind, value) in selectors {
+                    for g in [Some(&g), None] {
+                        let r = resolve_candidate(&binding(1, 1, kind, value, 1), g, &keys);
+                        let case = format!("{models:?} {group_status} {} keys {kind} {value:?}", keys.len());
+                        assert_eq!(r.status == "ok", !r.upstreams.is_empty(), "{case}: {r:?}");
+                        if r.status != "ok" {
+                            assert!(!r.problems.is_empty(), "{case}: {r:?}");
+                            assert!(r.problems.iter().all(|p| !p.trim().is_empty()), "{case}: {r:?}");
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 4 * 2 * 4 * 10 * 2);
+}

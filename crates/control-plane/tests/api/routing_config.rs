@@ -23,6 +23,7 @@ both_backends!(
     binding_crud_and_validation,
     weighted_candidates_of_one_route,
     selector_errors_are_shown_never_guessed,
+    unresolved_bindings_say_why_and_how_to_fix_it,
     changes_re_resolve_dependent_bindings_incrementally,
     incremental_updates_match_a_full_sync_and_a_restart,
     golden_routing_entries_and_contract_shapes,
@@ -1387,6 +1388,7 @@ async fn weighted_candidates_of_one_route(backend: Backend) {
     assert_eq!(
         candidates[0],
         json!({
+            "binding_id": id_of(&b1),
             "group_id": g1,
             "route_group": "premium",
             "weight": 3,
@@ -1400,6 +1402,7 @@ async fn weighted_candidates_of_one_route(backend: Backend) {
     assert_eq!(
         candidates[1],
         json!({
+            "binding_id": id_of(&b2),
             "group_id": g2,
             "route_group": "default",
             "weight": 1,
@@ -1633,6 +1636,236 @@ async fn selector_errors_are_shown_never_guessed(backend: Backend) {
     let entry = must(binding_entry(&app, "default.gpt-4o").await, "binding entry");
     assert_eq!(entry["candidates"][0]["error"], "config_error");
     assert_eq!(entry["candidates"][0]["upstreams"], json!({}));
+    check_metas(&app).await;
+}
+
+/// The problems of a binding's resolution as one string, asserting the rule they obey:
+/// never empty unless the status is `ok`.
+#[track_caller]
+fn problems_of(view: &Value) -> String {
+    let resolution = &view["resolution"];
+    let problems = resolution["problems"].as_array().expect("problems");
+    if resolution["status"] != "ok" {
+        assert!(!problems.is_empty(), "an unresolved binding is silent: {view}");
+    }
+    problems
+        .iter()
+        .map(|p| p.as_str().expect("a problem is a string"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[track_caller]
+fn assert_mentions(text: &str, words: &[&str]) {
+    for word in words {
+        assert!(text.contains(word), "{word:?} not in {text:?}");
+    }
+}
+
+async fn unresolved_bindings_say_why_and_how_to_fix_it(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    // A public name that is not the upstream model's: created, with the reason and the fix
+    // on the answer, the GET and the bus entry.
+    let vllm = app
+        .admin_post(
+            "/admin/providers/custom",
+            json!({ "name": "vllm", "base_url": "http://vllm:8000/v1", "api_keys": ["token-0000VLLM"], "models": ["llama-3.3-70b-instruct"] }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let vllm_id = id_of(&vllm["group"]);
+    let created = bind(
+        &app,
+        json!({ "namespace": "default", "public_model": "llama", "group_id": vllm_id }),
+    )
+    .await;
+    let bid = id_of(&created);
+    assert_eq!(created["resolution"]["status"], "no_provider");
+    let miss = [
+        "no model of group `vllm` equals `llama`",
+        "set `selector_value`",
+        "`normalize_exact` or `regex`",
+        "its models: llama-3.3-70b-instruct",
+    ];
+    assert_mentions(&problems_of(&created), &miss);
+    let got = app
+        .admin_get(&format!("/admin/bindings/{bid}"))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(got, created);
+    let entry = must(binding_entry(&app, "default.llama").await, "binding entry");
+    let candidate = &entry["candidates"][0];
+    assert_eq!(candidate["error"], "no_provider");
+    assert_eq!(candidate["binding_id"], bid);
+    assert_mentions(candidate["error_detail"].as_str().expect("error_detail"), &miss);
+
+    // The other selector types miss with their own words.
+    let regex = app
+        .admin_put(
+            &format!("/admin/bindings/{bid}"),
+            json!({ "selector_type": "regex", "selector_value": "^mistral" }),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_mentions(
+        &problems_of(&regex),
+        &["matches the regex `^mistral`", "llama-3.3-70b-instruct"],
+    );
+    let normalized = app
+        .admin_put(
+            &format!("/admin/bindings/{bid}"),
+            json!({ "selector_type": "normalize_exact", "selector_value": "" }),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_mentions(
+        &problems_of(&normalized),
+        &["equals `llama` once lower-cased", "llama-3.3-70b-instruct"],
+    );
+
+    // The fix the problem names resolves it, and the problems go.
+    let fixed = app
+        .admin_put(
+            &format!("/admin/bindings/{bid}"),
+            json!({ "selector_type": "exact", "selector_value": "llama-3.3-70b-instruct" }),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(fixed["resolution"]["status"], "ok");
+    assert_eq!(fixed["resolution"]["problems"], json!([]));
+    let entry = must(binding_entry(&app, "default.llama").await, "binding entry");
+    assert_eq!(entry["candidates"][0]["error"], "");
+    assert!(entry["candidates"][0].get("error_detail").is_none(), "{entry}");
+
+    // A group without credentials, then with none active.
+    let bare = id_of(
+        &create_group(
+            &app,
+            json!({ "name": "bare", "type": "compatible", "base_url": "http://bare/v1", "models": ["m1"] }),
+        )
+        .await,
+    );
+    let bare_binding = bind(
+        &app,
+        json!({ "namespace": "default", "public_model": "m1", "group_id": bare }),
+    )
+    .await;
+    assert_eq!(bare_binding["resolution"]["status"], "no_provider");
+    assert_mentions(
+        &problems_of(&bare_binding),
+        &["`bare` has no credentials", "POST /admin/api-keys"],
+    );
+    let off = id_of(
+        &create_key(
+            &app,
+            json!({ "group_id": bare, "api_key": "sk-problems-off-0000OFF1", "status": "manual_disabled" }),
+        )
+        .await,
+    );
+    let view = app
+        .admin_get(&format!("/admin/bindings/{}", id_of(&bare_binding)))
+        .await
+        .expect(200)
+        .body;
+    assert_mentions(
+        &problems_of(&view),
+        &[
+            "none of the 1 credentials of provider group `bare` is active",
+            "manual_disabled",
+            &format!("PUT /admin/api-keys/{off}"),
+        ],
+    );
+
+    // A group that lists no models.
+    let empty = id_of(
+        &create_group(
+            &app,
+            json!({ "name": "empty", "type": "compatible", "base_url": "http://empty/v1", "models": [] }),
+        )
+        .await,
+    );
+    create_key(
+        &app,
+        json!({ "group_id": empty, "api_key": "sk-problems-empty-000EMP1" }),
+    )
+    .await;
+    let view = bind(
+        &app,
+        json!({ "namespace": "default", "public_model": "anything", "group_id": empty }),
+    )
+    .await;
+    assert_eq!(view["resolution"]["status"], "no_provider");
+    assert_mentions(&problems_of(&view), &["`empty` lists no models", "`models`"]);
+
+    // A disabled group.
+    app.admin_put(
+        &format!("/admin/provider-groups/{vllm_id}"),
+        json!({ "status": "disabled" }),
+    )
+    .await
+    .expect(200);
+    let view = app
+        .admin_get(&format!("/admin/bindings/{bid}"))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(view["resolution"]["status"], "no_provider");
+    assert_mentions(
+        &problems_of(&view),
+        &[
+            "`vllm` is disabled",
+            &format!("PUT /admin/provider-groups/{vllm_id}"),
+        ],
+    );
+    let entry = must(binding_entry(&app, "default.llama").await, "binding entry");
+    assert_mentions(
+        entry["candidates"][0]["error_detail"]
+            .as_str()
+            .expect("error_detail"),
+        &["`vllm` is disabled"],
+    );
+
+    // Several hits.
+    let twins = id_of(
+        &create_group(
+            &app,
+            json!({ "name": "twins", "type": "compatible", "base_url": "http://t/v1", "models": ["a/Llama", "b/llama"] }),
+        )
+        .await,
+    );
+    create_key(
+        &app,
+        json!({ "group_id": twins, "api_key": "sk-problems-twins-00TWN2" }),
+    )
+    .await;
+    let view = bind(
+        &app,
+        json!({ "namespace": "default", "public_model": "llama", "group_id": twins, "selector_type": "normalize_exact" }),
+    )
+    .await;
+    assert_eq!(view["resolution"]["status"], "config_error");
+    assert_mentions(
+        &problems_of(&view),
+        &["several models: a/Llama, b/llama", "make it match one"],
+    );
+
+    // The rule holds for every binding listed.
+    let list = app
+        .admin_get("/admin/bindings?page_size=100")
+        .await
+        .expect(200)
+        .body;
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items.len(), 4);
+    for item in items {
+        problems_of(item);
+    }
     check_metas(&app).await;
 }
 
@@ -2112,16 +2345,20 @@ async fn golden_routing_entries_and_contract_shapes(backend: Backend) {
         )
         .await,
     );
-    bind(
-        &app,
-        json!({ "namespace": "default", "public_model": "gpt-4o", "group_id": gid, "weight": 3 }),
-    )
-    .await;
-    bind(
-        &app,
-        json!({ "namespace": "default", "public_model": "gpt-4o", "group_id": other, "selector_type": "regex", "selector_value": "gpt-4o" }),
-    )
-    .await;
+    let first_binding = id_of(
+        &bind(
+            &app,
+            json!({ "namespace": "default", "public_model": "gpt-4o", "group_id": gid, "weight": 3 }),
+        )
+        .await,
+    );
+    let other_binding = id_of(
+        &bind(
+            &app,
+            json!({ "namespace": "default", "public_model": "gpt-4o", "group_id": other, "selector_type": "regex", "selector_value": "gpt-4o" }),
+        )
+        .await,
+    );
 
     // config:providers
     let provider = must(provider_entry(&app, kid).await, "provider entry");
@@ -2149,9 +2386,21 @@ async fn golden_routing_entries_and_contract_shapes(backend: Backend) {
     assert!(updated_at.is_i64(), "updated_at: {updated_at}");
     replace(&mut normalized, "updated_at", &updated_at, "<unix_seconds>");
     let candidates = normalized["candidates"].as_array_mut().expect("candidates");
+    replace(
+        &mut candidates[0],
+        "binding_id",
+        &json!(first_binding),
+        "<binding_id>",
+    );
     replace(&mut candidates[0], "group_id", &json!(gid), "<group_id>");
     assert_eq!(candidates[0]["upstreams"], json!({ kid.to_string(): "gpt-4o" }));
     candidates[0]["upstreams"] = json!({ "<credential_id>": "gpt-4o" });
+    replace(
+        &mut candidates[1],
+        "binding_id",
+        &json!(other_binding),
+        "<other_binding_id>",
+    );
     replace(&mut candidates[1], "group_id", &json!(other), "<other_group_id>");
     let detail = candidates[1]["error_detail"]
         .as_str()
