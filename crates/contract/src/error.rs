@@ -59,7 +59,9 @@ pub fn error_type(status: u16) -> &'static str {
         409 => "conflict_error",
         429 => "rate_limit_error",
         400..=499 => "invalid_request_error",
-        502..=504 => "upstream_error",
+        502 | 504 => "upstream_error",
+        // Not only upstreams: a route with no upstream configured, a database down.
+        503 => "unavailable_error",
         _ => "api_error",
     }
 }
@@ -88,7 +90,9 @@ mod tests {
             (409, "conflict_error"),
             (429, "rate_limit_error"),
             (500, "api_error"),
-            (503, "upstream_error"),
+            (502, "upstream_error"),
+            (503, "unavailable_error"),
+            (504, "upstream_error"),
         ];
         for (status, kind) in cases {
             assert_eq!(error_type(status), kind, "{status}");
