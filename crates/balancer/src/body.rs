@@ -14,6 +14,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use tokio::time::Sleep;
 
+use crate::metrics::GroupMetrics;
 use crate::report::{Outcome, Reporter};
 use crate::snapshot::TokenKey;
 use crate::usage::{JsonBodyWatch, SseWatch, Usage};
@@ -26,6 +27,13 @@ pub struct Trace {
     pub record: LogRecord,
     /// Estimated tokens of the request's text, for a stream whose usage never arrives.
     pub prompt_tokens: i64,
+    /// The counters of the provider group of the credential tried last; its usage is
+    /// counted there.
+    pub upstream: Option<Arc<GroupMetrics>>,
+    /// Why the last attempt got no HTTP answer (cause and host, see
+    /// `upstream_failure.rs`): added to the record's error message when the request
+    /// fails. Cleared when another attempt starts.
+    pub upstream_failure: Option<String>,
     token_hash: TokenKey,
     recorded: bool,
 }
@@ -40,6 +48,8 @@ impl Trace {
             started,
             record,
             prompt_tokens: 0,
+            upstream: None,
+            upstream_failure: None,
             token_hash,
             recorded: false,
         }
@@ -53,7 +63,13 @@ impl Trace {
         self.record.status_code = status;
         if let Some((code, message)) = error {
             self.record.error_code = Some(code.to_owned());
-            self.record.error_message = Some(message);
+            self.record.error_message = Some(match self.upstream_failure.take() {
+                Some(failure) => format!("{message}; {failure}"),
+                None => message,
+            });
+        }
+        if let Some(group) = &self.upstream {
+            group.tokens(self.record.input_tokens, self.record.output_tokens);
         }
         self.record.latency_ms = millis(self.started.elapsed());
         // Client-controlled text (model, namespace, request id, echoed in messages) is
