@@ -433,9 +433,10 @@ async fn serve_balancer(config: Config) -> anyhow::Result<()> {
             .map(|t| t.expose().to_owned()),
     )
     .context("building the control plane client")?;
+    // Before the first snapshot load, which takes the per-group metric handles.
+    let metrics = ez_control_plane::middleware::install_recorder();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (state, tasks) = start_data_plane(&config, bus, std::sync::Arc::new(sink), stopped).await?;
-    let metrics = ez_control_plane::middleware::install_recorder();
     let app = ez_balancer::proxy::standalone_router(state).route(
         "/metrics",
         axum::routing::get(move || {
