@@ -57,7 +57,7 @@ pub fn describe() {
     );
     describe_counter!(
         REPORT_ITEMS_REFUSED,
-        "Report items the control plane refused as malformed, by report (logs, keys, credentials, bans)"
+        "Report items the control plane refused as malformed, by report (logs, key_usage, credential_usage, ban)"
     );
     describe_counter!(
         REPORT_FAILURES,

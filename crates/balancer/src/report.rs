@@ -209,8 +209,7 @@ impl Reporter {
     fn count_refused(&self, what: &'static str, n: usize) {
         if n > 0 {
             self.refused.fetch_add(n as u64, Ordering::Relaxed);
-            metrics::counter!(crate::metrics::REPORT_ITEMS_REFUSED, "report" => what)
-                .increment(n as u64);
+            metrics::counter!(crate::metrics::REPORT_ITEMS_REFUSED, "report" => what).increment(n as u64);
         }
     }
 

@@ -1090,12 +1090,22 @@ fn closed_port() -> u16 {
 
 /// The one failed request of `gw` to `model`: asserts the client saw `status` and `code`
 /// with a message naming `cause` and nothing of `hidden`, and returns its log record.
-async fn failed_record(gw: &Gateway, key: &str, model: &str, expected: (u16, &str), cause: &str, hidden: &str) -> Value {
+async fn failed_record(
+    gw: &Gateway,
+    key: &str,
+    model: &str,
+    expected: (u16, &str),
+    cause: &str,
+    hidden: &str,
+) -> Value {
     let (status, body, _) = gw.chat(key, model, false).await;
     assert_eq!(error_of(status, &body), expected);
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains(cause), "the client is told the cause: {message}");
-    assert!(!message.contains(hidden), "the client is not told where the upstream is: {message}");
+    assert!(
+        !message.contains(hidden),
+        "the client is not told where the upstream is: {message}"
+    );
     let logs = gw.wait_for_logs(1).await;
     record_with_status(&logs, status).clone()
 }
@@ -1123,7 +1133,10 @@ async fn a_closed_port_is_named_in_the_log_record_but_not_to_the_client(backend:
     assert_eq!(record["api_key_id"], route.credentials[0]);
     assert_eq!(
         record["error_message"].as_str(),
-        Some(format!("the upstream could not be reached (connection refused); connection refused at {host}").as_str()),
+        Some(
+            format!("the upstream could not be reached (connection refused); connection refused at {host}")
+                .as_str()
+        ),
         "{record}"
     );
     let shown = record.to_string();
@@ -1135,8 +1148,14 @@ async fn a_closed_port_is_named_in_the_log_record_but_not_to_the_client(backend:
 async fn an_unresolvable_host_is_a_dns_failure(backend: Backend) {
     let gw = start(backend).await;
     // `.invalid` never resolves (RFC 6761).
-    gw.add_route("nowhere", "http://nonexistent.invalid/v1", &[("sk-upstream-dns", 1)], "nowhere", 1)
-        .await;
+    gw.add_route(
+        "nowhere",
+        "http://nonexistent.invalid/v1",
+        &[("sk-upstream-dns", 1)],
+        "nowhere",
+        1,
+    )
+    .await;
     let t = tenant(&gw).await;
     let record = failed_record(
         &gw,
@@ -1149,7 +1168,9 @@ async fn an_unresolvable_host_is_a_dns_failure(backend: Backend) {
     .await;
     assert_eq!(
         record["error_message"].as_str(),
-        Some("the upstream could not be reached (DNS resolution failed); DNS resolution failed at nonexistent.invalid:80"),
+        Some(
+            "the upstream could not be reached (DNS resolution failed); DNS resolution failed at nonexistent.invalid:80"
+        ),
         "{record}"
     );
 }
@@ -1180,10 +1201,16 @@ async fn a_connect_timeout_is_told_from_a_slow_answer(backend: Backend) {
         host,
     )
     .await;
-    assert!(started.elapsed() < Duration::from_secs(4), "the connect deadline ended it");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the connect deadline ended it"
+    );
     assert_eq!(
         record["error_message"].as_str(),
-        Some(format!("the upstream could not be reached in time (connect timeout); connect timeout at {host}").as_str()),
+        Some(
+            format!("the upstream could not be reached in time (connect timeout); connect timeout at {host}")
+                .as_str()
+        ),
         "{record}"
     );
 }

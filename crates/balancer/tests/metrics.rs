@@ -92,8 +92,14 @@ async fn upstream_groups_are_counted_and_every_family_is_described() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_base = format!("http://{}/v1", closed.local_addr().unwrap());
     drop(closed);
-    gw.add_route("m-closed", &closed_base, &[("sk-upstream-mclosed", 1)], "closed", 1)
-        .await;
+    gw.add_route(
+        "m-closed",
+        &closed_base,
+        &[("sk-upstream-mclosed", 1)],
+        "closed",
+        1,
+    )
+    .await;
     let t = gw.add_tenant("acme", json!({}), json!({})).await;
 
     for _ in 0..2 {
@@ -111,14 +117,21 @@ async fn upstream_groups_are_counted_and_every_family_is_described() {
     assert_eq!(status, 200);
     let value = |name: &str, labels: &str| sample(&text, name, labels);
     let requests = "ezapi_upstream_requests_total";
-    assert_eq!(value(requests, r#"group="m-good",status_class="2xx""#), 2.0, "{text}");
+    assert_eq!(
+        value(requests, r#"group="m-good",status_class="2xx""#),
+        2.0,
+        "{text}"
+    );
     assert_eq!(value(requests, r#"group="m-good",status_class="5xx""#), 0.0);
     assert_eq!(value(requests, r#"group="m-fo",status_class="2xx""#), 3.0);
     assert_eq!(value(requests, r#"group="m-fo",status_class="5xx""#), dead_tries);
     assert_eq!(value(requests, r#"group="m-ban",status_class="4xx""#), 1.0);
     assert_eq!(value(requests, r#"group="m-closed",status_class="error""#), 1.0);
     let errors = "ezapi_upstream_errors_total";
-    assert_eq!(value(errors, r#"group="m-closed",cause="connection_refused""#), 1.0);
+    assert_eq!(
+        value(errors, r#"group="m-closed",cause="connection_refused""#),
+        1.0
+    );
     assert_eq!(value(errors, r#"group="m-fo",cause="connection_refused""#), 0.0);
     let failovers = "ezapi_upstream_failovers_total";
     assert_eq!(value(failovers, r#"group="m-fo""#), dead_tries);
@@ -127,8 +140,14 @@ async fn upstream_groups_are_counted_and_every_family_is_described() {
     assert_eq!(value("ezapi_upstream_bans_total", r#"group="m-ban""#), 1.0);
     assert_eq!(value("ezapi_upstream_bans_total", r#"group="m-fo""#), 0.0);
     // The mock's non-streamed answers use 3 input and 2 output tokens.
-    assert_eq!(value("ezapi_upstream_input_tokens_total", r#"group="m-good""#), 6.0);
-    assert_eq!(value("ezapi_upstream_output_tokens_total", r#"group="m-fo""#), 6.0);
+    assert_eq!(
+        value("ezapi_upstream_input_tokens_total", r#"group="m-good""#),
+        6.0
+    );
+    assert_eq!(
+        value("ezapi_upstream_output_tokens_total", r#"group="m-fo""#),
+        6.0
+    );
     assert_eq!(
         value("ezapi_upstream_first_byte_seconds_count", r#"group="m-fo""#),
         3.0 + dead_tries
@@ -149,7 +168,10 @@ async fn upstream_groups_are_counted_and_every_family_is_described() {
         ("ezapi_upstream_bans_total", "counter"),
         ("ezapi_http_requests_total", "counter"),
     ] {
-        assert!(exposed.contains(&(family, kind)), "# TYPE {family} {kind}:\n{text}");
+        assert!(
+            exposed.contains(&(family, kind)),
+            "# TYPE {family} {kind}:\n{text}"
+        );
     }
     for (family, _) in &exposed {
         assert!(

@@ -47,10 +47,7 @@ pub fn describe() {
         Unit::Seconds,
         "Time to answer an HTTP request (to the response head; a streamed body may go on), by method, matched route and status"
     );
-    describe_gauge!(
-        HTTP_CONNECTIONS_OPEN,
-        "Client connections open, by listener"
-    );
+    describe_gauge!(HTTP_CONNECTIONS_OPEN, "Client connections open, by listener");
     describe_counter!(
         HTTP_CONNECTIONS_REFUSED,
         "Client connections closed at once because server.max_connections were open, by listener"

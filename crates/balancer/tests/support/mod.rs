@@ -525,7 +525,8 @@ impl SilentUpstream {
         let mut queued = Vec::new();
         loop {
             assert!(queued.len() < 64, "the accept queue never filled");
-            match tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+            match tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
+            {
                 Ok(Ok(stream)) => queued.push(stream),
                 Ok(Err(e)) => panic!("connecting to the silent upstream: {e}"),
                 Err(_) => break,

@@ -143,7 +143,8 @@ pub async fn serve_with(
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED, "listener" => settings.name).increment(1);
+            metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED, "listener" => settings.name)
+                .increment(1);
             if refusals.due() {
                 tracing::warn!(
                     listener = settings.name,

@@ -30,7 +30,10 @@ pub fn install_recorder() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .and_then(|b| {
-                    b.set_buckets_for_metric(Matcher::Prefix("ezapi_upstream_".into()), UPSTREAM_LATENCY_BUCKETS)
+                    b.set_buckets_for_metric(
+                        Matcher::Prefix("ezapi_upstream_".into()),
+                        UPSTREAM_LATENCY_BUCKETS,
+                    )
                 })
                 .map(PrometheusBuilder::build_recorder)
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
@@ -70,7 +73,8 @@ pub async fn track(request: Request, next: Next) -> Response {
         ("status", status),
     ];
     metrics::counter!(crate::metrics::HTTP_REQUESTS, &labels).increment(1);
-    metrics::histogram!(crate::metrics::HTTP_REQUEST_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metrics::HTTP_REQUEST_DURATION, &labels)
+        .record(started.elapsed().as_secs_f64());
     response
 }
 
