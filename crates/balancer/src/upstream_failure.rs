@@ -262,6 +262,67 @@ mod tests {
         assert_eq!(host_port("not a url"), "(unparsable base URL)");
     }
 
+    /// A local server that reads a request, then does `then` with the connection.
+    async fn server(then: fn(tokio::net::TcpStream)) -> std::net::SocketAddr {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                then(stream);
+            }
+        });
+        addr
+    }
+
+    async fn cause_of(url: String) -> FailureCause {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let e = client.post(url).body("{}").send().await.unwrap_err();
+        FailureCause::of(&e)
+    }
+
+    #[tokio::test]
+    async fn request_errors_are_classified_by_their_source_chain() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert_eq!(
+            cause_of(format!("http://{closed}/v1")).await,
+            FailureCause::ConnectionRefused
+        );
+        let reset = server(|stream| {
+            let _ = stream.set_zero_linger();
+        })
+        .await;
+        assert_eq!(
+            cause_of(format!("http://{reset}/v1")).await,
+            FailureCause::ConnectionReset
+        );
+        // A peer that hangs up without answering: hyper's "incomplete message", which
+        // has no I/O error behind it.
+        let hangs_up = server(drop).await;
+        assert_eq!(
+            cause_of(format!("http://{hangs_up}/v1")).await,
+            FailureCause::Other
+        );
+        // TLS spoken to a plain HTTP server (which answers the hello with garbage).
+        let plain = server(|stream| {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut stream = stream;
+                let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            });
+        })
+        .await;
+        assert_eq!(cause_of(format!("https://{plain}/v1")).await, FailureCause::Tls);
+    }
+
     #[derive(Debug)]
     struct Outer(std::io::Error);
 
