@@ -284,7 +284,12 @@ impl Stream for ObservedBody {
                     return Poll::Ready(Some(Ok(out)));
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    tracing::warn!(error = %e.without_url(), "upstream stream broke after the first byte");
+                    tracing::warn!(
+                        request_id = %this.trace.record.request_id,
+                        credential = this.trace.record.api_key_id,
+                        error = %crate::upstream_failure::chain(&e.without_url()),
+                        "upstream stream broke after the first byte"
+                    );
                     return Poll::Ready(this.fail(
                         "upstream_stream_error",
                         "the upstream connection broke before the answer was complete",

@@ -583,6 +583,7 @@ fn refused(
     }
     tracing::warn!(
         credential = provider.id,
+        group = crate::metrics::group_name(provider),
         ?cause,
         upstream_status = status,
         banned = banned.as_deref(),
