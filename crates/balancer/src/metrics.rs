@@ -82,7 +82,7 @@ pub fn describe() {
     describe_histogram!(
         UPSTREAM_FIRST_BYTE,
         Unit::Seconds,
-        "Time from sending a request to an upstream to its response headers, by provider group"
+        "Time from sending a request to an upstream (connecting included) to its response headers, by provider group"
     );
     describe_counter!(
         UPSTREAM_INPUT_TOKENS,
