@@ -348,6 +348,9 @@ async fn balancer_app(options: Arc<Options>) -> Result<RoleApp, String> {
         fill_bus(&bus, &options.upstream, options.keys).await?;
         Arc::new(bus)
     };
+    // As `ezapi balancer`: the recorder before the snapshot, whose load takes the
+    // per-group metric handles.
+    let metrics = (!options.bare).then(ez_control_plane::middleware::install_recorder);
     let rss_before_load_kb = proc_status(std::process::id()).rss_kb;
     let started = Instant::now();
     let cache = SnapshotCache::new(bus.clone());
@@ -362,10 +365,7 @@ async fn balancer_app(options: Arc<Options>) -> Result<RoleApp, String> {
     reporter.spawn(b.report_interval, stopped);
     let settings = ProxySettings::from_config(&config);
     let state = BalancerState::new(cache.clone(), settings, reporter).map_err(|e| e.to_string())?;
-    let router = if options.bare {
-        ez_balancer::router(state)
-    } else {
-        let metrics = ez_control_plane::middleware::install_recorder();
+    let router = if let Some(metrics) = metrics {
         let app = ez_balancer::proxy::standalone_router(state).route(
             "/metrics",
             axum::routing::get(move || {
@@ -374,6 +374,8 @@ async fn balancer_app(options: Arc<Options>) -> Result<RoleApp, String> {
             }),
         );
         ez_control_plane::middleware::apply(app, config.server.max_body_bytes)
+    } else {
+        ez_balancer::router(state)
     };
     Ok(RoleApp {
         router,

@@ -15,6 +15,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use tokio::time::Sleep;
 
+use crate::metrics::GroupMetrics;
 use crate::report::{Outcome, Reporter};
 use crate::snapshot::TokenKey;
 use crate::usage::{JsonBodyWatch, SseWatch, Usage};
@@ -27,6 +28,13 @@ pub struct Trace {
     pub record: LogRecord,
     /// Estimated tokens of the request's text, for a stream whose usage never arrives.
     pub prompt_tokens: i64,
+    /// The counters of the provider group of the credential tried last; its usage is
+    /// counted there.
+    pub upstream: Option<Arc<GroupMetrics>>,
+    /// Why the last attempt got no HTTP answer (cause and host, see
+    /// `upstream_failure.rs`): added to the record's error message when the request
+    /// fails. Cleared when another attempt starts.
+    pub upstream_failure: Option<String>,
     token_hash: TokenKey,
     recorded: bool,
 }
@@ -41,6 +49,8 @@ impl Trace {
             started,
             record,
             prompt_tokens: 0,
+            upstream: None,
+            upstream_failure: None,
             token_hash,
             recorded: false,
         }
@@ -54,7 +64,13 @@ impl Trace {
         self.record.status_code = status;
         if let Some((code, message)) = error {
             self.record.error_code = Some(code.to_owned());
-            self.record.error_message = Some(message);
+            self.record.error_message = Some(match self.upstream_failure.take() {
+                Some(failure) => format!("{message}; {failure}"),
+                None => message,
+            });
+        }
+        if let Some(group) = &self.upstream {
+            group.tokens(self.record.input_tokens, self.record.output_tokens);
         }
         self.record.latency_ms = millis(self.started.elapsed());
         // Client-controlled text (model, namespace, request id, echoed in messages) is
@@ -268,7 +284,12 @@ impl Stream for ObservedBody {
                     return Poll::Ready(Some(Ok(out)));
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    tracing::warn!(error = %e.without_url(), "upstream stream broke after the first byte");
+                    tracing::warn!(
+                        request_id = %this.trace.record.request_id,
+                        credential = this.trace.record.api_key_id,
+                        error = %crate::upstream_failure::chain(&e.without_url()),
+                        "upstream stream broke after the first byte"
+                    );
                     return Poll::Ready(this.fail(
                         "upstream_stream_error",
                         "the upstream connection broke before the answer was complete",

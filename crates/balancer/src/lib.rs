@@ -9,6 +9,7 @@ pub mod cache;
 pub mod delivery;
 pub mod error;
 pub mod estimate;
+pub mod metrics;
 pub mod proxy;
 pub mod rate;
 pub mod refusal;
@@ -19,6 +20,7 @@ pub mod sink;
 pub mod snapshot;
 pub mod upstream;
 pub mod upstream_answer;
+pub mod upstream_failure;
 pub mod usage;
 
 pub use cache::SnapshotCache;

@@ -27,6 +27,7 @@ use crate::bans::BanPolicy;
 use crate::body::{ObservedBody, Trace};
 use crate::cache::SnapshotCache;
 use crate::error::ProxyError;
+use crate::metrics::GroupMetrics;
 use crate::rate::RateLimiter;
 use crate::refusal::{Cause, Verdict};
 use crate::report::Reporter;
@@ -35,6 +36,7 @@ use crate::route::{self, RouteError};
 use crate::snapshot::Snapshot;
 use crate::upstream::{self, Ingress};
 use crate::upstream_answer::{Classified, classify};
+use crate::upstream_failure::UpstreamFailure;
 
 /// Limits and deadlines of the proxy (configuration section `balancer`).
 #[derive(Debug, Clone)]
@@ -118,6 +120,7 @@ impl BalancerState {
             // or fetch another resource for the tenant: a 3xx is an upstream failure.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        crate::metrics::describe();
         let bans = BanPolicy::new(
             settings.ban_duration,
             settings.ban_threshold,
@@ -433,6 +436,8 @@ async fn send(
         "no_upstream",
         "no healthy upstream serves this model now",
     );
+    // Whether the last attempt failed (a success returns): the next pick fails over.
+    let mut failed_attempt = false;
     for _ in 0..state.settings.max_attempts.max(1) {
         let now = now_unix();
         let pick = {
@@ -442,6 +447,11 @@ async fn send(
             })
         };
         let Some(pick) = pick else { break };
+        if std::mem::take(&mut failed_attempt)
+            && let Some(group) = &trace.upstream
+        {
+            group.failed_over();
+        }
         tried.insert(pick.credential_id);
         let Some(provider) = snapshot.providers.get(&pick.credential_id) else {
             continue;
@@ -449,6 +459,9 @@ async fn send(
         let Some(kind) = upstream::provider_type(provider) else {
             continue;
         };
+        trace.upstream = snapshot.upstream_metrics.get(&provider.group_id).cloned();
+        trace.upstream_failure = None;
+        failed_attempt = true;
         trace.record.upstream_model = pick.upstream_model.clone();
         trace.record.group_id = Some(provider.group_id);
         trace.record.api_key_id = Some(provider.id);
@@ -472,41 +485,23 @@ async fn send(
             .settings
             .first_byte_timeout
             .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let sent = Instant::now();
         let response = match tokio::time::timeout(wait, outgoing.send()).await {
             Err(_) => {
                 state.reporter.note_failed_attempt(provider.id);
-                tracing::warn!(
-                    credential = provider.id,
-                    "upstream timed out before the first byte; failing over"
-                );
-                last_error = ProxyError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    "the upstream did not answer in time",
-                );
+                last_error = UpstreamFailure::timed_out(provider, wait).report(provider, trace);
                 continue;
             }
             Ok(Err(e)) => {
                 state.reporter.note_failed_attempt(provider.id);
-                let timed_out = e.is_timeout();
-                tracing::warn!(credential = provider.id, error = %e.without_url(), "upstream unreachable; failing over");
-                last_error = if timed_out {
-                    ProxyError::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream_timeout",
-                        "the upstream could not be reached in time",
-                    )
-                } else {
-                    ProxyError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_unreachable",
-                        "the upstream could not be reached",
-                    )
-                };
+                last_error = UpstreamFailure::from_error(provider, e).report(provider, trace);
                 continue;
             }
             Ok(Ok(response)) => response,
         };
+        if let Some(group) = &trace.upstream {
+            group.answered(response.status().as_u16(), sent.elapsed());
+        }
         let read_by = deadline.min(tokio::time::Instant::now() + state.settings.idle_timeout);
         match classify(response, read_by).await {
             Classified::Pass(response) => {
@@ -515,7 +510,7 @@ async fn send(
             }
             Classified::Refused { verdict, retry_after } => {
                 state.reporter.note_failed_attempt(provider.id);
-                last_error = refused(state, provider, &verdict, retry_after);
+                last_error = refused(state, provider, &verdict, retry_after, trace.upstream.as_deref());
             }
         }
     }
@@ -529,6 +524,7 @@ fn refused(
     provider: &ProviderSnapshot,
     verdict: &Verdict,
     retry_after: Option<u64>,
+    group: Option<&GroupMetrics>,
 ) -> ProxyError {
     let (cause, status) = match verdict {
         Verdict::FailOver(cause) => (*cause, None),
@@ -537,8 +533,12 @@ fn refused(
         Verdict::Answer => (Cause::ServerError, None),
     };
     let banned = state.bans.apply(provider, verdict).map(|r| r.reason());
+    if let (Some(_), Some(group)) = (&banned, group) {
+        group.banned();
+    }
     tracing::warn!(
         credential = provider.id,
+        group = crate::metrics::group_name(provider),
         ?cause,
         upstream_status = status,
         banned = banned.as_deref(),

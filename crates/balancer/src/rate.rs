@@ -59,7 +59,7 @@ impl RateLimiter {
                 Err(_) => self.bus_failed("the bus did not answer in time"),
             }
         }
-        metrics::counter!("ezapi_balancer_rate_limit_local_total").increment(1);
+        metrics::counter!(crate::metrics::RATE_LIMIT_LOCAL).increment(1);
         self.count_locally(keys, second)
     }
 

@@ -202,15 +202,14 @@ impl Reporter {
     fn count_dropped(&self, n: u64) {
         if n > 0 {
             self.dropped.fetch_add(n, Ordering::Relaxed);
-            metrics::counter!("ezapi_balancer_log_records_dropped_total").increment(n);
+            metrics::counter!(crate::metrics::LOG_RECORDS_DROPPED).increment(n);
         }
     }
 
     fn count_refused(&self, what: &'static str, n: usize) {
         if n > 0 {
             self.refused.fetch_add(n as u64, Ordering::Relaxed);
-            metrics::counter!("ezapi_balancer_report_items_refused_total", "report" => what)
-                .increment(n as u64);
+            metrics::counter!(crate::metrics::REPORT_ITEMS_REFUSED, "report" => what).increment(n as u64);
         }
     }
 
@@ -410,7 +409,7 @@ impl Reporter {
 
     async fn flush_reports(&self) {
         self.deliver_reports().await;
-        metrics::gauge!("ezapi_balancer_log_buffer").set(self.buffered() as f64);
+        metrics::gauge!(crate::metrics::LOG_BUFFER).set(self.buffered() as f64);
     }
 
     async fn deliver_reports(&self) {
@@ -541,6 +540,6 @@ fn credential_usage((id, t): &(i64, CredentialTotals)) -> CredentialUsage {
 }
 
 fn note_failure(e: &ReportError) {
-    metrics::counter!("ezapi_balancer_report_failures_total").increment(1);
+    metrics::counter!(crate::metrics::REPORT_FAILURES).increment(1);
     tracing::warn!(error = %e, "report not delivered");
 }

@@ -8,7 +8,9 @@ use ez_contract::bus_keys;
 use ez_contract::routing::{BindingSnapshot, ProviderSnapshot};
 use ez_contract::snapshot::{MasterSnapshot, TokenSnapshot};
 
-/// Everything a request needs, by the key it is looked up with. The four maps are
+use crate::metrics::GroupMetrics;
+
+/// Everything a request needs, by the key it is looked up with. The maps are
 /// shared between successive snapshots when only the other part changed (a routing
 /// change does not copy 100,000 token entries).
 #[derive(Debug, Default, Clone)]
@@ -21,6 +23,8 @@ pub struct Snapshot {
     pub providers: Arc<HashMap<i64, ProviderSnapshot>>,
     /// By `namespace.public_model`.
     pub bindings: Arc<HashMap<String, BindingSnapshot>>,
+    /// The metric handles of each provider group of `providers`, by group id.
+    pub upstream_metrics: Arc<HashMap<i64, Arc<GroupMetrics>>>,
     /// Unix seconds when it was loaded.
     pub loaded_at: i64,
 }
@@ -93,6 +97,7 @@ impl Snapshot {
         if matches!(part, Part::Routing | Part::All) {
             let (providers, bindings) = load_routing(bus).await?;
             crate::route::warn_unresolved(&self.bindings, &bindings);
+            next.upstream_metrics = Arc::new(GroupMetrics::for_groups(&providers));
             next.providers = Arc::new(providers);
             next.bindings = Arc::new(bindings);
         }

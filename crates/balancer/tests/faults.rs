@@ -15,7 +15,7 @@ use ez_balancer::{ProxySettings, Reporter, SnapshotCache};
 use ez_contract::time::now_unix;
 use ez_control_plane::testing::Backend;
 use serde_json::{Value, json};
-use support::{Gateway, ResetUpstream, Tenant, both_backends, sse_events};
+use support::{Gateway, ResetUpstream, SilentUpstream, Tenant, both_backends, sse_events};
 
 const FIRST_BYTE: Duration = Duration::from_millis(700);
 const IDLE: Duration = Duration::from_millis(700);
@@ -128,6 +128,9 @@ both_backends!(
     messages_to_an_openai_only_model_are_unsupported,
     responses_pass_through_to_openai_groups,
     a_429_whose_body_never_ends_fails_over_in_time,
+    a_closed_port_is_named_in_the_log_record_but_not_to_the_client,
+    an_unresolvable_host_is_a_dns_failure,
+    a_connect_timeout_is_told_from_a_slow_answer,
 );
 
 async fn upstream_500_fails_over_and_alone_is_a_502(backend: Backend) {
@@ -290,6 +293,12 @@ async fn upstream_timeout_fails_over_and_alone_is_a_504_in_time(backend: Backend
             .contains(&timed_out["api_key_id"].as_i64().unwrap())
     );
     assert!(timed_out["latency_ms"].as_i64().unwrap() >= budget.as_millis() as i64);
+    let upstream_host = gw.upstream.trim_start_matches("http://").trim_end_matches("/v1");
+    assert_eq!(
+        timed_out["error_message"].as_str(),
+        Some(format!("the upstream did not answer in time; no response in time at {upstream_host}").as_str()),
+        "{timed_out}"
+    );
     assert_not_banned(&gw, mixed.credentials[0]).await;
 }
 
@@ -1070,5 +1079,138 @@ async fn a_429_whose_body_never_ends_fails_over_in_time(backend: Backend) {
     assert!(
         elapsed < FIRST_BYTE.max(IDLE) + Duration::from_secs(2),
         "failed over after {elapsed:?}"
+    );
+}
+
+/// A local port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The one failed request of `gw` to `model`: asserts the client saw `status` and `code`
+/// with a message naming `cause` and nothing of `hidden`, and returns its log record.
+async fn failed_record(
+    gw: &Gateway,
+    key: &str,
+    model: &str,
+    expected: (u16, &str),
+    cause: &str,
+    hidden: &str,
+) -> Value {
+    let (status, body, _) = gw.chat(key, model, false).await;
+    assert_eq!(error_of(status, &body), expected);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(cause), "the client is told the cause: {message}");
+    assert!(
+        !message.contains(hidden),
+        "the client is not told where the upstream is: {message}"
+    );
+    let logs = gw.wait_for_logs(1).await;
+    record_with_status(&logs, status).clone()
+}
+
+async fn a_closed_port_is_named_in_the_log_record_but_not_to_the_client(backend: Backend) {
+    let gw = start(backend).await;
+    let port = closed_port();
+    // Secrets in the URL's userinfo and query, and the credential itself, stay out.
+    let base = format!("http://proxy-user:url-secret-0001@127.0.0.1:{port}/v1?sig=url-secret-0002");
+    let route = gw
+        .add_route("closed", &base, &[("sk-upstream-closed-0003", 1)], "closed", 1)
+        .await;
+    let t = tenant(&gw).await;
+    let host = format!("127.0.0.1:{port}");
+    let record = failed_record(
+        &gw,
+        &t.key,
+        "closed",
+        (502, "upstream_unreachable"),
+        "connection refused",
+        &host,
+    )
+    .await;
+    assert_eq!(record["error_code"], "upstream_unreachable");
+    assert_eq!(record["api_key_id"], route.credentials[0]);
+    assert_eq!(
+        record["error_message"].as_str(),
+        Some(
+            format!("the upstream could not be reached (connection refused); connection refused at {host}")
+                .as_str()
+        ),
+        "{record}"
+    );
+    let shown = record.to_string();
+    for secret in ["url-secret", "sk-upstream-closed", "proxy-user", "sig="] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+}
+
+async fn an_unresolvable_host_is_a_dns_failure(backend: Backend) {
+    let gw = start(backend).await;
+    // `.invalid` never resolves (RFC 6761).
+    gw.add_route(
+        "nowhere",
+        "http://nonexistent.invalid/v1",
+        &[("sk-upstream-dns", 1)],
+        "nowhere",
+        1,
+    )
+    .await;
+    let t = tenant(&gw).await;
+    let record = failed_record(
+        &gw,
+        &t.key,
+        "nowhere",
+        (502, "upstream_unreachable"),
+        "DNS resolution failed",
+        "nonexistent",
+    )
+    .await;
+    assert_eq!(
+        record["error_message"].as_str(),
+        Some(
+            "the upstream could not be reached (DNS resolution failed); DNS resolution failed at nonexistent.invalid:80"
+        ),
+        "{record}"
+    );
+}
+
+async fn a_connect_timeout_is_told_from_a_slow_answer(backend: Backend) {
+    const CONNECT: Duration = Duration::from_millis(300);
+    let gw = Gateway::start_with(
+        backend,
+        ProxySettings {
+            connect_timeout: CONNECT,
+            first_byte_timeout: Duration::from_secs(5),
+            ..settings()
+        },
+    )
+    .await;
+    let silent = SilentUpstream::start().await;
+    gw.add_route("silent", &silent.base, &[("sk-upstream-silent", 1)], "silent", 1)
+        .await;
+    let t = tenant(&gw).await;
+    let host = silent.base.trim_start_matches("http://").trim_end_matches("/v1");
+    let started = Instant::now();
+    let record = failed_record(
+        &gw,
+        &t.key,
+        "silent",
+        (504, "upstream_timeout"),
+        "connect timeout",
+        host,
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the connect deadline ended it"
+    );
+    assert_eq!(
+        record["error_message"].as_str(),
+        Some(
+            format!("the upstream could not be reached in time (connect timeout); connect timeout at {host}")
+                .as_str()
+        ),
+        "{record}"
     );
 }

@@ -11,6 +11,7 @@ pub mod config_doc;
 pub mod error;
 pub mod listener;
 pub mod masking;
+pub mod metrics;
 pub mod middleware;
 pub mod models;
 pub mod namespaces;

@@ -88,7 +88,7 @@ async fn run_job(job: Arc<dyn Job>, mut stopped: watch::Receiver<bool>) {
             }
             Err(_) => "cancelled",
         };
-        metrics::counter!("ez_job_runs_total", "job" => name, "outcome" => outcome).increment(1);
+        metrics::counter!(crate::metrics::JOB_RUNS, "job" => name, "outcome" => outcome).increment(1);
     }
 }
 

@@ -301,7 +301,7 @@ impl BusSync {
 
     async fn settle_write(&self, targets: &[SyncTarget], result: Result<(), SyncError>) {
         let Err(e) = result else { return };
-        metrics::counter!("ez_bus_sync_failures_total").increment(1);
+        metrics::counter!(crate::metrics::BUS_SYNC_FAILURES).increment(1);
         for target in targets {
             tracing::warn!(error = %e, resource = target.resource(), id = %target.resource_id(), "bus write failed; queued in the sync outbox");
             if let Err(store_error) = self
@@ -925,7 +925,7 @@ impl Job for BusWatchdog {
         let marker = self.sync.bus.hash_get(bus_keys::SYNC_SENTINEL, "version").await?;
         if marker.is_none() {
             tracing::warn!("the bus has lost its data (no meta:sync marker); rebuilding it");
-            metrics::counter!("ez_bus_rebuilds_total").increment(1);
+            metrics::counter!(crate::metrics::BUS_REBUILDS).increment(1);
             self.sync.full_sync().await?;
             return Ok(());
         }
@@ -944,7 +944,7 @@ impl Job for BusWatchdog {
             .await?;
         if !dead.is_empty() {
             tracing::warn!("the bus answers again and dead outbox entries exist; rebuilding it");
-            metrics::counter!("ez_bus_rebuilds_total").increment(1);
+            metrics::counter!(crate::metrics::BUS_REBUILDS).increment(1);
             self.sync.full_sync().await?;
         }
         Ok(())

@@ -552,9 +552,17 @@ async fn serve_balancer(config: Config) -> anyhow::Result<()> {
             .map(|t| t.expose().to_owned()),
     )
     .context("building the control plane client")?;
+    // Before the first snapshot load, which takes the per-group metric handles.
+    let metrics = ez_control_plane::middleware::install_recorder();
+    // Histogram samples pile up until drained; without a control plane's scheduler in
+    // the process, this is the job that drains them between scrapes.
+    let mut upkeep = ez_control_plane::scheduler::Scheduler::new();
+    upkeep.add(std::sync::Arc::new(ez_control_plane::middleware::MetricsUpkeep {
+        handle: metrics.clone(),
+    }));
+    let upkeep = upkeep.start();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (state, tasks) = start_data_plane(&config, bus, std::sync::Arc::new(sink), stopped).await?;
-    let metrics = ez_control_plane::middleware::install_recorder();
     let app = ez_balancer::proxy::standalone_router(state).route(
         "/metrics",
         axum::routing::get(move || {
@@ -577,6 +585,7 @@ async fn serve_balancer(config: Config) -> anyhow::Result<()> {
     .await?;
     let _ = stop.send(true);
     tasks.finish(stopping + config.server.shutdown_grace).await;
+    upkeep.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

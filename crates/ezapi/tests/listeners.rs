@@ -330,7 +330,7 @@ async fn wait_until_quiet(client: &reqwest::Client, server: &Server) {
     loop {
         let open = metric(
             &metrics(client, server).await,
-            "ez_http_connections_open",
+            "ezapi_http_connections_open",
             &["listener=\"public\""],
         );
         if open <= 1.0 {
@@ -611,7 +611,7 @@ async fn slow_and_idle_clients_are_held_then_closed(backend: Backend) {
             while first_opened.elapsed() < HEADER_READ - Duration::from_millis(500) {
                 open = metric(
                     &metrics(&client, &server).await,
-                    "ez_http_connections_open",
+                    "ezapi_http_connections_open",
                     &["listener=\"public\""],
                 );
                 if open >= total as f64 {
@@ -643,14 +643,14 @@ async fn slow_and_idle_clients_are_held_then_closed(backend: Backend) {
     let timed_out = |waiting_for: &str| {
         metric(
             &text,
-            "ez_http_connections_timed_out_total",
+            "ezapi_http_connections_timed_out_total",
             &[&format!("waiting_for=\"{waiting_for}\"")],
         )
     };
     assert!(timed_out("header_read") >= 240.0, "{text}");
     assert!(timed_out("keep_alive_idle") >= 100.0, "{text}");
     assert!(
-        metric(&text, "ez_http_requests_total", &["status=\"408\""]) >= 180.0,
+        metric(&text, "ezapi_http_requests_total", &["status=\"408\""]) >= 180.0,
         "{text}"
     );
     wait_until_quiet(&client, &server).await;
@@ -719,7 +719,7 @@ async fn fill_the_cap(server: &Server, cap: usize, extra: usize) {
     let text = metrics(&client, server).await;
     let refusals = metric(
         &text,
-        "ez_http_connections_refused_total",
+        "ezapi_http_connections_refused_total",
         &["listener=\"public\""],
     );
     assert!(
@@ -727,7 +727,7 @@ async fn fill_the_cap(server: &Server, cap: usize, extra: usize) {
         "{refusals} refusals counted: {text}"
     );
     assert_eq!(
-        metric(&text, "ez_http_accept_errors_total", &[]),
+        metric(&text, "ezapi_http_accept_errors_total", &[]),
         0.0,
         "the process never ran out of file descriptors: {text}"
     );

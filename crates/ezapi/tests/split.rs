@@ -196,6 +196,41 @@ async fn cp_keeps_balancer_logs_while_away(database_url: Option<String>) {
     wait_until_routable(&client, &balancer, &key).await;
     let ready = health(&client, &balancer).await;
     assert_eq!(ready["snapshot"]["ready"], true, "{ready}");
+    // The per-group counters count from the first request: the recorder is installed
+    // before the first snapshot load, which takes their handles.
+    let metrics = client
+        .get(balancer.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let answered = r#"ezapi_upstream_requests_total{group="mock-openai",status_class="2xx"} "#;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.strip_prefix(answered).is_some_and(|n| n != "0")),
+        "{metrics}"
+    );
+    // Its histograms are drained between scrapes by its own upkeep job (every 5 s).
+    let upkeep = r#"ezapi_job_runs_total{job="metrics_upkeep",outcome="ok"} "#;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = client
+            .get(balancer.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        if metrics.lines().any(|l| l.starts_with(upkeep)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no upkeep run:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // A balancer with the wrong stats token answers, but keeps its logs: the control
     // plane refuses them (401) and the balancer holds them for a corrected deployment.

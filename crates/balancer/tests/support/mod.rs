@@ -506,6 +506,40 @@ impl ResetUpstream {
     }
 }
 
+/// An upstream whose accept queue is full and never drained: a new connection gets no
+/// answer to its SYN, so connecting times out.
+pub struct SilentUpstream {
+    pub base: String,
+    _listener: tokio::net::TcpListener,
+    _queued: Vec<tokio::net::TcpStream>,
+}
+
+impl SilentUpstream {
+    pub async fn start() -> SilentUpstream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let listener = socket.listen(0).unwrap();
+        // Connections the kernel completes wait in the queue, never accepted, until one
+        // attempt hangs: the queue is full.
+        let mut queued = Vec::new();
+        loop {
+            assert!(queued.len() < 64, "the accept queue never filled");
+            match tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
+            {
+                Ok(Ok(stream)) => queued.push(stream),
+                Ok(Err(e)) => panic!("connecting to the silent upstream: {e}"),
+                Err(_) => break,
+            }
+        }
+        SilentUpstream {
+            base: format!("http://{addr}/v1"),
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+}
+
 /// An upstream that answers every request with `status` and `Location: location`.
 pub struct RedirectUpstream {
     pub base: String,

@@ -67,7 +67,7 @@ async fn sync_bus(state: &AppState, touched: Touched) {
     let Err(e) = state.sync.full_sync().await else {
         return;
     };
-    metrics::counter!("ez_bus_sync_failures_total").increment(1);
+    metrics::counter!(crate::metrics::BUS_SYNC_FAILURES).increment(1);
     tracing::warn!(error = %e, "bus sync after import failed; the changes wait in the sync outbox");
     for target in touched.targets() {
         let recorded = state

@@ -182,7 +182,7 @@ pub(super) async fn run(
                     && at <= Instant::now()
                 {
                     metrics::counter!(
-                        "ez_http_connections_timed_out_total",
+                        crate::metrics::HTTP_CONNECTIONS_TIMED_OUT,
                         "listener" => shared.name,
                         "waiting_for" => wait.label()
                     )
@@ -201,7 +201,7 @@ pub(super) async fn run(
 }
 
 /// A connection's place under `server.max_connections`, counted in
-/// `ez_http_connections_open`; given back however the connection's task ends.
+/// `ezapi_http_connections_open`; given back however the connection's task ends.
 struct Slot {
     listener: &'static str,
     permit: Option<OwnedSemaphorePermit>,
@@ -209,7 +209,7 @@ struct Slot {
 
 impl Slot {
     fn new(listener: &'static str, permit: OwnedSemaphorePermit) -> Slot {
-        metrics::gauge!("ez_http_connections_open", "listener" => listener).increment(1.0);
+        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS_OPEN, "listener" => listener).increment(1.0);
         Slot {
             listener,
             permit: Some(permit),
@@ -222,7 +222,7 @@ impl Drop for Slot {
         // The place is free before the gauge says so: a reader of the gauge may count
         // on it.
         drop(self.permit.take());
-        metrics::gauge!("ez_http_connections_open", "listener" => self.listener).decrement(1.0);
+        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS_OPEN, "listener" => self.listener).decrement(1.0);
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! - **Connection cap** (`server.max_connections`, per listener): at the cap a new
 //!   connection is accepted and closed at once, and counted in
-//!   `ez_http_connections_refused_total`. Closing at once (rather than leaving it in the
+//!   `ezapi_http_connections_refused_total`. Closing at once (rather than leaving it in the
 //!   kernel's backlog until a slot frees) tells the client and its load balancer right
 //!   away, and keeps the process below its open-file limit, so it never fails `accept`
 //!   with "too many open files" — the failure that used to stall `/health`.
@@ -130,7 +130,7 @@ pub async fn serve_with(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    metrics::counter!("ez_http_accept_errors_total", "listener" => settings.name).increment(1);
+                    metrics::counter!(crate::metrics::HTTP_ACCEPT_ERRORS, "listener" => settings.name).increment(1);
                     if accept_errors.due() {
                         tracing::error!(listener = settings.name, error = %e, "cannot accept connections");
                     }
@@ -143,7 +143,8 @@ pub async fn serve_with(
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!("ez_http_connections_refused_total", "listener" => settings.name).increment(1);
+            metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED, "listener" => settings.name)
+                .increment(1);
             if refusals.due() {
                 tracing::warn!(
                     listener = settings.name,

@@ -13,19 +13,35 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Installs the process-wide Prometheus recorder once and returns its handle.
+/// The balancer's upstream latencies (`ezapi_upstream_*_seconds`): a model takes seconds
+/// to a minute or more before its first byte.
+const UPSTREAM_LATENCY_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// Installs the process-wide Prometheus recorder once and returns its handle, with the
+/// descriptions of the control plane's families (`crate::metrics`). A data plane in the
+/// process describes its own when it starts; it must start after this.
 pub fn install_recorder() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            // A full name or prefix matcher wins over a suffix matcher.
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Prefix("ezapi_upstream_".into()),
+                        UPSTREAM_LATENCY_BUCKETS,
+                    )
+                })
                 .map(PrometheusBuilder::build_recorder)
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
             // Fails only if another recorder is installed (embedding); ours then stays
             // local and /metrics shows only what it recorded.
             let _ = metrics::set_global_recorder(recorder);
+            crate::metrics::describe();
             handle
         })
         .clone()
@@ -56,8 +72,9 @@ pub async fn track(request: Request, next: Next) -> Response {
         ("route", route),
         ("status", status),
     ];
-    metrics::counter!("ez_http_requests_total", &labels).increment(1);
-    metrics::histogram!("ez_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    metrics::counter!(crate::metrics::HTTP_REQUESTS, &labels).increment(1);
+    metrics::histogram!(crate::metrics::HTTP_REQUEST_DURATION, &labels)
+        .record(started.elapsed().as_secs_f64());
     response
 }
 

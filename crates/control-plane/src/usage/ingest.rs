@@ -152,7 +152,7 @@ pub async fn ingest_logs(state: &AppState, batch: LogBatch) -> Result<LogIngest,
         for why in Rejection::ALL {
             let n = rejected[why as usize];
             if n > 0 {
-                metrics::counter!("ezapi_log_records_rejected_total", "reason" => why.label())
+                metrics::counter!(crate::metrics::LOG_RECORDS_REJECTED, "reason" => why.label())
                     .increment(n as u64);
             }
         }

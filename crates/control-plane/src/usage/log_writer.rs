@@ -55,13 +55,13 @@ impl LogWriter {
             })
             .is_ok();
         if !admitted {
-            metrics::counter!("ezapi_log_batches_refused_total").increment(1);
+            metrics::counter!(crate::metrics::LOG_BATCHES_REFUSED).increment(1);
             return Err(WriteRefused::Busy);
         }
         let result = self.store.insert_logs(records, self.rows_per_statement).await;
         self.in_flight.fetch_sub(n, Ordering::AcqRel);
         let outcome = result?;
-        metrics::counter!("ezapi_log_records_written_total").increment(outcome.stored as u64);
+        metrics::counter!(crate::metrics::LOG_RECORDS_WRITTEN).increment(outcome.stored as u64);
         Ok(outcome)
     }
 }

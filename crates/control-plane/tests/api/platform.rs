@@ -86,16 +86,36 @@ async fn metrics_are_prometheus_text(backend: Backend) {
             .starts_with("text/plain")
     );
     assert!(
-        resp.text.contains("# TYPE ez_http_requests_total counter"),
+        resp.text.contains("# TYPE ezapi_http_requests_total counter"),
         "{}",
         resp.text
     );
     assert!(resp.text.contains(r#"route="/admin/masters""#), "{}", resp.text);
     assert!(
-        resp.text.contains("ez_http_request_duration_seconds_bucket"),
+        resp.text.contains("ezapi_http_request_duration_seconds_bucket"),
         "{}",
         resp.text
     );
+    // Every family shown is one of the control plane's, named `ezapi_…` and described.
+    let typed: Vec<&str> = resp
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(typed.contains(&"ezapi_http_requests_total"), "{typed:?}");
+    for family in typed {
+        assert!(family.starts_with("ezapi_"), "{family}");
+        assert!(
+            ez_control_plane::metrics::FAMILIES.contains(&family),
+            "{family} is not declared in ez_control_plane::metrics"
+        );
+        assert!(
+            resp.text.contains(&format!("# HELP {family} ")),
+            "{family} has no description:\n{}",
+            resp.text
+        );
+    }
 }
 
 async fn login_issues_sessions_for_admin_and_masters(backend: Backend) {
