@@ -36,18 +36,6 @@ async fn grouped_route(gw: &Gateway, name: &str, route_group: &str, key: &str) {
     .await;
 }
 
-/// The `/v1/models` ids `key` sees.
-async fn models(gw: &Gateway, key: &str) -> Vec<String> {
-    let (status, body, text) = gw.call(reqwest::Method::GET, "/v1/models", key, None).await;
-    assert_eq!(status, 200, "{text}");
-    body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 /// Asserts `key`'s requests for `shared` are all answered by the credential signed `via`.
 async fn assert_served_by(gw: &Gateway, key: &str, via: &str) {
     for _ in 0..8 {
@@ -84,15 +72,15 @@ async fn routing_groups_send_each_master_to_its_own_upstream(backend: Backend) {
     assert_eq!(gw.mock.hits("sk-upstream-bbbb"), 8);
 
     // The model list shows only routes with a candidate for the caller's group.
-    assert_eq!(models(&gw, &a.key).await, ["shared"]);
-    assert_eq!(models(&gw, &c.key).await, Vec::<String>::new());
+    assert_eq!(gw.model_ids(&a.key).await, ["shared"]);
+    assert_eq!(gw.model_ids(&c.key).await, Vec::<String>::new());
 
     // A route of the default routing group serves masters of that group only.
     let d = gw.add_tenant("tenant-d", json!({}), json!({})).await;
     let (status, body, text) = gw.chat(&d.key, "everyone", false).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(body["choices"][0]["message"]["content"], "hello via good");
-    assert_eq!(models(&gw, &d.key).await, ["everyone"]);
+    assert_eq!(gw.model_ids(&d.key).await, ["everyone"]);
     let (status, body, _) = gw.chat(&a.key, "everyone", false).await;
     assert_eq!((status, code(&body)), (404, "model_not_found"));
 

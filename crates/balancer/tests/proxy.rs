@@ -189,18 +189,6 @@ async fn model_listing_shows_only_reachable_routes(backend: Backend) {
     );
 }
 
-/// The ids `GET /v1/models` lists for `key`.
-async fn listed_models(gw: &Gateway, key: &str) -> Vec<String> {
-    let (status, body, text) = gw.call(reqwest::Method::GET, "/v1/models", key, None).await;
-    assert_eq!(status, 200, "{text}");
-    body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 async fn a_route_that_resolves_to_nothing_names_its_problem(backend: Backend) {
     let gw = Gateway::start(backend).await;
     let key = gw.setup(&["sk-upstream-good1"], "fast", "gpt-4o-mini").await;
@@ -239,7 +227,7 @@ async fn a_route_that_resolves_to_nothing_names_its_problem(backend: Backend) {
     assert!(!message.contains("unhealthy"), "{message}");
     assert_eq!(gw.mock.hits("sk-upstream-llama"), 0);
     assert_eq!(
-        listed_models(&gw, &key).await,
+        gw.model_ids(&key).await,
         vec!["fast", "text-embedding-3-small"],
         "a route that cannot serve is not listed"
     );
@@ -258,7 +246,7 @@ async fn a_route_that_resolves_to_nothing_names_its_problem(backend: Backend) {
     assert_eq!(status, 200, "{text}");
     assert_eq!(body["model"], "llama-3.3-70b-instruct");
     assert_eq!(
-        listed_models(&gw, &key).await,
+        gw.model_ids(&key).await,
         vec!["fast", "llama", "text-embedding-3-small"]
     );
 
@@ -276,7 +264,7 @@ async fn a_route_that_resolves_to_nothing_names_its_problem(backend: Backend) {
         (503, Some("no_upstream")),
         "{text}"
     );
-    assert!(listed_models(&gw, &key).await.contains(&"llama".to_owned()));
+    assert!(gw.model_ids(&key).await.contains(&"llama".to_owned()));
 
     // A disabled binding is named as such.
     gw.put(
@@ -295,7 +283,7 @@ async fn a_route_that_resolves_to_nothing_names_its_problem(backend: Backend) {
             .contains("the binding is disabled"),
         "{text}"
     );
-    assert!(!listed_models(&gw, &key).await.contains(&"llama".to_owned()));
+    assert!(!gw.model_ids(&key).await.contains(&"llama".to_owned()));
 }
 
 async fn the_snapshot_follows_refresh_events(backend: Backend) {

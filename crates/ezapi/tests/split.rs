@@ -198,14 +198,7 @@ async fn cp_keeps_balancer_logs_while_away(database_url: Option<String>) {
     assert_eq!(ready["snapshot"]["ready"], true, "{ready}");
     // The per-group counters count from the first request: the recorder is installed
     // before the first snapshot load, which takes their handles.
-    let metrics = client
-        .get(balancer.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = scrape(&client, &balancer).await;
     let answered = r#"ezapi_upstream_requests_total{group="mock-openai",status_class="2xx"} "#;
     assert!(
         metrics
@@ -217,14 +210,7 @@ async fn cp_keeps_balancer_logs_while_away(database_url: Option<String>) {
     let upkeep = r#"ezapi_job_runs_total{job="metrics_upkeep",outcome="ok"} "#;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let metrics = client
-            .get(balancer.url("/metrics"))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text");
+        let metrics = scrape(&client, &balancer).await;
         if metrics.lines().any(|l| l.starts_with(upkeep)) {
             break;
         }
@@ -394,4 +380,14 @@ async fn split_balancer_outlives_the_control_plane_postgres() {
     let db = TestDatabase::create(Backend::Real).await;
     run(Some(db.url.clone())).await;
     drop(db);
+}
+
+/// The text of `proc`'s `/metrics`.
+async fn scrape(client: &reqwest::Client, proc: &Proc) -> String {
+    let resp = client
+        .get(proc.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    resp.text().await.expect("metrics text")
 }

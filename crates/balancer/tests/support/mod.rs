@@ -888,6 +888,18 @@ impl Gateway {
         base
     }
 
+    /// The ids `GET /v1/models` lists for `key`.
+    pub async fn model_ids(&self, key: &str) -> Vec<String> {
+        let (status, body, text) = self.call(reqwest::Method::GET, "/v1/models", key, None).await;
+        assert_eq!(status, 200, "{text}");
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     pub async fn chat(&self, key: &str, model: &str, stream: bool) -> (u16, Value, String) {
         let body =
             json!({ "model": model, "messages": [{ "role": "user", "content": "hi" }], "stream": stream });

@@ -1241,14 +1241,12 @@ async fn binding_crud_and_validation(backend: Backend) {
     );
 
     // Update: regex selectors are unanchored.
-    let updated = app
-        .admin_put(
-            &format!("/admin/bindings/{bid}"),
-            json!({ "weight": 7, "selector_type": "regex", "selector_value": "4o-mi" }),
-        )
-        .await
-        .expect(200)
-        .body;
+    let updated = put_binding(
+        &app,
+        bid,
+        json!({ "weight": 7, "selector_type": "regex", "selector_value": "4o-mi" }),
+    )
+    .await;
     assert_eq!(updated["weight"], 7);
     assert_eq!(updated["resolution"]["status"], "ok");
     assert_eq!(updated["resolution"]["upstreams"], json!({ &k: "gpt-4o-mini" }));
@@ -1273,14 +1271,12 @@ async fn binding_crud_and_validation(backend: Backend) {
         .expect_error(404, "binding_not_found");
 
     // Renaming the route moves its entries.
-    let moved = app
-        .admin_put(
-            &format!("/admin/bindings/{bid}"),
-            json!({ "public_model": "quick", "namespace": "default" }),
-        )
-        .await
-        .expect(200)
-        .body;
+    let moved = put_binding(
+        &app,
+        bid,
+        json!({ "public_model": "quick", "namespace": "default" }),
+    )
+    .await;
     assert_eq!(
         (&moved["namespace"], &moved["public_model"]),
         (&json!("default"), &json!("quick"))
@@ -1639,6 +1635,14 @@ async fn selector_errors_are_shown_never_guessed(backend: Backend) {
     check_metas(&app).await;
 }
 
+/// `PUT /admin/bindings/{id}` with `body`; the updated binding.
+async fn put_binding(app: &TestApp, id: i64, body: Value) -> Value {
+    app.admin_put(&format!("/admin/bindings/{id}"), body)
+        .await
+        .expect(200)
+        .body
+}
+
 /// The problems of a binding's resolution as one string, asserting the rule they obey:
 /// never empty unless the status is `ok`.
 #[track_caller]
@@ -1703,40 +1707,34 @@ async fn unresolved_bindings_say_why_and_how_to_fix_it(backend: Backend) {
     assert_mentions(candidate["error_detail"].as_str().expect("error_detail"), &miss);
 
     // The other selector types miss with their own words.
-    let regex = app
-        .admin_put(
-            &format!("/admin/bindings/{bid}"),
-            json!({ "selector_type": "regex", "selector_value": "^mistral" }),
-        )
-        .await
-        .expect(200)
-        .body;
+    let regex = put_binding(
+        &app,
+        bid,
+        json!({ "selector_type": "regex", "selector_value": "^mistral" }),
+    )
+    .await;
     assert_mentions(
         &problems_of(&regex),
         &["matches the regex `^mistral`", "llama-3.3-70b-instruct"],
     );
-    let normalized = app
-        .admin_put(
-            &format!("/admin/bindings/{bid}"),
-            json!({ "selector_type": "normalize_exact", "selector_value": "" }),
-        )
-        .await
-        .expect(200)
-        .body;
+    let normalized = put_binding(
+        &app,
+        bid,
+        json!({ "selector_type": "normalize_exact", "selector_value": "" }),
+    )
+    .await;
     assert_mentions(
         &problems_of(&normalized),
         &["equals `llama` once lower-cased", "llama-3.3-70b-instruct"],
     );
 
     // The fix the problem names resolves it, and the problems go.
-    let fixed = app
-        .admin_put(
-            &format!("/admin/bindings/{bid}"),
-            json!({ "selector_type": "exact", "selector_value": "llama-3.3-70b-instruct" }),
-        )
-        .await
-        .expect(200)
-        .body;
+    let fixed = put_binding(
+        &app,
+        bid,
+        json!({ "selector_type": "exact", "selector_value": "llama-3.3-70b-instruct" }),
+    )
+    .await;
     assert_eq!(fixed["resolution"]["status"], "ok");
     assert_eq!(fixed["resolution"]["problems"], json!([]));
     let entry = must(binding_entry(&app, "default.llama").await, "binding entry");
