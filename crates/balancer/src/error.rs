@@ -15,6 +15,8 @@ pub struct ProxyError {
     pub message: String,
     /// Seconds, sent as `Retry-After`.
     pub retry_after: Option<u64>,
+    /// The request field at fault (`error.param`).
+    pub param: Option<String>,
 }
 
 impl ProxyError {
@@ -24,13 +26,19 @@ impl ProxyError {
             code,
             message: message.into(),
             retry_after: None,
+            param: None,
         }
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> ProxyError {
+        self.param = Some(param.into());
+        self
     }
 }
 
 impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
-        let body = ErrorEnvelope::new(self.status.as_u16(), self.code, self.message);
+        let body = ErrorEnvelope::new(self.status.as_u16(), self.code, self.message).with_param(self.param);
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod delivery;
 pub mod error;
 pub mod estimate;
+pub mod formats;
 pub mod metrics;
 pub mod proxy;
 pub mod rate;

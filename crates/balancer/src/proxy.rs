@@ -27,6 +27,7 @@ use crate::bans::BanPolicy;
 use crate::body::{ObservedBody, Trace};
 use crate::cache::SnapshotCache;
 use crate::error::ProxyError;
+use crate::formats::{self, Translation};
 use crate::metrics::GroupMetrics;
 use crate::rate::RateLimiter;
 use crate::refusal::{Cause, Verdict};
@@ -298,7 +299,9 @@ async fn forward(state: &BalancerState, ingress: Ingress, req: Request) -> Respo
         .await
     };
     match attempt.await {
-        Ok((upstream, strip_usage_chunk)) => respond(state, upstream, strip_usage_chunk, trace, deadline),
+        Ok((upstream, strip_usage_chunk, translation)) => {
+            respond(state, upstream, strip_usage_chunk, translation, trace, deadline)
+        }
         Err(e) => {
             trace.finish(e.status.as_u16(), Some((e.code, e.message.clone())));
             e.into_response()
@@ -408,7 +411,7 @@ async fn send(
     mut request: ClientRequest,
     trace: &mut Trace,
     deadline: tokio::time::Instant,
-) -> Result<(reqwest::Response, bool), ProxyError> {
+) -> Result<(reqwest::Response, bool, Translation), ProxyError> {
     let header_namespace = parts.headers.get("x-ez-namespace").and_then(|v| v.to_str().ok());
     let (namespace, public_model) =
         route::split_model(&request.model, token, header_namespace).map_err(route_error)?;
@@ -416,7 +419,9 @@ async fn send(
     trace.record.public_model = public_model.to_owned();
     let group = route::caller_group(token, &snapshot.masters);
     let binding = route::binding(snapshot, namespace, public_model, group).map_err(route_error)?;
-    let speaks = |p: &ProviderSnapshot| upstream::provider_type(p).is_some_and(|t| ingress.served_by(t));
+    let speaks = |p: &ProviderSnapshot| {
+        upstream::provider_type(p).is_some_and(|t| ingress.served_by(t) || formats::translates(ingress, t))
+    };
     if !route::serves_format(snapshot, binding, group, &speaks) {
         return Err(ProxyError::new(
             StatusCode::BAD_REQUEST,
@@ -465,10 +470,22 @@ async fn send(
         trace.record.upstream_model = pick.upstream_model.clone();
         trace.record.group_id = Some(provider.group_id);
         trace.record.api_key_id = Some(provider.id);
-        request
-            .document
-            .insert("model".into(), Value::String(pick.upstream_model));
-        let payload = serde_json::to_vec(&request.document).map_err(|_| {
+        let (payload, translation, endpoint) = if ingress.served_by(kind) {
+            request
+                .document
+                .insert("model".into(), Value::String(pick.upstream_model));
+            (serde_json::to_vec(&request.document), Translation::None, ingress)
+        } else {
+            let (body, translation) =
+                formats::request(ingress, kind, &request.document, &pick.upstream_model)?;
+            let translation = translation.without_usage_chunk(strip_usage_chunk);
+            (
+                serde_json::to_vec(&body),
+                translation,
+                formats::upstream_ingress(kind),
+            )
+        };
+        let payload = payload.map_err(|_| {
             ProxyError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
@@ -477,7 +494,7 @@ async fn send(
         })?;
         let outgoing = state
             .http
-            .post(upstream::url(provider, ingress))
+            .post(upstream::url(provider, endpoint))
             .headers(upstream::headers(provider, kind, &parts.headers))
             .header(header::CONTENT_TYPE, "application/json")
             .body(payload);
@@ -506,7 +523,9 @@ async fn send(
         match classify(response, read_by).await {
             Classified::Pass(response) => {
                 state.bans.answered(provider.id);
-                return Ok((response, strip_usage_chunk));
+                // A translated stream is the upstream's own: nothing in it to strip.
+                let strip = strip_usage_chunk && translation == Translation::None;
+                return Ok((response, strip, translation));
             }
             Classified::Refused { verdict, retry_after } => {
                 state.reporter.note_failed_attempt(provider.id);
@@ -553,11 +572,12 @@ fn respond(
     state: &BalancerState,
     upstream: reqwest::Response,
     strip_usage_chunk: bool,
+    translation: Translation,
     trace: Trace,
     deadline: tokio::time::Instant,
 ) -> Response {
     let status = upstream.status();
-    let headers = response_headers::forwarded(upstream.headers());
+    let mut headers = response_headers::forwarded(upstream.headers());
     let sse = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -570,7 +590,33 @@ fn respond(
         state.settings.idle_timeout,
         deadline,
     );
-    let mut response = Response::new(Body::from_stream(body));
+    let body = match translation {
+        Translation::None => Body::from_stream(body),
+        Translation::ChatToAnthropic {
+            stream,
+            include_usage,
+        } => {
+            let streamed = stream && status.is_success();
+            let content_type = if streamed {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(content_type),
+            );
+            headers.remove(header::CONTENT_ENCODING);
+            Body::from_stream(formats::body::TranslatedBody::anthropic_to_chat(
+                body,
+                status.as_u16(),
+                stream,
+                include_usage,
+                now_unix(),
+            ))
+        }
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response

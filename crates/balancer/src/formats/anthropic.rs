@@ -1,0 +1,320 @@
+//! IR ⇄ Anthropic Messages: the request encoded for an Anthropic upstream, its answer and
+//! its stream events decoded.
+
+use serde_json::{Map, Value, json};
+
+use super::ir::{Effort, Event, Finish, Image, Message, Part, Request, Response, Role, ToolChoice, Usage};
+
+/// Anthropic requires `max_tokens`; this is used when the client set none.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// The thinking budget of each effort (Anthropic needs at least 1,024).
+fn budget(effort: Effort) -> u64 {
+    match effort {
+        Effort::Low => 1024,
+        Effort::Medium => 8192,
+        Effort::High => 24_576,
+    }
+}
+
+fn block(part: &Part) -> Option<Value> {
+    Some(match part {
+        Part::Text(text) if text.is_empty() => return None,
+        Part::Text(text) => json!({ "type": "text", "text": text }),
+        Part::Image(Image::Url(url)) => json!({ "type": "image", "source": { "type": "url", "url": url } }),
+        Part::Image(Image::Base64 { media_type, data }) => json!({
+            "type": "image", "source": { "type": "base64", "media_type": media_type, "data": data }
+        }),
+        Part::ToolCall { id, name, arguments } => {
+            json!({ "type": "tool_use", "id": id, "name": name, "input": arguments })
+        }
+        Part::ToolResult {
+            call_id,
+            content,
+            is_error,
+        } => {
+            let mut result = json!({ "type": "tool_result", "tool_use_id": call_id, "content": content });
+            if *is_error {
+                result["is_error"] = Value::Bool(true);
+            }
+            result
+        }
+        Part::Thinking {
+            text,
+            signature: Some(signature),
+        } => json!({ "type": "thinking", "thinking": text, "signature": signature }),
+        // Reasoning without Anthropic's signature cannot be sent back to Anthropic.
+        Part::Thinking { signature: None, .. } => return None,
+    })
+}
+
+/// Consecutive turns of one role become one message (Anthropic wants the roles to
+/// alternate); tool results lead their user turn, as Anthropic requires.
+fn messages(list: &[Message]) -> Vec<Value> {
+    let mut out: Vec<(Role, Vec<Value>)> = Vec::with_capacity(list.len());
+    for message in list {
+        let blocks = message.parts.iter().filter_map(block);
+        match out.last_mut() {
+            Some((role, content)) if *role == message.role => content.extend(blocks),
+            _ => out.push((message.role, blocks.collect())),
+        }
+    }
+    out.into_iter()
+        .filter(|(_, content)| !content.is_empty())
+        .map(|(role, mut content)| {
+            content.sort_by_key(|b| b["type"] != "tool_result");
+            let role = match role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            json!({ "role": role, "content": content })
+        })
+        .collect()
+}
+
+/// Encodes `request` for an Anthropic upstream serving `model`.
+pub fn encode_request(request: &Request, model: &str) -> Value {
+    let mut body = Map::new();
+    body.insert("model".into(), json!(model));
+    let mut max_tokens = request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    if let Some(effort) = request.reasoning {
+        let budget = budget(effort);
+        // The budget is part of max_tokens: keep the client's room for the answer.
+        max_tokens += budget;
+        body.insert(
+            "thinking".into(),
+            json!({ "type": "enabled", "budget_tokens": budget }),
+        );
+    }
+    body.insert("max_tokens".into(), json!(max_tokens));
+    if !request.system.is_empty() {
+        body.insert("system".into(), json!(request.system.join("\n\n")));
+    }
+    body.insert("messages".into(), Value::Array(messages(&request.messages)));
+    if !request.tools.is_empty() {
+        let tools = request
+            .tools
+            .iter()
+            .map(|t| {
+                let mut tool = json!({ "name": t.name, "input_schema": t.parameters });
+                if let Some(d) = &t.description {
+                    tool["description"] = json!(d);
+                }
+                tool
+            })
+            .collect();
+        body.insert("tools".into(), Value::Array(tools));
+    }
+    let mut choice = match &request.tool_choice {
+        None if request.parallel_tool_calls || request.tools.is_empty() => None,
+        None | Some(ToolChoice::Auto) => Some(json!({ "type": "auto" })),
+        Some(ToolChoice::None) => Some(json!({ "type": "none" })),
+        Some(ToolChoice::Required) => Some(json!({ "type": "any" })),
+        Some(ToolChoice::Named(name)) => Some(json!({ "type": "tool", "name": name })),
+    };
+    if let Some(choice) = &mut choice
+        && !request.parallel_tool_calls
+        && choice["type"] != "none"
+    {
+        choice["disable_parallel_tool_use"] = Value::Bool(true);
+    }
+    if let Some(choice) = choice {
+        body.insert("tool_choice".into(), choice);
+    }
+    if !request.stop.is_empty() {
+        body.insert("stop_sequences".into(), json!(request.stop));
+    }
+    if let Some(t) = request.temperature {
+        body.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = request.top_p {
+        body.insert("top_p".into(), json!(p));
+    }
+    if request.stream {
+        body.insert("stream".into(), Value::Bool(true));
+    }
+    if let Some(user) = &request.user {
+        body.insert("metadata".into(), json!({ "user_id": user }));
+    }
+    Value::Object(body)
+}
+
+fn finish(stop_reason: Option<&str>) -> Finish {
+    match stop_reason {
+        Some("max_tokens") => Finish::Length,
+        Some("tool_use") => Finish::ToolCalls,
+        Some("refusal") => Finish::ContentFilter,
+        _ => Finish::Stop,
+    }
+}
+
+fn count(usage: &Value, name: &str) -> u64 {
+    usage[name].as_u64().unwrap_or(0)
+}
+
+fn usage(u: &Value) -> Usage {
+    Usage {
+        input: count(u, "input_tokens"),
+        output: count(u, "output_tokens"),
+        cache_read: count(u, "cache_read_input_tokens"),
+        cache_write: count(u, "cache_creation_input_tokens"),
+        reasoning: 0,
+    }
+}
+
+/// Decodes a whole Messages answer; `None` when it is not one.
+pub fn decode_response(body: &Value) -> Option<Response> {
+    let content = body["content"].as_array()?;
+    let parts = content
+        .iter()
+        .filter_map(|b| match b["type"].as_str()? {
+            "text" => Some(Part::Text(b["text"].as_str()?.to_owned())),
+            "tool_use" => Some(Part::ToolCall {
+                id: b["id"].as_str()?.to_owned(),
+                name: b["name"].as_str()?.to_owned(),
+                arguments: b["input"].clone(),
+            }),
+            "thinking" => Some(Part::Thinking {
+                text: b["thinking"].as_str()?.to_owned(),
+                signature: b["signature"].as_str().map(str::to_owned),
+            }),
+            _ => None,
+        })
+        .collect();
+    Some(Response {
+        id: body["id"].as_str().unwrap_or_default().to_owned(),
+        model: body["model"].as_str().unwrap_or_default().to_owned(),
+        parts,
+        finish: finish(body["stop_reason"].as_str()),
+        usage: usage(&body["usage"]),
+    })
+}
+
+/// An Anthropic error body's code and message (`{"type":"error","error":{"type","message"}}`).
+pub fn decode_error(body: &Value) -> Option<(String, String)> {
+    let error = body.get("error")?;
+    // Anthropic names the kind in `type`; the gateway's own envelope has a `code`.
+    let code = error["code"]
+        .as_str()
+        .or_else(|| error["type"].as_str())
+        .unwrap_or("upstream_error");
+    let message = error["message"].as_str().unwrap_or("the upstream failed");
+    Some((code.to_owned(), message.to_owned()))
+}
+
+/// Reads Anthropic stream events (`message_start`, `content_block_*`, `message_delta`,
+/// `message_stop`, `error`) into IR events, keeping which content block is which tool call.
+#[derive(Default)]
+pub struct EventDecoder {
+    /// For each Anthropic content-block index, the tool-call index it carries.
+    tool_blocks: Vec<(u64, usize)>,
+    tool_calls: usize,
+    usage: Usage,
+    ended: bool,
+}
+
+impl EventDecoder {
+    fn tool_index(&self, block: u64) -> Option<usize> {
+        self.tool_blocks
+            .iter()
+            .find(|(b, _)| *b == block)
+            .map(|(_, i)| *i)
+    }
+
+    /// The IR events of one SSE event (`event:` name and `data:` text).
+    pub fn decode(&mut self, name: &str, data: &str, out: &mut Vec<Event>) {
+        let Ok(value) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        let kind = value["type"].as_str().unwrap_or(name);
+        match kind {
+            "message_start" => {
+                let message = &value["message"];
+                self.usage = usage(&message["usage"]);
+                out.push(Event::Start {
+                    id: message["id"].as_str().unwrap_or_default().to_owned(),
+                    model: message["model"].as_str().unwrap_or_default().to_owned(),
+                });
+            }
+            "content_block_start" => {
+                let block = &value["content_block"];
+                let index = value["index"].as_u64().unwrap_or(0);
+                match block["type"].as_str() {
+                    Some("tool_use") => {
+                        let call = self.tool_calls;
+                        self.tool_calls += 1;
+                        self.tool_blocks.push((index, call));
+                        out.push(Event::ToolCallStart {
+                            index: call,
+                            id: block["id"].as_str().unwrap_or_default().to_owned(),
+                            name: block["name"].as_str().unwrap_or_default().to_owned(),
+                        });
+                    }
+                    Some("text") => {
+                        if let Some(text) = block["text"].as_str().filter(|t| !t.is_empty()) {
+                            out.push(Event::Text(text.to_owned()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_delta" => {
+                let delta = &value["delta"];
+                let index = value["index"].as_u64().unwrap_or(0);
+                match delta["type"].as_str() {
+                    Some("text_delta") => {
+                        out.push(Event::Text(delta["text"].as_str().unwrap_or_default().to_owned()))
+                    }
+                    Some("thinking_delta") => {
+                        out.push(Event::Thinking(
+                            delta["thinking"].as_str().unwrap_or_default().to_owned(),
+                        ));
+                    }
+                    Some("input_json_delta") => {
+                        if let Some(call) = self.tool_index(index) {
+                            out.push(Event::ToolArguments {
+                                index: call,
+                                delta: delta["partial_json"].as_str().unwrap_or_default().to_owned(),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                let u = &value["usage"];
+                if u.is_object() {
+                    let later = usage(u);
+                    self.usage.output = self.usage.output.max(later.output);
+                    self.usage.input = self.usage.input.max(later.input);
+                    self.usage.cache_read = self.usage.cache_read.max(later.cache_read);
+                    self.usage.cache_write = self.usage.cache_write.max(later.cache_write);
+                }
+                if let Some(reason) = value["delta"]["stop_reason"].as_str() {
+                    out.push(Event::Finish(finish(Some(reason))));
+                }
+            }
+            "message_stop" => self.end(out),
+            "error" => {
+                let (code, message) = decode_error(&value)
+                    .unwrap_or_else(|| ("upstream_error".into(), "the upstream failed".into()));
+                out.push(Event::Error { code, message });
+                self.ended = true;
+                out.push(Event::End);
+            }
+            _ => {}
+        }
+    }
+
+    fn end(&mut self, out: &mut Vec<Event>) {
+        if !self.ended {
+            self.ended = true;
+            out.push(Event::Usage(self.usage));
+            out.push(Event::End);
+        }
+    }
+
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+}

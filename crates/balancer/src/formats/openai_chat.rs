@@ -1,0 +1,459 @@
+//! OpenAI Chat Completions ⇄ IR: the client's request decoded, the answer and its stream
+//! chunks encoded.
+
+use serde_json::{Map, Value, json};
+
+use super::Refusal;
+use super::ir::{Effort, Event, Finish, Image, Message, Part, Request, Response, Role, Tool, ToolChoice};
+
+/// Request fields this decoder reads; any other field set to a value that means
+/// something is refused rather than dropped.
+const KNOWN: [&str; 15] = [
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "stream",
+    "stream_options",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning_effort",
+    "user",
+    "n",
+];
+
+/// Fields that are harmless at their neutral value (`0`, `false`, `null`, `1` for `n`).
+fn neutral(name: &str, value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) if name == "n" => n.as_u64() == Some(1),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::Object(o) => o.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::String(_) => false,
+    }
+}
+
+fn refuse(param: impl Into<String>, why: &str) -> Refusal {
+    let param = param.into();
+    Refusal {
+        message: format!("{param}: {why}"),
+        param,
+    }
+}
+
+fn text_of(value: &Value, param: &str) -> Result<String, Refusal> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Array(parts) => {
+            let mut text = String::new();
+            for (j, part) in parts.iter().enumerate() {
+                match (part["type"].as_str(), part["text"].as_str()) {
+                    (Some("text"), Some(t)) => text.push_str(t),
+                    _ => {
+                        return Err(refuse(
+                            format!("{param}[{j}]"),
+                            "only text parts are supported here",
+                        ));
+                    }
+                }
+            }
+            Ok(text)
+        }
+        _ => Err(refuse(param, "must be a string or an array of parts")),
+    }
+}
+
+fn content_parts(value: &Value, param: &str) -> Result<Vec<Part>, Refusal> {
+    let parts = match value {
+        Value::String(s) => return Ok(vec![Part::Text(s.clone())]),
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(parts) => parts,
+        _ => return Err(refuse(param, "must be a string or an array of parts")),
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for (j, part) in parts.iter().enumerate() {
+        let at = format!("{param}[{j}]");
+        match part["type"].as_str() {
+            Some("text") => out.push(Part::Text(
+                part["text"]
+                    .as_str()
+                    .ok_or_else(|| refuse(&at, "a text part needs text"))?
+                    .to_owned(),
+            )),
+            Some("image_url") => {
+                let url = part["image_url"]["url"]
+                    .as_str()
+                    .ok_or_else(|| refuse(&at, "an image_url part needs image_url.url"))?;
+                out.push(Part::Image(image(url)));
+            }
+            Some(other) => {
+                return Err(refuse(
+                    at,
+                    &format!("parts of type {other:?} cannot be translated"),
+                ));
+            }
+            None => return Err(refuse(at, "a part needs a type")),
+        }
+    }
+    Ok(out)
+}
+
+/// `data:image/png;base64,…` is inline data; anything else a URL the target fetches.
+fn image(url: &str) -> Image {
+    if let Some(rest) = url.strip_prefix("data:")
+        && let Some((media_type, data)) = rest.split_once(";base64,")
+    {
+        return Image::Base64 {
+            media_type: media_type.to_owned(),
+            data: data.to_owned(),
+        };
+    }
+    Image::Url(url.to_owned())
+}
+
+fn tool_calls(calls: &Value, param: &str) -> Result<Vec<Part>, Refusal> {
+    let Some(calls) = calls.as_array() else {
+        return Ok(Vec::new());
+    };
+    calls
+        .iter()
+        .enumerate()
+        .map(|(j, call)| {
+            let at = format!("{param}[{j}]");
+            let function = &call["function"];
+            let name = function["name"]
+                .as_str()
+                .ok_or_else(|| refuse(&at, "needs function.name"))?;
+            let raw = function["arguments"].as_str().unwrap_or("{}");
+            let arguments: Value = if raw.trim().is_empty() {
+                json!({})
+            } else {
+                serde_json::from_str(raw)
+                    .map_err(|_| refuse(format!("{at}.function.arguments"), "is not valid JSON"))?
+            };
+            Ok(Part::ToolCall {
+                id: call["id"].as_str().unwrap_or_default().to_owned(),
+                name: name.to_owned(),
+                arguments,
+            })
+        })
+        .collect()
+}
+
+fn messages(list: &Value, system: &mut Vec<String>) -> Result<Vec<Message>, Refusal> {
+    let list = list
+        .as_array()
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| refuse("messages", "must be a non-empty array"))?;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, message) in list.iter().enumerate() {
+        let at = format!("messages[{i}]");
+        let content = &message["content"];
+        let (role, parts) = match message["role"].as_str() {
+            Some("system" | "developer") => {
+                system.push(text_of(content, &format!("{at}.content"))?);
+                continue;
+            }
+            Some("user") => (Role::User, content_parts(content, &format!("{at}.content"))?),
+            Some("assistant") => {
+                let mut parts = content_parts(content, &format!("{at}.content"))?;
+                parts.retain(|p| !matches!(p, Part::Text(t) if t.is_empty()));
+                parts.extend(tool_calls(&message["tool_calls"], &format!("{at}.tool_calls"))?);
+                (Role::Assistant, parts)
+            }
+            Some("tool") => {
+                let call_id = message["tool_call_id"]
+                    .as_str()
+                    .ok_or_else(|| refuse(format!("{at}.tool_call_id"), "is required"))?;
+                let part = Part::ToolResult {
+                    call_id: call_id.to_owned(),
+                    content: text_of(content, &format!("{at}.content"))?,
+                    is_error: false,
+                };
+                (Role::User, vec![part])
+            }
+            Some(other) => {
+                return Err(refuse(
+                    format!("{at}.role"),
+                    &format!("{other:?} cannot be translated"),
+                ));
+            }
+            None => return Err(refuse(format!("{at}.role"), "is required")),
+        };
+        out.push(Message { role, parts });
+    }
+    Ok(out)
+}
+
+fn tools(list: &Value) -> Result<Vec<Tool>, Refusal> {
+    let Some(list) = list.as_array() else {
+        return Ok(Vec::new());
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, tool)| {
+            let at = format!("tools[{i}]");
+            if tool["type"].as_str() != Some("function") {
+                return Err(refuse(
+                    format!("{at}.type"),
+                    "only function tools can be translated",
+                ));
+            }
+            let function = &tool["function"];
+            let name = function["name"]
+                .as_str()
+                .ok_or_else(|| refuse(format!("{at}.function.name"), "is required"))?;
+            if function.get("strict") == Some(&Value::Bool(true)) {
+                return Err(refuse(
+                    format!("{at}.function.strict"),
+                    "strict schemas cannot be translated",
+                ));
+            }
+            Ok(Tool {
+                name: name.to_owned(),
+                description: function["description"].as_str().map(str::to_owned),
+                parameters: match &function["parameters"] {
+                    Value::Null => json!({ "type": "object", "properties": {} }),
+                    schema => schema.clone(),
+                },
+            })
+        })
+        .collect()
+}
+
+fn tool_choice(value: &Value) -> Result<Option<ToolChoice>, Refusal> {
+    Ok(Some(match value {
+        Value::Null => return Ok(None),
+        Value::String(s) if s == "auto" => ToolChoice::Auto,
+        Value::String(s) if s == "none" => ToolChoice::None,
+        Value::String(s) if s == "required" => ToolChoice::Required,
+        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            let name = value["function"]["name"]
+                .as_str()
+                .ok_or_else(|| refuse("tool_choice.function.name", "is required"))?;
+            ToolChoice::Named(name.to_owned())
+        }
+        _ => {
+            return Err(refuse(
+                "tool_choice",
+                "must be auto, none, required or a function",
+            ));
+        }
+    }))
+}
+
+fn number(document: &Map<String, Value>, name: &str) -> Result<Option<f64>, Refusal> {
+    match document.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| refuse(name, "must be a number")),
+    }
+}
+
+/// Decodes a Chat Completions request. Refuses, naming the field, what the IR cannot
+/// carry (several choices, log probabilities, penalties, a response format, audio…).
+pub fn decode_request(document: &Map<String, Value>) -> Result<Request, Refusal> {
+    for (name, value) in document {
+        if !KNOWN.contains(&name.as_str()) && !neutral(name, value) {
+            return Err(refuse(
+                name.as_str(),
+                "cannot be translated for this model's provider",
+            ));
+        }
+    }
+    if let Some(n) = document.get("n")
+        && !neutral("n", n)
+    {
+        return Err(refuse("n", "only one choice can be translated"));
+    }
+    let mut system = Vec::new();
+    let messages = messages(document.get("messages").unwrap_or(&Value::Null), &mut system)?;
+    let max_tokens = match document
+        .get("max_completion_tokens")
+        .or_else(|| document.get("max_tokens"))
+    {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| refuse("max_tokens", "must be a positive integer"))?,
+        ),
+    };
+    let stop = match document.get("stop") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|s| {
+                s.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| refuse("stop", "must hold strings"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(refuse("stop", "must be a string or an array of strings")),
+    };
+    let reasoning = match document.get("reasoning_effort").and_then(Value::as_str) {
+        None => None,
+        Some("low" | "minimal") => Some(Effort::Low),
+        Some("medium") => Some(Effort::Medium),
+        Some("high") => Some(Effort::High),
+        Some(_) => return Err(refuse("reasoning_effort", "must be low, medium or high")),
+    };
+    let stream = document.get("stream") == Some(&Value::Bool(true));
+    Ok(Request {
+        system,
+        messages,
+        tools: tools(document.get("tools").unwrap_or(&Value::Null))?,
+        tool_choice: tool_choice(document.get("tool_choice").unwrap_or(&Value::Null))?,
+        parallel_tool_calls: document.get("parallel_tool_calls") != Some(&Value::Bool(false)),
+        max_tokens,
+        temperature: number(document, "temperature")?,
+        top_p: number(document, "top_p")?,
+        stop,
+        stream,
+        stream_usage: stream && document["stream_options"]["include_usage"] == Value::Bool(true),
+        reasoning,
+        user: document.get("user").and_then(Value::as_str).map(str::to_owned),
+    })
+}
+
+fn finish_reason(finish: Finish) -> &'static str {
+    match finish {
+        Finish::Stop => "stop",
+        Finish::Length => "length",
+        Finish::ToolCalls => "tool_calls",
+        Finish::ContentFilter => "content_filter",
+    }
+}
+
+fn usage(u: &super::ir::Usage) -> Value {
+    json!({
+        "prompt_tokens": u.prompt(),
+        "completion_tokens": u.output,
+        "total_tokens": u.prompt() + u.output,
+        "prompt_tokens_details": { "cached_tokens": u.cache_read },
+        "completion_tokens_details": { "reasoning_tokens": u.reasoning },
+    })
+}
+
+/// Encodes a whole answer as a `chat.completion`.
+pub fn encode_response(response: &Response, created: i64) -> Value {
+    let mut text = String::new();
+    let mut thinking = String::new();
+    let mut calls = Vec::new();
+    for part in &response.parts {
+        match part {
+            Part::Text(t) => text.push_str(t),
+            Part::Thinking { text: t, .. } => thinking.push_str(t),
+            Part::ToolCall { id, name, arguments } => calls.push(json!({
+                "id": id, "type": "function",
+                "function": { "name": name, "arguments": arguments.to_string() },
+            })),
+            Part::Image(_) | Part::ToolResult { .. } => {}
+        }
+    }
+    let mut message = json!({ "role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) } });
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    if !thinking.is_empty() {
+        message["reasoning_content"] = Value::String(thinking);
+    }
+    json!({
+        "id": format!("chatcmpl-{}", response.id),
+        "object": "chat.completion",
+        "created": created,
+        "model": response.model,
+        "choices": [{ "index": 0, "message": message, "finish_reason": finish_reason(response.finish), "logprobs": null }],
+        "usage": usage(&response.usage),
+    })
+}
+
+/// Turns IR events into `chat.completion.chunk` SSE lines.
+pub struct ChunkEncoder {
+    id: String,
+    model: String,
+    created: i64,
+    include_usage: bool,
+    usage: super::ir::Usage,
+    failed: bool,
+}
+
+impl ChunkEncoder {
+    pub fn new(created: i64, include_usage: bool) -> ChunkEncoder {
+        ChunkEncoder {
+            id: String::new(),
+            model: String::new(),
+            created,
+            include_usage,
+            usage: super::ir::Usage::default(),
+            failed: false,
+        }
+    }
+
+    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<Finish>) {
+        let chunk = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish.map(finish_reason), "logprobs": null }],
+        });
+        data(out, &chunk);
+    }
+
+    /// Appends the SSE lines of `event` to `out`.
+    pub fn encode(&mut self, event: Event, out: &mut Vec<u8>) {
+        match event {
+            Event::Start { id, model } => {
+                self.id = format!("chatcmpl-{id}");
+                self.model = model;
+                self.chunk(out, json!({ "role": "assistant", "content": "" }), None);
+            }
+            Event::Text(text) => self.chunk(out, json!({ "content": text }), None),
+            Event::Thinking(text) => self.chunk(out, json!({ "reasoning_content": text }), None),
+            Event::ToolCallStart { index, id, name } => self.chunk(
+                out,
+                json!({ "tool_calls": [{ "index": index, "id": id, "type": "function",
+                    "function": { "name": name, "arguments": "" } }] }),
+                None,
+            ),
+            Event::ToolArguments { index, delta } => self.chunk(
+                out,
+                json!({ "tool_calls": [{ "index": index, "function": { "arguments": delta } }] }),
+                None,
+            ),
+            Event::Finish(finish) => self.chunk(out, json!({}), Some(finish)),
+            Event::Usage(usage) => self.usage = usage,
+            Event::Error { code, message } => {
+                self.failed = true;
+                let error = ez_contract::error::ErrorEnvelope::new(502, code, message);
+                out.extend_from_slice(b"event: error\n");
+                data(out, &serde_json::to_value(error).unwrap_or_default());
+            }
+            Event::End if self.failed => {}
+            Event::End => {
+                if self.include_usage {
+                    let chunk = json!({
+                        "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                        "model": self.model, "choices": [], "usage": usage(&self.usage),
+                    });
+                    data(out, &chunk);
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+            }
+        }
+    }
+}
+
+fn data(out: &mut Vec<u8>, value: &Value) {
+    out.extend_from_slice(b"data: ");
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+    out.extend_from_slice(b"\n\n");
+}

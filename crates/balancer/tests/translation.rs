@@ -1,0 +1,227 @@
+//! OpenAI Chat Completions clients served by an Anthropic Messages upstream, end to end:
+//! the request arrives in Anthropic's shape (system hoisted, `max_tokens` set, the
+//! credential as `x-api-key`), the answer — plain or streamed — comes back as Chat
+//! Completions, usage is recorded from the upstream's own numbers, and what Anthropic
+//! cannot express is refused before anything is sent.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{Gateway, both_backends, sse_events};
+
+both_backends!(
+    a_chat_request_is_answered_by_an_anthropic_upstream,
+    a_streamed_chat_request_is_translated_event_by_event,
+    what_anthropic_cannot_express_is_refused_before_sending,
+);
+
+const UPSTREAM_MODEL: &str = "claude-3-5-haiku-20241022";
+
+async fn chat(gw: &Gateway, key: &str, body: Value) -> (u16, String) {
+    let resp = gw
+        .client
+        .post(format!("{}/v1/chat/completions", gw.base))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    let text = resp.text().await.unwrap();
+    if body["stream"] == json!(true) && status == 200 {
+        assert_eq!(content_type, "text/event-stream", "{text}");
+    } else {
+        assert!(
+            content_type.starts_with("application/json"),
+            "{content_type}: {text}"
+        );
+    }
+    (status, text)
+}
+
+async fn a_chat_request_is_answered_by_an_anthropic_upstream(backend: ez_control_plane::testing::Backend) {
+    let gw = Gateway::start(backend).await;
+    gw.add_anthropic_route("sk-ant-upstream", "claude").await;
+    let t = gw.add_tenant("acme", json!({}), json!({})).await;
+    let (status, text) = chat(
+        &gw,
+        &t.key,
+        json!({
+            "model": "claude",
+            "messages": [
+                { "role": "system", "content": "Be brief." },
+                { "role": "user", "content": "hi" },
+            ],
+            "temperature": 0.2,
+            "stop": "END",
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], UPSTREAM_MODEL);
+    let choice = &body["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert!(
+        choice["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("hello via"),
+        "{body}"
+    );
+    assert_eq!(choice["finish_reason"], "stop");
+    assert_eq!(body["usage"]["prompt_tokens"], 12);
+    assert_eq!(body["usage"]["completion_tokens"], 4);
+    assert_eq!(body["usage"]["total_tokens"], 16);
+
+    let seen = gw.mock.requests();
+    assert_eq!(seen.len(), 1);
+    let sent = &seen[0];
+    assert_eq!(sent.path, "/v1/messages");
+    assert_eq!(sent.credential, "sk-ant-upstream");
+    assert!(sent.headers.get("anthropic-version").is_some());
+    assert!(
+        sent.headers.get("authorization").is_none(),
+        "the client's key stays here"
+    );
+    assert_eq!(
+        sent.body,
+        json!({
+            "model": UPSTREAM_MODEL,
+            "max_tokens": 4096,
+            "system": "Be brief.",
+            "messages": [{ "role": "user", "content": [{ "type": "text", "text": "hi" }] }],
+            "temperature": 0.2,
+            "stop_sequences": ["END"],
+        })
+    );
+
+    let logs = gw.wait_for_logs(1).await;
+    assert_eq!(logs[0]["status_code"], 200);
+    assert_eq!(
+        (
+            logs[0]["input_tokens"].as_i64(),
+            logs[0]["output_tokens"].as_i64()
+        ),
+        (Some(12), Some(4))
+    );
+    assert_eq!(logs[0]["endpoint"], "/v1/chat/completions");
+}
+
+fn chunks(text: &str) -> Vec<Value> {
+    let events = sse_events(text);
+    assert_eq!(events.last(), Some(&"data: [DONE]"), "{text}");
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").expect("data lines only")).unwrap())
+        .collect()
+}
+
+async fn a_streamed_chat_request_is_translated_event_by_event(backend: ez_control_plane::testing::Backend) {
+    let gw = Gateway::start(backend).await;
+    gw.add_anthropic_route("sk-ant-upstream", "claude").await;
+    let t = gw.add_tenant("acme", json!({}), json!({})).await;
+    let request = |usage: bool| {
+        json!({
+            "model": "claude", "stream": true, "stream_options": { "include_usage": usage },
+            "messages": [{ "role": "user", "content": "hi" }],
+        })
+    };
+
+    let (status, text) = chat(&gw, &t.key, request(true)).await;
+    assert_eq!(status, 200, "{text}");
+    let chunks_seen = chunks(&text);
+    let deltas: Vec<&Value> = chunks_seen.iter().map(|c| &c["choices"][0]["delta"]).collect();
+    assert_eq!(deltas[0], &json!({ "role": "assistant", "content": "" }));
+    assert_eq!(deltas[1], &json!({ "content": "hello" }));
+    assert_eq!(chunks_seen[2]["choices"][0]["finish_reason"], "stop");
+    let last = chunks_seen.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(
+        (
+            last["usage"]["prompt_tokens"].as_u64(),
+            last["usage"]["completion_tokens"].as_u64()
+        ),
+        (Some(11), Some(6))
+    );
+    assert_eq!(chunks_seen.len(), 4, "{text}");
+    for chunk in &chunks_seen {
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        assert_eq!(chunk["id"], "chatcmpl-msg_1");
+        assert_eq!(chunk["model"], UPSTREAM_MODEL);
+    }
+    assert_eq!(gw.mock.requests()[0].body["stream"], true);
+
+    // Without include_usage the client gets no usage chunk, and the record still has it.
+    let (status, text) = chat(&gw, &t.key, request(false)).await;
+    assert_eq!(status, 200, "{text}");
+    let plain = chunks(&text);
+    assert_eq!(plain.len(), 3, "{text}");
+    assert!(plain.iter().all(|c| c.get("usage").is_none()), "{text}");
+
+    let logs = gw.wait_for_logs(2).await;
+    for record in &logs {
+        assert_eq!(
+            (record["input_tokens"].as_i64(), record["output_tokens"].as_i64()),
+            (Some(11), Some(6))
+        );
+        assert_eq!(record["stream"], true);
+        assert_eq!(record["usage_estimated"], false);
+    }
+}
+
+async fn what_anthropic_cannot_express_is_refused_before_sending(
+    backend: ez_control_plane::testing::Backend,
+) {
+    let gw = Gateway::start(backend).await;
+    gw.add_anthropic_route("sk-ant-upstream", "claude").await;
+    let t = gw.add_tenant("acme", json!({}), json!({})).await;
+    let user = json!([{ "role": "user", "content": "hi" }]);
+    let cases = [
+        (json!({ "n": 2 }), "n"),
+        (json!({ "logprobs": true }), "logprobs"),
+        (
+            json!({ "response_format": { "type": "json_object" } }),
+            "response_format",
+        ),
+        (json!({ "presence_penalty": 0.5 }), "presence_penalty"),
+        (
+            json!({ "messages": [{ "role": "user", "content": [{ "type": "input_audio", "input_audio": { "data": "AAAA", "format": "wav" } }] }] }),
+            "messages[0].content[0]",
+        ),
+        (
+            json!({ "messages": [{ "role": "assistant", "content": null, "tool_calls": [{ "id": "c1", "type": "function", "function": { "name": "f", "arguments": "{not json" } }] }] }),
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+    ];
+    for (patch, param) in cases {
+        let mut body = json!({ "model": "claude", "messages": user });
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, text) = chat(&gw, &t.key, body).await;
+        assert_eq!(status, 400, "{param}: {text}");
+        let error: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(error["error"]["code"], "unsupported_parameter", "{text}");
+        assert_eq!(error["error"]["param"], param, "{text}");
+        assert!(
+            error["error"]["message"].as_str().unwrap().starts_with(param),
+            "{text}"
+        );
+    }
+    // Neutral values of the same fields are no reason to refuse.
+    let (status, text) = chat(
+        &gw,
+        &t.key,
+        json!({ "model": "claude", "messages": user, "n": 1, "logprobs": false, "presence_penalty": 0 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        gw.mock.requests().len(),
+        1,
+        "refused requests never reach the upstream"
+    );
+}
