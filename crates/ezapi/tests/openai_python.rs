@@ -1,7 +1,10 @@
 //! The official `openai` Python package against a real `ezapi serve` with a child key:
 //! chat completions (plain and streamed, with and without `stream_options.include_usage`),
 //! embeddings (base64, the client's default, and float), model listing and the error
-//! classes, all forwarded to a mock upstream that answers with OpenAI's shapes.
+//! classes, forwarded to a mock upstream that answers with OpenAI's shapes; and the same
+//! client against an Anthropic upstream through the gateway's translation — plain,
+//! streamed, and a tool-call round trip both ways — where the mock checks every request
+//! against Anthropic's rules (`mock_anthropic`).
 //!
 //! Needs a Python with `openai` installed, named by `EZ_TEST_PYTHON` (`.ci/run` builds
 //! one in `target/ci-venv`). Without it the test is skipped, except under CI, where it
@@ -22,12 +25,18 @@ use axum::routing::post;
 use base64::Engine;
 use serde_json::{Value, json};
 
+mod mock_anthropic;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ezapi");
 const ADMIN: &str = "openai-python-admin-token-0123";
 /// The upstream credential; the mock refuses any other.
 const UPSTREAM_KEY: &str = "sk-upstream-1";
 const CHAT_MODEL: &str = "gpt-4o-mini";
 const EMBEDDING_MODEL: &str = "text-embedding-3-small";
+/// The public name of the Anthropic route, and the model it resolves to.
+const CLAUDE_MODEL: &str = "claude-haiku";
+const CLAUDE_UPSTREAM_MODEL: &str = "claude-3-5-haiku-20241022";
+const ANTHROPIC_KEY: &str = "sk-ant-upstream-1";
 /// What the mock answers, piece by piece when streaming. The Python script expects
 /// exactly these (keep both in step).
 const REPLY_PIECES: [&str; 5] = ["Hello", " from", " the", " mock", " upstream."];
@@ -304,7 +313,7 @@ async fn call(client: &reqwest::Client, url: String, token: &str, body: Option<V
 /// Configures the gateway through its API: the mock as a custom provider, both models
 /// bound in `default`, a master and its child key. Returns the child key once the
 /// balancer's snapshot lists both models.
-async fn configure(server: &Server, upstream: &str) -> String {
+async fn configure(server: &Server, upstream: &str, anthropic: &str) -> String {
     let client = reqwest::Client::new();
     let admin_post = |path: &str, body: Value| {
         let (client, url) = (client.clone(), server.url(path));
@@ -328,6 +337,23 @@ async fn configure(server: &Server, upstream: &str) -> String {
         )
         .await;
     }
+    let claude = admin_post(
+        "/admin/provider-groups",
+        json!({ "name": "mock-anthropic", "type": "anthropic", "base_url": anthropic,
+                "models": [CLAUDE_UPSTREAM_MODEL] }),
+    )
+    .await;
+    admin_post(
+        "/admin/api-keys",
+        json!({ "group_id": claude["id"], "api_key": ANTHROPIC_KEY }),
+    )
+    .await;
+    admin_post(
+        "/admin/bindings",
+        json!({ "namespace": "default", "public_model": CLAUDE_MODEL, "group_id": claude["id"],
+                "selector_value": CLAUDE_UPSTREAM_MODEL }),
+    )
+    .await;
     let master = admin_post("/admin/masters", json!({ "name": "python" })).await;
     let master_key = master["master_key"].as_str().expect("master_key");
     let (status, key) = call(
@@ -348,12 +374,16 @@ async fn configure(server: &Server, upstream: &str) -> String {
             .as_array()
             .map(|d| d.iter().filter_map(|m| m["id"].as_str()).collect())
             .unwrap_or_default();
-        if status == 200 && ids.contains(&CHAT_MODEL) && ids.contains(&EMBEDDING_MODEL) {
+        if status == 200
+            && [CHAT_MODEL, EMBEDDING_MODEL, CLAUDE_MODEL]
+                .iter()
+                .all(|m| ids.contains(m))
+        {
             return key;
         }
         assert!(
             Instant::now() < deadline,
-            "the balancer did not list both models in time: {status} {models}"
+            "the balancer did not list every model in time: {status} {models}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -362,9 +392,11 @@ async fn configure(server: &Server, upstream: &str) -> String {
 async fn official_client_works_through_the_gateway(python: String) {
     let seen: Seen = Arc::default();
     let upstream = start_mock(seen.clone()).await;
+    let anthropic_seen = mock_anthropic::Seen::default();
+    let anthropic = mock_anthropic::start(ANTHROPIC_KEY, anthropic_seen.clone()).await;
     let dir = temp_dir();
     let server = Server::start(&dir);
-    let key = configure(&server, &upstream).await;
+    let key = configure(&server, &upstream, &anthropic).await;
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_client_check.py");
     let output = tokio::process::Command::new(&python)
@@ -403,6 +435,27 @@ async fn official_client_works_through_the_gateway(python: String) {
     assert_eq!(chats.len(), 3, "plain, streamed, streamed with usage: {seen:?}");
     assert!(chats.iter().all(|b| b["model"] == CHAT_MODEL), "{seen:?}");
     assert_eq!(embeddings, 2, "base64 and float: {seen:?}");
+
+    // The Anthropic upstream got every translated request, each within its rules.
+    let anthropic_seen = anthropic_seen.lock().unwrap();
+    let broken: Vec<_> = anthropic_seen
+        .iter()
+        .filter_map(|(_, rule)| rule.as_ref())
+        .collect();
+    assert!(
+        broken.is_empty(),
+        "requests that broke Anthropic's rules: {broken:?}"
+    );
+    assert_eq!(
+        anthropic_seen.len(),
+        5,
+        "plain, streamed, tool call, tool result, streamed tool call: {anthropic_seen:?}"
+    );
+    assert!(
+        anthropic_seen
+            .iter()
+            .all(|(b, _)| b["model"] == CLAUDE_UPSTREAM_MODEL)
+    );
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,11 +1,13 @@
 """The official `openai` client against ez-api with a child key.
 
 Run by crates/ezapi/tests/openai_python.rs, which starts the gateway in front of a mock
-upstream and sets OPENAI_BASE_URL and OPENAI_API_KEY. The expected values mirror that
-mock (REPLY_PIECES, PROMPT_TOKENS, EMBEDDING there). Prints one line per check and exits
+OpenAI upstream and a mock Anthropic upstream (reached through translation) and sets
+OPENAI_BASE_URL and OPENAI_API_KEY. The expected values mirror those mocks (REPLY_PIECES,
+PROMPT_TOKENS, EMBEDDING there; CLAUDE_* in tests/mock_anthropic/mod.rs). Prints one line per check and exits
 non-zero when any fails.
 """
 
+import json
 import sys
 import traceback
 
@@ -17,6 +19,18 @@ REPLY_PIECES = ["Hello", " from", " the", " mock", " upstream."]
 PROMPT_TOKENS = 9
 EMBEDDING = [0.25, -0.5, 1.0]
 MESSAGES = [{"role": "user", "content": "Say hello."}]
+CLAUDE_MODEL = "claude-haiku"
+CLAUDE_UPSTREAM_MODEL = "claude-3-5-haiku-20241022"
+CLAUDE_PIECES = ["Hello", " from", " Claude."]
+CLAUDE_USAGE = (21, 7)
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "The current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 # No retries: a failure shows the gateway's first answer, not a later one.
 client = openai.OpenAI(max_retries=0, timeout=20.0)
@@ -131,6 +145,86 @@ def unknown_model():
     raise AssertionError("no NotFoundError")
 
 
+def claude_chat():
+    completion = client.chat.completions.create(
+        model=CLAUDE_MODEL, messages=[{"role": "system", "content": "Be brief."}] + MESSAGES, max_tokens=64
+    )
+    expect(completion.object == "chat.completion", f"object {completion.object!r}")
+    expect(completion.model == CLAUDE_UPSTREAM_MODEL, f"model {completion.model!r}")
+    choice = completion.choices[0]
+    expect(choice.message.content == "".join(CLAUDE_PIECES), f"content {choice.message.content!r}")
+    expect(choice.finish_reason == "stop", f"finish_reason {choice.finish_reason!r}")
+    got = (completion.usage.prompt_tokens, completion.usage.completion_tokens)
+    expect(got == CLAUDE_USAGE, f"usage {got}, expected {CLAUDE_USAGE}")
+    return f"{choice.message.content!r} via Anthropic"
+
+
+def claude_stream():
+    stream = client.chat.completions.create(
+        model=CLAUDE_MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    with_choices = [c for c in chunks if c.choices]
+    expect(with_choices[0].choices[0].delta.role == "assistant", "the first delta has no assistant role")
+    pieces = [c.choices[0].delta.content for c in with_choices if c.choices[0].delta.content]
+    expect(pieces == CLAUDE_PIECES, f"deltas {pieces}, expected {CLAUDE_PIECES}")
+    finishes = [c.choices[0].finish_reason for c in with_choices if c.choices[0].finish_reason]
+    expect(finishes == ["stop"], f"finish reasons {finishes}")
+    last = chunks[-1]
+    expect(last.choices == [] and last.usage is not None, "no final usage chunk")
+    got = (last.usage.prompt_tokens, last.usage.completion_tokens)
+    expect(got == CLAUDE_USAGE, f"usage {got}, expected {CLAUDE_USAGE}")
+    return f"{len(chunks)} chunks via Anthropic"
+
+
+def claude_tool_round_trip():
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = client.chat.completions.create(model=CLAUDE_MODEL, messages=question, tools=[WEATHER_TOOL])
+    choice = first.choices[0]
+    expect(choice.finish_reason == "tool_calls", f"finish_reason {choice.finish_reason!r}")
+    calls = choice.message.tool_calls or []
+    expect(len(calls) == 1 and calls[0].function.name == "weather", f"tool calls {calls}")
+    args = json.loads(calls[0].function.arguments)
+    expect(args == {"city": "Paris"}, f"arguments {args}")
+    history = question + [
+        {"role": "assistant", "content": choice.message.content, "tool_calls": [c.model_dump() for c in calls]},
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "18C and sunny"},
+    ]
+    final = client.chat.completions.create(model=CLAUDE_MODEL, messages=history, tools=[WEATHER_TOOL])
+    answer = final.choices[0].message.content
+    expect(answer == "It is 18C and sunny in Paris.", f"final answer {answer!r}")
+    expect(final.choices[0].finish_reason == "stop", f"finish_reason {final.choices[0].finish_reason!r}")
+    return f"call {calls[0].id} -> {answer!r}"
+
+
+def claude_tool_stream():
+    stream = client.chat.completions.create(
+        model=CLAUDE_MODEL,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER_TOOL],
+        stream=True,
+    )
+    calls = {}
+    finishes = []
+    for chunk in stream:
+        for choice in chunk.choices:
+            for call in choice.delta.tool_calls or []:
+                entry = calls.setdefault(call.index, {"id": None, "name": None, "arguments": ""})
+                if call.id:
+                    entry["id"] = call.id
+                if call.function and call.function.name:
+                    entry["name"] = call.function.name
+                if call.function and call.function.arguments:
+                    entry["arguments"] += call.function.arguments
+            if choice.finish_reason:
+                finishes.append(choice.finish_reason)
+    expect(list(calls) == [0], f"tool call indices {list(calls)}")
+    expect(calls[0]["name"] == "weather" and calls[0]["id"], f"tool call {calls[0]}")
+    expect(json.loads(calls[0]["arguments"]) == {"city": "Paris"}, f"arguments {calls[0]['arguments']!r}")
+    expect(finishes == ["tool_calls"], f"finish reasons {finishes}")
+    return f"streamed call {calls[0]['id']} {calls[0]['arguments']}"
+
+
 CHECKS = [
     chat_completion,
     chat_stream,
@@ -140,6 +234,10 @@ CHECKS = [
     models_list,
     wrong_key,
     unknown_model,
+    claude_chat,
+    claude_stream,
+    claude_tool_round_trip,
+    claude_tool_stream,
 ]
 
 
