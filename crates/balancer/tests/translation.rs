@@ -13,6 +13,7 @@ both_backends!(
     a_chat_request_is_answered_by_an_anthropic_upstream,
     a_streamed_chat_request_is_translated_event_by_event,
     what_anthropic_cannot_express_is_refused_before_sending,
+    a_failing_openai_credential_fails_over_to_an_anthropic_one,
 );
 
 const UPSTREAM_MODEL: &str = "claude-3-5-haiku-20241022";
@@ -224,4 +225,61 @@ async fn what_anthropic_cannot_express_is_refused_before_sending(
         1,
         "refused requests never reach the upstream"
     );
+}
+
+/// One route, two families: an OpenAI-compatible credential that fails (500) and is
+/// almost always tried first (weight 100 to 1), and an Anthropic one. Each request fails
+/// over inside itself — before the first byte — and is answered through translation.
+async fn a_failing_openai_credential_fails_over_to_an_anthropic_one(
+    backend: ez_control_plane::testing::Backend,
+) {
+    let gw = Gateway::start(backend).await;
+    gw.add_route(
+        "openai-side",
+        &gw.upstream,
+        &[("sk-openai-dead", 1)],
+        "mixed",
+        100,
+    )
+    .await;
+    let anthropic = gw.add_anthropic_route("sk-ant-upstream", "mixed").await;
+    let t = gw.add_tenant("acme", json!({}), json!({})).await;
+    for stream in [false, true] {
+        for _ in 0..3 {
+            let (status, text) = chat(
+                &gw,
+                &t.key,
+                json!({ "model": "mixed", "stream": stream, "messages": [{ "role": "user", "content": "hi" }] }),
+            )
+            .await;
+            assert_eq!(status, 200, "{text}");
+            assert!(text.contains("hello"), "{text}");
+        }
+    }
+    let seen = gw.mock.requests();
+    let to_openai = seen
+        .iter()
+        .filter(|r| r.path.ends_with("/chat/completions"))
+        .count();
+    let to_anthropic = seen.iter().filter(|r| r.path == "/v1/messages").count();
+    assert_eq!(
+        to_anthropic, 6,
+        "every request was answered by the Anthropic credential"
+    );
+    assert!(
+        to_openai >= 1,
+        "the heavier OpenAI candidate was tried first at least once"
+    );
+    let logs = gw.wait_for_logs(6).await;
+    for record in &logs {
+        assert_eq!(record["status_code"], 200);
+        assert_eq!(record["api_key_id"], anthropic, "{record}");
+        let usage = (record["input_tokens"].as_i64(), record["output_tokens"].as_i64());
+        let expected = if record["stream"] == true {
+            (Some(11), Some(6))
+        } else {
+            (Some(12), Some(4))
+        };
+        assert_eq!(usage, expected, "{record}");
+    }
 }
