@@ -485,6 +485,7 @@ async fn send(
                 formats::upstream_ingress(kind),
             )
         };
+        endpoint.format().clone_into(&mut trace.record.upstream_format);
         let payload = payload.map_err(|_| {
             ProxyError::new(
                 StatusCode::BAD_REQUEST,

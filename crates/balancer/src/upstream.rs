@@ -29,6 +29,17 @@ impl Ingress {
         }
     }
 
+    /// The wire format's name in log records (`upstream_format`, `docs/formats.md`).
+    pub fn format(self) -> &'static str {
+        match self {
+            Ingress::ChatCompletions => "openai_chat",
+            Ingress::Completions => "openai_completions",
+            Ingress::Embeddings => "openai_embeddings",
+            Ingress::Responses => "openai_responses",
+            Ingress::Messages => "anthropic_messages",
+        }
+    }
+
     /// Whether a provider of type `t` takes this format as is (no translation).
     pub fn served_by(self, t: ProviderType) -> bool {
         use ProviderType as P;

@@ -474,6 +474,10 @@ async fn usage_and_logs_are_recorded(backend: Backend) {
     assert_eq!(plain["upstream_model"], "gpt-4o-mini");
     assert_eq!(plain["namespace"], "default");
     assert_eq!(plain["endpoint"], "/v1/chat/completions");
+    assert_eq!(
+        plain["upstream_format"], "openai_chat",
+        "passed through, not translated"
+    );
     assert!(plain["api_key_id"].as_i64().is_some() && plain["group_id"].as_i64().is_some());
     assert_eq!(plain["client_ip"], "127.0.0.1");
     assert_eq!(plain["request_id"].as_str().unwrap().len(), 32);

@@ -109,6 +109,7 @@ async fn a_chat_request_is_answered_by_an_anthropic_upstream(backend: ez_control
         (Some(12), Some(4))
     );
     assert_eq!(logs[0]["endpoint"], "/v1/chat/completions");
+    assert_eq!(logs[0]["upstream_format"], "anthropic_messages");
 }
 
 fn chunks(text: &str) -> Vec<Value> {
@@ -274,6 +275,7 @@ async fn a_failing_openai_credential_fails_over_to_an_anthropic_one(
     for record in &logs {
         assert_eq!(record["status_code"], 200);
         assert_eq!(record["api_key_id"], anthropic, "{record}");
+        assert_eq!(record["upstream_format"], "anthropic_messages", "{record}");
         let usage = (record["input_tokens"].as_i64(), record["output_tokens"].as_i64());
         let expected = if record["stream"] == true {
             (Some(11), Some(6))

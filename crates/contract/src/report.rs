@@ -24,6 +24,11 @@ pub struct LogRecord {
     pub api_key_id: Option<i64>,
     /// The ingress route, e.g. `/v1/chat/completions`.
     pub endpoint: String,
+    /// The wire format of the upstream that answered (`openai_chat`,
+    /// `anthropic_messages`, …; see `docs/formats.md`); empty when none was reached. It
+    /// differs from the ingress route's format when the request was translated.
+    #[serde(default)]
+    pub upstream_format: String,
     /// The status the client received (499 when it went away first).
     pub status_code: u16,
     #[serde(default)]
@@ -102,6 +107,7 @@ impl LogRecord {
         clean_text(&mut self.public_model, limits::MODEL);
         clean_text(&mut self.upstream_model, limits::MODEL);
         clean_text(&mut self.endpoint, limits::ENDPOINT);
+        clean_text(&mut self.upstream_format, limits::ENDPOINT);
         if let Some(code) = &mut self.error_code {
             clean_text(code, limits::ERROR_CODE);
         }
@@ -124,6 +130,7 @@ impl LogRecord {
             + self.public_model.len()
             + self.upstream_model.len()
             + self.endpoint.len()
+            + self.upstream_format.len()
             + self.error_code.as_ref().map_or(0, String::len)
             + self.error_message.as_ref().map_or(0, String::len)
             + self.client_ip.as_ref().map_or(0, String::len)

@@ -28,6 +28,7 @@ fn records(n: usize) -> Vec<LogRecord> {
             group_id: Some((i % 10) as i64 + 1),
             api_key_id: Some((i % 40) as i64 + 1),
             endpoint: "/v1/chat/completions".into(),
+            upstream_format: "openai_chat".into(),
             status_code: if i % 20 == 0 { 429 } else { 200 },
             error_code: (i % 20 == 0).then(|| "rate_limited".into()),
             error_message: (i % 20 == 0).then(|| "upstream rate limit reached".into()),

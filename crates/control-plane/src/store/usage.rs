@@ -11,14 +11,14 @@ use super::{PageRequest, Store, StoreError, StoreResult, count};
 
 /// The columns an insert binds, in [`bind_record`]'s order.
 const LOG_INSERT_COLUMNS: &str = "request_id, master_id, key_id, namespace, public_model, upstream_model, \
-     group_id, api_key_id, endpoint, status_code, error_code, error_message, latency_ms, first_token_ms, \
-     input_tokens, output_tokens, usage_estimated, client_ip, stream, created_at";
+     group_id, api_key_id, endpoint, upstream_format, status_code, error_code, error_message, latency_ms, \
+     first_token_ms, input_tokens, output_tokens, usage_estimated, client_ip, stream, created_at";
 const LOG_COLUMNS: &str = "id, request_id, master_id, key_id, namespace, public_model, upstream_model, \
-     group_id, api_key_id, endpoint, status_code, error_code, error_message, latency_ms, first_token_ms, \
+     group_id, api_key_id, endpoint, upstream_format, status_code, error_code, error_message, latency_ms, first_token_ms, \
      input_tokens, output_tokens, usage_estimated, client_ip, stream, created_at";
 
 /// Columns an insert binds per record.
-const LOG_INSERT_ARITY: usize = 20;
+const LOG_INSERT_ARITY: usize = 21;
 /// Where usage totals stop growing (they saturate instead of overflowing BIGINT).
 const SATURATED: i64 = i64::MAX;
 /// Most records per INSERT statement (bind parameters stay below every engine's limit).
@@ -37,6 +37,9 @@ pub struct StoredLog {
     pub group_id: Option<i64>,
     pub api_key_id: Option<i64>,
     pub endpoint: String,
+    /// The wire format of the upstream that answered (empty when none was reached);
+    /// not the ingress route's when the request was translated.
+    pub upstream_format: String,
     pub status_code: i64,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
@@ -102,6 +105,7 @@ fn log_from_row(row: &AnyRow) -> StoreResult<StoredLog> {
         group_id: row.try_get("group_id")?,
         api_key_id: row.try_get("api_key_id")?,
         endpoint: row.try_get("endpoint")?,
+        upstream_format: row.try_get("upstream_format")?,
         status_code: row.try_get("status_code")?,
         error_code: row.try_get("error_code")?,
         error_message: row.try_get("error_message")?,
@@ -191,6 +195,7 @@ fn bind_record<'q>(query: AnyQuery<'q>, r: &'q LogRecord) -> AnyQuery<'q> {
         .bind(r.group_id)
         .bind(r.api_key_id)
         .bind(r.endpoint.as_str())
+        .bind(r.upstream_format.as_str())
         .bind(i64::from(r.status_code))
         .bind(r.error_code.as_deref())
         .bind(r.error_message.as_deref())
