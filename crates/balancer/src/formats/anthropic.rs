@@ -1,6 +1,9 @@
 //! IR ⇄ Anthropic Messages: the request encoded for an Anthropic upstream, its answer and
 //! its stream events decoded.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::ir::{Effort, Event, Finish, Image, Message, Part, Request, Response, Role, ToolChoice, Usage};
@@ -202,6 +205,91 @@ pub fn decode_error(body: &Value) -> Option<(String, String)> {
     Some((code.to_owned(), message.to_owned()))
 }
 
+/// One Anthropic stream event, read without building a JSON tree (strings are borrowed
+/// from the event's text unless they hold escapes).
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireEvent<'a> {
+    MessageStart {
+        #[serde(borrow)]
+        message: WireMessage<'a>,
+    },
+    ContentBlockStart {
+        index: u64,
+        #[serde(borrow)]
+        content_block: WireBlock<'a>,
+    },
+    ContentBlockDelta {
+        index: u64,
+        #[serde(borrow)]
+        delta: WireDelta<'a>,
+    },
+    MessageDelta {
+        #[serde(borrow, default)]
+        delta: WireMessageDelta<'a>,
+        #[serde(default)]
+        usage: Option<Value>,
+    },
+    MessageStop,
+    Error {
+        error: Value,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct WireMessage<'a> {
+    #[serde(borrow, default)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    model: Cow<'a, str>,
+    #[serde(default)]
+    usage: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireBlock<'a> {
+    Text {
+        #[serde(borrow, default)]
+        text: Cow<'a, str>,
+    },
+    ToolUse {
+        #[serde(borrow, default)]
+        id: Cow<'a, str>,
+        #[serde(borrow, default)]
+        name: Cow<'a, str>,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireDelta<'a> {
+    TextDelta {
+        #[serde(borrow)]
+        text: Cow<'a, str>,
+    },
+    ThinkingDelta {
+        #[serde(borrow)]
+        thinking: Cow<'a, str>,
+    },
+    InputJsonDelta {
+        #[serde(borrow)]
+        partial_json: Cow<'a, str>,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize, Default)]
+struct WireMessageDelta<'a> {
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+}
+
 /// Reads Anthropic stream events (`message_start`, `content_block_*`, `message_delta`,
 /// `message_stop`, `error`) into IR events, keeping which content block is which tool call.
 #[derive(Default)]
@@ -223,86 +311,73 @@ impl EventDecoder {
 
     /// The IR events of one SSE event (`event:` name and `data:` text).
     pub fn decode(&mut self, name: &str, data: &str, out: &mut Vec<Event>) {
-        let Ok(value) = serde_json::from_str::<Value>(data) else {
-            return;
+        let event = match serde_json::from_str::<WireEvent>(data) {
+            Ok(event) => event,
+            // The gateway's own error event (`{"error": {…}}`) has no `type`.
+            Err(_) if name == "error" => match serde_json::from_str::<Value>(data) {
+                Ok(value) => WireEvent::Error {
+                    error: value["error"].clone(),
+                },
+                Err(_) => return,
+            },
+            Err(_) => return,
         };
-        let kind = value["type"].as_str().unwrap_or(name);
-        match kind {
-            "message_start" => {
-                let message = &value["message"];
-                self.usage = usage(&message["usage"]);
+        match event {
+            WireEvent::MessageStart { message } => {
+                self.usage = usage(&message.usage);
                 out.push(Event::Start {
-                    id: message["id"].as_str().unwrap_or_default().to_owned(),
-                    model: message["model"].as_str().unwrap_or_default().to_owned(),
+                    id: message.id.into_owned(),
+                    model: message.model.into_owned(),
                 });
             }
-            "content_block_start" => {
-                let block = &value["content_block"];
-                let index = value["index"].as_u64().unwrap_or(0);
-                match block["type"].as_str() {
-                    Some("tool_use") => {
-                        let call = self.tool_calls;
-                        self.tool_calls += 1;
-                        self.tool_blocks.push((index, call));
-                        out.push(Event::ToolCallStart {
+            WireEvent::ContentBlockStart { index, content_block } => match content_block {
+                WireBlock::ToolUse { id, name } => {
+                    let call = self.tool_calls;
+                    self.tool_calls += 1;
+                    self.tool_blocks.push((index, call));
+                    out.push(Event::ToolCallStart {
+                        index: call,
+                        id: id.into_owned(),
+                        name: name.into_owned(),
+                    });
+                }
+                WireBlock::Text { text } if !text.is_empty() => out.push(Event::Text(text.into_owned())),
+                WireBlock::Text { .. } | WireBlock::Other => {}
+            },
+            WireEvent::ContentBlockDelta { index, delta } => match delta {
+                WireDelta::TextDelta { text } => out.push(Event::Text(text.into_owned())),
+                WireDelta::ThinkingDelta { thinking } => out.push(Event::Thinking(thinking.into_owned())),
+                WireDelta::InputJsonDelta { partial_json } => {
+                    if let Some(call) = self.tool_index(index) {
+                        out.push(Event::ToolArguments {
                             index: call,
-                            id: block["id"].as_str().unwrap_or_default().to_owned(),
-                            name: block["name"].as_str().unwrap_or_default().to_owned(),
+                            delta: partial_json.into_owned(),
                         });
                     }
-                    Some("text") => {
-                        if let Some(text) = block["text"].as_str().filter(|t| !t.is_empty()) {
-                            out.push(Event::Text(text.to_owned()));
-                        }
-                    }
-                    _ => {}
                 }
-            }
-            "content_block_delta" => {
-                let delta = &value["delta"];
-                let index = value["index"].as_u64().unwrap_or(0);
-                match delta["type"].as_str() {
-                    Some("text_delta") => {
-                        out.push(Event::Text(delta["text"].as_str().unwrap_or_default().to_owned()))
-                    }
-                    Some("thinking_delta") => {
-                        out.push(Event::Thinking(
-                            delta["thinking"].as_str().unwrap_or_default().to_owned(),
-                        ));
-                    }
-                    Some("input_json_delta") => {
-                        if let Some(call) = self.tool_index(index) {
-                            out.push(Event::ToolArguments {
-                                index: call,
-                                delta: delta["partial_json"].as_str().unwrap_or_default().to_owned(),
-                            });
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            "message_delta" => {
-                let u = &value["usage"];
-                if u.is_object() {
-                    let later = usage(u);
+                WireDelta::Other => {}
+            },
+            WireEvent::MessageDelta { delta, usage: later } => {
+                if let Some(later) = later.as_ref().filter(|u| u.is_object()) {
+                    let later = usage(later);
                     self.usage.output = self.usage.output.max(later.output);
                     self.usage.input = self.usage.input.max(later.input);
                     self.usage.cache_read = self.usage.cache_read.max(later.cache_read);
                     self.usage.cache_write = self.usage.cache_write.max(later.cache_write);
                 }
-                if let Some(reason) = value["delta"]["stop_reason"].as_str() {
-                    out.push(Event::Finish(finish(Some(reason))));
+                if let Some(reason) = delta.stop_reason {
+                    out.push(Event::Finish(finish(Some(&reason))));
                 }
             }
-            "message_stop" => self.end(out),
-            "error" => {
-                let (code, message) = decode_error(&value)
+            WireEvent::MessageStop => self.end(out),
+            WireEvent::Error { error } => {
+                let (code, message) = decode_error(&json!({ "error": error }))
                     .unwrap_or_else(|| ("upstream_error".into(), "the upstream failed".into()));
                 out.push(Event::Error { code, message });
                 self.ended = true;
                 out.push(Event::End);
             }
-            _ => {}
+            WireEvent::Other => {}
         }
     }
 

@@ -76,9 +76,7 @@ impl Mode {
                 encoder,
             } => {
                 let mut events = Vec::new();
-                for event in reader.feed(chunk) {
-                    decoder.decode(&event.name, &event.data, &mut events);
-                }
+                reader.feed_with(chunk, |name, data| decoder.decode(name, data, &mut events));
                 let mut out = Vec::new();
                 for event in events {
                     encoder.encode(event, &mut out);

@@ -377,10 +377,12 @@ pub fn encode_response(response: &Response, created: i64) -> Value {
     })
 }
 
-/// Turns IR events into `chat.completion.chunk` SSE lines.
+/// Turns IR events into `chat.completion.chunk` SSE lines. The part every chunk repeats
+/// (id, object, created, model) is written once, when the stream starts; a text delta
+/// then costs one escaped string.
 pub struct ChunkEncoder {
-    id: String,
-    model: String,
+    /// `{"id":…,"object":"chat.completion.chunk","created":…,"model":…,`
+    head: Vec<u8>,
     created: i64,
     include_usage: bool,
     usage: super::ir::Usage,
@@ -389,46 +391,83 @@ pub struct ChunkEncoder {
 
 impl ChunkEncoder {
     pub fn new(created: i64, include_usage: bool) -> ChunkEncoder {
-        ChunkEncoder {
-            id: String::new(),
-            model: String::new(),
+        let mut encoder = ChunkEncoder {
+            head: Vec::new(),
             created,
             include_usage,
             usage: super::ir::Usage::default(),
             failed: false,
-        }
+        };
+        encoder.set_head("", "");
+        encoder
     }
 
-    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<Finish>) {
-        let chunk = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish.map(finish_reason), "logprobs": null }],
+    fn set_head(&mut self, id: &str, model: &str) {
+        self.head.clear();
+        self.head.extend_from_slice(b"{\"id\":");
+        let _ = serde_json::to_writer(&mut self.head, id);
+        self.head
+            .extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        self.head.extend_from_slice(self.created.to_string().as_bytes());
+        self.head.extend_from_slice(b",\"model\":");
+        let _ = serde_json::to_writer(&mut self.head, model);
+        self.head.push(b',');
+    }
+
+    /// One chunk with one choice: `delta` writes the delta object.
+    fn chunk(&self, out: &mut Vec<u8>, finish: Option<Finish>, delta: impl FnOnce(&mut Vec<u8>)) {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":");
+        delta(out);
+        out.extend_from_slice(b",\"finish_reason\":");
+        match finish {
+            Some(finish) => {
+                out.push(b'"');
+                out.extend_from_slice(finish_reason(finish).as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"logprobs\":null}]}\n\n");
+    }
+
+    /// `{"<field>":<text as a JSON string>}`
+    fn text_delta(&self, out: &mut Vec<u8>, field: &str, text: &str) {
+        self.chunk(out, None, |out| {
+            out.extend_from_slice(b"{\"");
+            out.extend_from_slice(field.as_bytes());
+            out.extend_from_slice(b"\":");
+            let _ = serde_json::to_writer(&mut *out, text);
+            out.push(b'}');
         });
-        data(out, &chunk);
+    }
+
+    fn value_delta(&self, out: &mut Vec<u8>, delta: &Value) {
+        self.chunk(out, None, |out| {
+            let _ = serde_json::to_writer(&mut *out, delta);
+        });
     }
 
     /// Appends the SSE lines of `event` to `out`.
     pub fn encode(&mut self, event: Event, out: &mut Vec<u8>) {
         match event {
             Event::Start { id, model } => {
-                self.id = format!("chatcmpl-{id}");
-                self.model = model;
-                self.chunk(out, json!({ "role": "assistant", "content": "" }), None);
+                self.set_head(&format!("chatcmpl-{id}"), &model);
+                self.value_delta(out, &json!({ "role": "assistant", "content": "" }));
             }
-            Event::Text(text) => self.chunk(out, json!({ "content": text }), None),
-            Event::Thinking(text) => self.chunk(out, json!({ "reasoning_content": text }), None),
-            Event::ToolCallStart { index, id, name } => self.chunk(
+            Event::Text(text) => self.text_delta(out, "content", &text),
+            Event::Thinking(text) => self.text_delta(out, "reasoning_content", &text),
+            Event::ToolCallStart { index, id, name } => self.value_delta(
                 out,
-                json!({ "tool_calls": [{ "index": index, "id": id, "type": "function",
+                &json!({ "tool_calls": [{ "index": index, "id": id, "type": "function",
                     "function": { "name": name, "arguments": "" } }] }),
-                None,
             ),
-            Event::ToolArguments { index, delta } => self.chunk(
+            Event::ToolArguments { index, delta } => self.value_delta(
                 out,
-                json!({ "tool_calls": [{ "index": index, "function": { "arguments": delta } }] }),
-                None,
+                &json!({ "tool_calls": [{ "index": index, "function": { "arguments": delta } }] }),
             ),
-            Event::Finish(finish) => self.chunk(out, json!({}), Some(finish)),
+            Event::Finish(finish) => self.chunk(out, Some(finish), |out| out.extend_from_slice(b"{}")),
             Event::Usage(usage) => self.usage = usage,
             Event::Error { code, message } => {
                 self.failed = true;
@@ -439,11 +478,11 @@ impl ChunkEncoder {
             Event::End if self.failed => {}
             Event::End => {
                 if self.include_usage {
-                    let chunk = json!({
-                        "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                        "model": self.model, "choices": [], "usage": usage(&self.usage),
-                    });
-                    data(out, &chunk);
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(&self.head);
+                    out.extend_from_slice(b"\"choices\":[],\"usage\":");
+                    let _ = serde_json::to_writer(&mut *out, &usage(&self.usage));
+                    out.extend_from_slice(b"}\n\n");
                 }
                 out.extend_from_slice(b"data: [DONE]\n\n");
             }

@@ -1,6 +1,8 @@
 //! An incremental reader of server-sent events: bytes in, whole events (`event:` name and
 //! joined `data:` lines) out, however the bytes were cut into chunks.
 
+use std::borrow::Cow;
+
 use bytes::BytesMut;
 
 /// Longest event kept while waiting for its end; a longer one is dropped whole.
@@ -20,19 +22,30 @@ pub struct SseEvent {
 impl SseReader {
     /// Takes a chunk; returns the events it completed.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
-        self.pending.extend_from_slice(chunk);
         let mut events = Vec::new();
-        while let Some(end) = event_end(&self.pending) {
-            let raw = self.pending.split_to(end.0);
-            let _ = self.pending.split_to(end.1);
-            if let Some(event) = parse(&raw) {
-                events.push(event);
+        self.feed_with(chunk, |name, data| {
+            events.push(SseEvent {
+                name: name.to_owned(),
+                data: data.to_owned(),
+            });
+        });
+        events
+    }
+
+    /// Takes a chunk and hands each event it completed to `f` (name, data) without
+    /// copying it when its data is one line.
+    pub fn feed_with(&mut self, chunk: &[u8], mut f: impl FnMut(&str, &str)) {
+        self.pending.extend_from_slice(chunk);
+        while let Some((len, separator)) = event_end(&self.pending) {
+            let raw = self.pending.split_to(len);
+            let _ = self.pending.split_to(separator);
+            if let Ok(text) = std::str::from_utf8(&raw) {
+                parse(text, &mut f);
             }
         }
         if self.pending.len() > MAX_EVENT {
             self.pending.clear();
         }
-        events
     }
 }
 
@@ -46,21 +59,25 @@ fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
-fn parse(raw: &[u8]) -> Option<SseEvent> {
-    let text = std::str::from_utf8(raw).ok()?;
-    let mut name = String::new();
-    let mut data = String::new();
+fn parse(text: &str, f: &mut impl FnMut(&str, &str)) {
+    let mut name = "";
+    let mut data: Cow<'_, str> = Cow::Borrowed("");
+    let mut lines = 0;
     for line in text.lines() {
         if let Some(value) = line.strip_prefix("event:") {
-            value.trim().clone_into(&mut name);
+            name = value.trim();
         } else if let Some(value) = line.strip_prefix("data:") {
-            if !data.is_empty() {
-                data.push('\n');
-            }
-            data.push_str(value.strip_prefix(' ').unwrap_or(value));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            data = match lines {
+                0 => Cow::Borrowed(value),
+                _ => Cow::Owned(format!("{data}\n{value}")),
+            };
+            lines += 1;
         }
     }
-    (!data.is_empty() || !name.is_empty()).then_some(SseEvent { name, data })
+    if lines > 0 || !name.is_empty() {
+        f(name, &data);
+    }
 }
 
 #[cfg(test)]
