@@ -11,6 +11,7 @@ pub mod error;
 pub mod estimate;
 pub mod formats;
 pub mod metrics;
+pub mod models;
 pub mod proxy;
 pub mod rate;
 pub mod refusal;

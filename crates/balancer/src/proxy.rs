@@ -103,7 +103,7 @@ pub struct BalancerState {
     pub cache: Arc<SnapshotCache>,
     pub reporter: Arc<Reporter>,
     http: reqwest::Client,
-    settings: Arc<ProxySettings>,
+    pub(crate) settings: Arc<ProxySettings>,
     bans: Arc<BanPolicy>,
     rate: Arc<RateLimiter>,
 }
@@ -147,7 +147,7 @@ pub fn router(state: BalancerState) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/responses", post(responses))
         .route("/v1/messages", post(messages))
-        .route("/v1/models", get(list_models))
+        .route("/v1/models", get(crate::models::list))
         .with_state(state)
 }
 
@@ -204,7 +204,7 @@ async fn messages(State(state): State<BalancerState>, req: Request) -> Response 
     forward(&state, Ingress::Messages, req).await
 }
 
-fn client_ip(parts: &axum::http::request::Parts, trusted: &[IpNet]) -> Option<IpAddr> {
+pub(crate) fn client_ip(parts: &axum::http::request::Parts, trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -645,40 +645,6 @@ fn route_error(e: RouteError) -> ProxyError {
             why.to_string(),
         ),
     }
-}
-
-/// The models the key's namespaces and routing group reach, in the OpenAI list shape. Models of the key's
-/// default namespace are listed by their plain name, others as `namespace.model`. A route
-/// that resolves to no credential is left out.
-async fn list_models(State(state): State<BalancerState>, req: Request) -> Response {
-    let snapshot = state.cache.snapshot();
-    let (parts, _) = req.into_parts();
-    let ip = client_ip(&parts, &state.settings.trusted_proxies);
-    let token = match auth::authenticate(&snapshot, &parts, ip) {
-        Ok((token, _)) => token,
-        Err(e) => return e.into_response(),
-    };
-    let group = route::caller_group(token, &snapshot.masters);
-    let mut ids: Vec<String> = snapshot
-        .bindings
-        .values()
-        .filter(|b| {
-            b.status == "active" && token.namespaces.contains(&b.namespace) && route::serves(b, group)
-        })
-        .map(|b| {
-            if b.namespace == token.default_namespace {
-                b.public_model.clone()
-            } else {
-                format!("{}.{}", b.namespace, b.public_model)
-            }
-        })
-        .collect();
-    ids.sort();
-    let data: Vec<Value> = ids
-        .into_iter()
-        .map(|id| serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": "ez-api" }))
-        .collect();
-    axum::Json(serde_json::json!({ "object": "list", "data": data })).into_response()
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ both_backends!(
     a_streamed_chat_request_is_translated_event_by_event,
     what_anthropic_cannot_express_is_refused_before_sending,
     a_failing_openai_credential_fails_over_to_an_anthropic_one,
+    the_model_list_comes_in_the_shape_of_the_clients_sdk,
 );
 
 const UPSTREAM_MODEL: &str = "claude-3-5-haiku-20241022";
@@ -284,4 +285,45 @@ async fn a_failing_openai_credential_fails_over_to_an_anthropic_one(
         };
         assert_eq!(usage, expected, "{record}");
     }
+}
+
+/// `GET /v1/models` with `anthropic-version` (every Anthropic SDK sends it) answers in
+/// Anthropic's page shape; without, in OpenAI's list shape.
+async fn the_model_list_comes_in_the_shape_of_the_clients_sdk(backend: ez_control_plane::testing::Backend) {
+    let gw = Gateway::start(backend).await;
+    gw.add_anthropic_route("sk-ant-upstream", "claude").await;
+    gw.add_route("openai-side", &gw.upstream, &[("sk-upstream-good", 1)], "gpt", 1)
+        .await;
+    let t = gw.add_tenant("acme", json!({}), json!({})).await;
+    let list = |anthropic: bool| {
+        let mut req = gw
+            .client
+            .get(format!("{}/v1/models", gw.base))
+            .header("x-api-key", &t.key);
+        if anthropic {
+            req = req.header("anthropic-version", "2023-06-01");
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let anthropic = list(true).await;
+    assert_eq!(anthropic["has_more"], false, "{anthropic}");
+    assert_eq!(
+        (&anthropic["first_id"], &anthropic["last_id"]),
+        (&json!("claude"), &json!("gpt"))
+    );
+    assert_eq!(anthropic["data"][0]["type"], "model");
+    assert!(anthropic.get("object").is_none(), "{anthropic}");
+    let openai = list(false).await;
+    assert_eq!(openai["object"], "list");
+    let ids: Vec<&str> = openai["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["claude", "gpt"]);
 }
