@@ -37,8 +37,16 @@ fn tokens(usage: &Value, names: [&str; 2]) -> i64 {
 }
 
 /// The usage object of a document: top-level `usage`, or inside `response` (Responses
-/// API stream events) or `message` (Anthropic `message_start`).
+/// API stream events) or `message` (Anthropic `message_start`); Gemini's
+/// `usageMetadata` (its thinking tokens are output, as OpenAI counts reasoning).
 pub fn extract(document: &Value) -> Option<Usage> {
+    if let Some(meta) = document.get("usageMetadata").filter(|m| m.is_object()) {
+        let count = |name: &str| meta[name].as_i64().unwrap_or(0).max(0);
+        return Some(Usage {
+            input: count("promptTokenCount"),
+            output: count("candidatesTokenCount") + count("thoughtsTokenCount"),
+        });
+    }
     let usage = [
         document.get("usage"),
         document.get("response").and_then(|r| r.get("usage")),
@@ -163,7 +171,8 @@ impl SseWatch {
     fn keep(&mut self, event: &[u8]) -> bool {
         self.events += 1;
         self.deltas.observe(event);
-        if memmem::find(event, b"\"usage\"").is_none() {
+        // `"usage"` (OpenAI, Anthropic) or `"usageMetadata"` (Gemini).
+        if memmem::find(event, b"\"usage").is_none() {
             return true;
         }
         let Some(document) = data_of(event).and_then(|d| serde_json::from_slice::<Value>(&d).ok()) else {
@@ -227,6 +236,8 @@ mod tests {
         assert_eq!(extract(&anthropic), Some(Usage { input: 11, output: 1 }));
         let responses = json!({ "type": "response.completed", "response": { "usage": { "input_tokens": 2, "output_tokens": 9 } } });
         assert_eq!(extract(&responses), Some(Usage { input: 2, output: 9 }));
+        let gemini = json!({ "usageMetadata": { "promptTokenCount": 8, "candidatesTokenCount": 5, "thoughtsTokenCount": 2 } });
+        assert_eq!(extract(&gemini), Some(Usage { input: 8, output: 7 }));
         assert_eq!(extract(&json!({ "usage": null })), None);
         assert_eq!(extract(&json!({ "choices": [] })), None);
     }

@@ -7,6 +7,7 @@
 
 pub mod anthropic;
 pub mod body;
+pub mod gemini;
 pub mod ir;
 pub mod openai_chat;
 pub mod sse;
