@@ -470,22 +470,20 @@ async fn send(
         trace.record.upstream_model = pick.upstream_model.clone();
         trace.record.group_id = Some(provider.group_id);
         trace.record.api_key_id = Some(provider.id);
-        let (payload, translation, endpoint) = if ingress.served_by(kind) {
+        let (payload, translation, (url, format)) = if ingress.served_by(kind) {
             request
                 .document
                 .insert("model".into(), Value::String(pick.upstream_model));
-            (serde_json::to_vec(&request.document), Translation::None, ingress)
+            let target = (upstream::url(provider, ingress), ingress.format());
+            (serde_json::to_vec(&request.document), Translation::None, target)
         } else {
             let (body, translation) =
                 formats::request(ingress, kind, &request.document, &pick.upstream_model)?;
             let translation = translation.without_usage_chunk(strip_usage_chunk);
-            (
-                serde_json::to_vec(&body),
-                translation,
-                formats::upstream_ingress(kind),
-            )
+            let target = formats::target(provider, kind, &pick.upstream_model, translation);
+            (serde_json::to_vec(&body), translation, target)
         };
-        endpoint.format().clone_into(&mut trace.record.upstream_format);
+        format.clone_into(&mut trace.record.upstream_format);
         let payload = payload.map_err(|_| {
             ProxyError::new(
                 StatusCode::BAD_REQUEST,
@@ -495,7 +493,7 @@ async fn send(
         })?;
         let outgoing = state
             .http
-            .post(upstream::url(provider, endpoint))
+            .post(url)
             .headers(upstream::headers(provider, kind, &parts.headers))
             .header(header::CONTENT_TYPE, "application/json")
             .body(payload);
@@ -591,12 +589,9 @@ fn respond(
         state.settings.idle_timeout,
         deadline,
     );
-    let body = match translation {
-        Translation::None => Body::from_stream(body),
-        Translation::ChatToAnthropic {
-            stream,
-            include_usage,
-        } => {
+    let body = match translation.answer() {
+        None => Body::from_stream(body),
+        Some((source, stream, include_usage)) => {
             let streamed = stream && status.is_success();
             let content_type = if streamed {
                 "text/event-stream"
@@ -608,8 +603,9 @@ fn respond(
                 header::HeaderValue::from_static(content_type),
             );
             headers.remove(header::CONTENT_ENCODING);
-            Body::from_stream(formats::body::TranslatedBody::anthropic_to_chat(
+            Body::from_stream(formats::body::TranslatedBody::to_chat(
                 body,
+                source,
                 status.as_u16(),
                 stream,
                 include_usage,

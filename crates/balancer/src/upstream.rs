@@ -108,6 +108,9 @@ pub fn headers(provider: &ProviderSnapshot, kind: ProviderType, client: &http::H
     };
     match kind {
         ProviderType::Azure => insert(&mut out, "api-key", secret),
+        ProviderType::Gemini | ProviderType::Google | ProviderType::AiStudio => {
+            insert(&mut out, "x-goog-api-key", secret);
+        }
         ProviderType::Anthropic | ProviderType::Claude => {
             insert(&mut out, "x-api-key", secret);
             if !out.contains_key("anthropic-version") {

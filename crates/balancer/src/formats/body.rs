@@ -10,28 +10,75 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use serde_json::Value;
 
-use super::anthropic::{EventDecoder, decode_error, decode_response};
-use super::ir::Event;
+use super::ir::{Event, Response};
 use super::openai_chat::{ChunkEncoder, encode_response};
 use super::sse::SseReader;
+use super::{anthropic, gemini};
 
 /// A JSON answer larger than this is not translated (the client gets a 502 error body).
 const MAX_JSON: usize = 32 * 1024 * 1024;
 
+/// The upstream format a translated answer is read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Anthropic,
+    Gemini,
+}
+
+impl Source {
+    fn decode_response(self, body: &Value) -> Option<Response> {
+        match self {
+            Source::Anthropic => anthropic::decode_response(body),
+            Source::Gemini => gemini::decode_response(body),
+        }
+    }
+
+    fn decode_error(self, body: &Value) -> Option<(String, String)> {
+        match self {
+            Source::Anthropic => anthropic::decode_error(body),
+            Source::Gemini => gemini::decode_error(body),
+        }
+    }
+}
+
+/// A stream decoder of the upstream's format.
+enum Decoder {
+    Anthropic(anthropic::EventDecoder),
+    Gemini(gemini::ChunkDecoder),
+}
+
+impl Decoder {
+    fn decode(&mut self, name: &str, data: &str, out: &mut Vec<Event>) {
+        match self {
+            Decoder::Anthropic(d) => d.decode(name, data, out),
+            Decoder::Gemini(d) => d.decode(data, out),
+        }
+    }
+
+    /// The upstream's stream ended; whether the answer was complete.
+    fn close(&mut self, out: &mut Vec<Event>) -> bool {
+        match self {
+            Decoder::Anthropic(d) => d.ended(),
+            Decoder::Gemini(d) => d.close(out),
+        }
+    }
+}
+
 enum Mode {
     Stream {
         reader: SseReader,
-        decoder: EventDecoder,
+        decoder: Decoder,
         encoder: ChunkEncoder,
     },
     Json {
+        source: Source,
         status: u16,
         kept: BytesMut,
         created: i64,
     },
 }
 
-/// Translates an Anthropic Messages answer (the bytes of `inner`) into Chat Completions.
+/// Translates an upstream's answer (the bytes of `inner`) into Chat Completions.
 pub struct TranslatedBody<S> {
     inner: S,
     mode: Mode,
@@ -39,15 +86,26 @@ pub struct TranslatedBody<S> {
 }
 
 impl<S> TranslatedBody<S> {
-    pub fn anthropic_to_chat(inner: S, status: u16, stream: bool, include_usage: bool, created: i64) -> Self {
+    pub fn to_chat(
+        inner: S,
+        source: Source,
+        status: u16,
+        stream: bool,
+        include_usage: bool,
+        created: i64,
+    ) -> Self {
         let mode = if stream && status < 400 {
             Mode::Stream {
                 reader: SseReader::default(),
-                decoder: EventDecoder::default(),
+                decoder: match source {
+                    Source::Anthropic => Decoder::Anthropic(anthropic::EventDecoder::default()),
+                    Source::Gemini => Decoder::Gemini(gemini::ChunkDecoder::default()),
+                },
                 encoder: ChunkEncoder::new(created, include_usage),
             }
         } else {
             Mode::Json {
+                source,
                 status,
                 kept: BytesMut::new(),
                 created,
@@ -96,32 +154,33 @@ impl Mode {
     fn finish(&mut self) -> Vec<u8> {
         match self {
             Mode::Stream { decoder, encoder, .. } => {
+                let mut events = Vec::new();
+                if !decoder.close(&mut events) {
+                    events.push(Event::Error {
+                        code: "upstream_stream_error".into(),
+                        message: "the upstream's stream ended before the answer was complete".into(),
+                    });
+                    events.push(Event::End);
+                }
                 let mut out = Vec::new();
-                if !decoder.ended() {
-                    for event in [
-                        Event::Error {
-                            code: "upstream_stream_error".into(),
-                            message: "the upstream's stream ended before the answer was complete".into(),
-                        },
-                        Event::End,
-                    ] {
-                        encoder.encode(event, &mut out);
-                    }
+                for event in events {
+                    encoder.encode(event, &mut out);
                 }
                 out
             }
             Mode::Json {
+                source,
                 status,
                 kept,
                 created,
             } => {
                 let value: Value = serde_json::from_slice(kept).unwrap_or(Value::Null);
                 if *status < 400
-                    && let Some(response) = decode_response(&value)
+                    && let Some(response) = source.decode_response(&value)
                 {
                     return serde_json::to_vec(&encode_response(&response, *created)).unwrap_or_default();
                 }
-                let (code, message) = decode_error(&value).unwrap_or_else(|| {
+                let (code, message) = source.decode_error(&value).unwrap_or_else(|| {
                     (
                         "upstream_error".into(),
                         "the upstream's answer could not be translated".into(),
