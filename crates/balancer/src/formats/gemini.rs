@@ -75,6 +75,12 @@ fn part(p: &Part, names: &[(&str, &str)]) -> Result<Option<Value>, Refusal> {
 
 /// Encodes `request` as a `generateContent` body (the model goes in the URL).
 pub fn encode_request(request: &Request) -> Result<Value, Refusal> {
+    if !request.parallel_tool_calls && !request.tools.is_empty() {
+        return Err(refuse(
+            "parallel_tool_calls",
+            "Gemini cannot be limited to one tool call per answer",
+        ));
+    }
     let names = call_names(request);
     let mut contents: Vec<(Role, Vec<Value>)> = Vec::with_capacity(request.messages.len());
     for message in &request.messages {
@@ -363,6 +369,9 @@ mod tests {
         let orphan = ir(json!({ "model": "m", "messages": [
             { "role": "user", "content": "x" }, { "role": "tool", "tool_call_id": "nope", "content": "1" }] }));
         assert_eq!(encode_request(&orphan).unwrap_err().param, "tool_call_id");
+        let single = ir(json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }],
+            "tools": [{ "type": "function", "function": { "name": "f" } }], "parallel_tool_calls": false }));
+        assert_eq!(encode_request(&single).unwrap_err().param, "parallel_tool_calls");
     }
 
     #[test]
