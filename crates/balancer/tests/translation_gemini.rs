@@ -6,14 +6,8 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
-
-use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use ez_control_plane::testing::Backend;
+use ez_test_upstreams::gemini::{self, KEY, MODEL, Seen};
 use serde_json::{Value, json};
 use support::{Gateway, both_backends, sse_events};
 
@@ -21,114 +15,6 @@ both_backends!(
     plain_and_streamed_answers_come_back_as_chat_completions,
     a_tool_call_makes_the_round_trip_through_gemini,
 );
-
-const KEY: &str = "AIza-gemini-upstream-0001";
-const MODEL: &str = "gemini-2.5-flash";
-
-/// What the mock saw: (path and query, body, the rule it broke).
-type Seen = Arc<Mutex<Vec<(String, Value, Option<String>)>>>;
-
-/// The first `generateContent` rule `body` breaks.
-fn broken_rule(headers: &HeaderMap, body: &Value) -> Option<String> {
-    if headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) != Some(KEY) {
-        return Some("API key not valid".into());
-    }
-    let contents = body["contents"].as_array().filter(|c| !c.is_empty())?;
-    let mut called: Vec<String> = Vec::new();
-    for (i, content) in contents.iter().enumerate() {
-        if !matches!(content["role"].as_str(), Some("user" | "model")) {
-            return Some(format!("contents[{i}].role must be user or model"));
-        }
-        for part in content["parts"].as_array().into_iter().flatten() {
-            if let Some(call) = part.get("functionCall") {
-                called.push(call["name"].as_str().unwrap_or_default().to_owned());
-            }
-            if let Some(response) = part.get("functionResponse") {
-                let name = response["name"].as_str().unwrap_or_default();
-                if !called.iter().any(|c| c == name) || !response["response"].is_object() {
-                    return Some(format!("contents[{i}]: functionResponse {name} answers no call"));
-                }
-            }
-        }
-    }
-    None
-}
-
-async fn generate(
-    State(seen): State<Seen>,
-    Path(rest): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    let rule = if body["contents"].as_array().is_none_or(Vec::is_empty) {
-        Some("contents is required".to_owned())
-    } else {
-        broken_rule(&headers, &body)
-    };
-    let target = format!("{rest}?{}", query.unwrap_or_default());
-    seen.lock()
-        .unwrap()
-        .push((target.clone(), body.clone(), rule.clone()));
-    if let Some(rule) = rule {
-        let error = json!({ "error": { "code": 400, "message": rule, "status": "INVALID_ARGUMENT" } });
-        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
-    }
-    let last = body["contents"]
-        .as_array()
-        .and_then(|c| c.last())
-        .cloned()
-        .unwrap_or_default();
-    let result = last["parts"][0]["functionResponse"]["response"]["content"]
-        .as_str()
-        .map(str::to_owned);
-    let parts: Vec<Value> = match (result, body["tools"].is_array()) {
-        (Some(result), _) => vec![json!({ "text": format!("It is {result}.") })],
-        (None, true) => vec![json!({ "functionCall": { "name": "weather", "args": { "city": "Paris" } } })],
-        (None, false) => vec![json!({ "text": "Hello" }), json!({ "text": " from Gemini." })],
-    };
-    let usage = json!({ "promptTokenCount": 17, "candidatesTokenCount": 5, "totalTokenCount": 22 });
-    if !target.contains(":streamGenerateContent") {
-        return Json(json!({
-            "candidates": [{ "content": { "role": "model", "parts": parts }, "finishReason": "STOP", "index": 0 }],
-            "usageMetadata": usage, "modelVersion": MODEL, "responseId": "gem-1",
-        }))
-        .into_response();
-    }
-    // One chunk per part; the last carries the finish reason and the final usage.
-    let count = parts.len();
-    let chunks: Vec<Result<String, std::io::Error>> = parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, part)| {
-            let mut chunk = json!({ "candidates": [{ "content": { "role": "model", "parts": [part] }, "index": 0 }],
-                "modelVersion": MODEL, "responseId": "gem-1", "usageMetadata": { "promptTokenCount": 17 } });
-            if i + 1 == count {
-                chunk["candidates"][0]["finishReason"] = json!("STOP");
-                chunk["usageMetadata"] = usage.clone();
-            }
-            Ok(format!("data: {chunk}\r\n\r\n"))
-        })
-        .collect();
-    Response::builder()
-        .header("content-type", "text/event-stream")
-        .body(Body::from_stream(futures_util::stream::iter(chunks)))
-        .unwrap()
-}
-
-/// The mock's origin (a Gemini base URL), and what it saw.
-async fn start_gemini() -> (String, Seen) {
-    let seen = Seen::default();
-    let app = axum::Router::new()
-        .route("/v1beta/models/{*rest}", axum::routing::post(generate))
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (origin, seen)
-}
 
 /// A `gemini` group on the mock with one key, bound as `default.gem`; a tenant's key.
 async fn setup(gw: &Gateway, origin: &str) -> String {
@@ -175,7 +61,7 @@ fn assert_valid(seen: &Seen) {
 
 async fn plain_and_streamed_answers_come_back_as_chat_completions(backend: Backend) {
     let gw = Gateway::start(backend).await;
-    let (origin, seen) = start_gemini().await;
+    let (origin, seen) = gemini::start().await;
     let key = setup(&gw, &origin).await;
     let messages = json!([{ "role": "system", "content": "Be brief." }, { "role": "user", "content": "hi" }]);
 
@@ -245,7 +131,7 @@ async fn plain_and_streamed_answers_come_back_as_chat_completions(backend: Backe
 
 async fn a_tool_call_makes_the_round_trip_through_gemini(backend: Backend) {
     let gw = Gateway::start(backend).await;
-    let (origin, seen) = start_gemini().await;
+    let (origin, seen) = gemini::start().await;
     let key = setup(&gw, &origin).await;
     let tools = json!([{ "type": "function", "function": { "name": "weather",
         "parameters": { "type": "object", "properties": { "city": { "type": "string" } } } } }]);

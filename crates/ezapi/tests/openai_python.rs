@@ -2,9 +2,9 @@
 //! chat completions (plain and streamed, with and without `stream_options.include_usage`),
 //! embeddings (base64, the client's default, and float), model listing and the error
 //! classes, forwarded to a mock upstream that answers with OpenAI's shapes; and the same
-//! client against an Anthropic upstream through the gateway's translation — plain,
-//! streamed, and a tool-call round trip both ways — where the mock checks every request
-//! against Anthropic's rules (`mock_anthropic`).
+//! client against an Anthropic and a Gemini upstream through the gateway's translation —
+//! plain, streamed, and tool-call round trips — where the mocks (`ez-test-upstreams`)
+//! check every request against their provider's rules.
 //!
 //! Needs a Python with `openai` installed, named by `EZ_TEST_PYTHON` (`.ci/run` builds
 //! one in `target/ci-venv`). Without it the test is skipped, except under CI, where it
@@ -23,9 +23,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
+use ez_test_upstreams::{anthropic as mock_anthropic, gemini as mock_gemini};
 use serde_json::{Value, json};
-
-mod mock_anthropic;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ezapi");
 const ADMIN: &str = "openai-python-admin-token-0123";
@@ -37,6 +36,8 @@ const EMBEDDING_MODEL: &str = "text-embedding-3-small";
 const CLAUDE_MODEL: &str = "claude-haiku";
 const CLAUDE_UPSTREAM_MODEL: &str = "claude-3-5-haiku-20241022";
 const ANTHROPIC_KEY: &str = "sk-ant-upstream-1";
+/// The public name of the Gemini route.
+const GEMINI_MODEL: &str = "gemini-flash";
 /// What the mock answers, piece by piece when streaming. The Python script expects
 /// exactly these (keep both in step).
 const REPLY_PIECES: [&str; 5] = ["Hello", " from", " the", " mock", " upstream."];
@@ -313,7 +314,7 @@ async fn call(client: &reqwest::Client, url: String, token: &str, body: Option<V
 /// Configures the gateway through its API: the mock as a custom provider, both models
 /// bound in `default`, a master and its child key. Returns the child key once the
 /// balancer's snapshot lists both models.
-async fn configure(server: &Server, upstream: &str, anthropic: &str) -> String {
+async fn configure(server: &Server, upstream: &str, anthropic: &str, gemini: &str) -> String {
     let client = reqwest::Client::new();
     let admin_post = |path: &str, body: Value| {
         let (client, url) = (client.clone(), server.url(path));
@@ -354,6 +355,22 @@ async fn configure(server: &Server, upstream: &str, anthropic: &str) -> String {
                 "selector_value": CLAUDE_UPSTREAM_MODEL }),
     )
     .await;
+    let gemini_group = admin_post(
+        "/admin/provider-groups",
+        json!({ "name": "mock-gemini", "type": "gemini", "base_url": gemini, "models": [mock_gemini::MODEL] }),
+    )
+    .await;
+    admin_post(
+        "/admin/api-keys",
+        json!({ "group_id": gemini_group["id"], "api_key": mock_gemini::KEY }),
+    )
+    .await;
+    admin_post(
+        "/admin/bindings",
+        json!({ "namespace": "default", "public_model": GEMINI_MODEL, "group_id": gemini_group["id"],
+                "selector_value": mock_gemini::MODEL }),
+    )
+    .await;
     let master = admin_post("/admin/masters", json!({ "name": "python" })).await;
     let master_key = master["master_key"].as_str().expect("master_key");
     let (status, key) = call(
@@ -375,7 +392,7 @@ async fn configure(server: &Server, upstream: &str, anthropic: &str) -> String {
             .map(|d| d.iter().filter_map(|m| m["id"].as_str()).collect())
             .unwrap_or_default();
         if status == 200
-            && [CHAT_MODEL, EMBEDDING_MODEL, CLAUDE_MODEL]
+            && [CHAT_MODEL, EMBEDDING_MODEL, CLAUDE_MODEL, GEMINI_MODEL]
                 .iter()
                 .all(|m| ids.contains(m))
         {
@@ -394,9 +411,10 @@ async fn official_client_works_through_the_gateway(python: String) {
     let upstream = start_mock(seen.clone()).await;
     let anthropic_seen = mock_anthropic::Seen::default();
     let anthropic = mock_anthropic::start(ANTHROPIC_KEY, anthropic_seen.clone()).await;
+    let (gemini, gemini_seen) = mock_gemini::start().await;
     let dir = temp_dir();
     let server = Server::start(&dir);
-    let key = configure(&server, &upstream, &anthropic).await;
+    let key = configure(&server, &upstream, &anthropic, &gemini).await;
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_client_check.py");
     let output = tokio::process::Command::new(&python)
@@ -455,6 +473,17 @@ async fn official_client_works_through_the_gateway(python: String) {
         anthropic_seen
             .iter()
             .all(|(b, _)| b["model"] == CLAUDE_UPSTREAM_MODEL)
+    );
+    // And the Gemini upstream, within Gemini's.
+    let broken = mock_gemini::broken(&gemini_seen);
+    assert!(
+        broken.is_empty(),
+        "requests that broke Gemini's rules: {broken:?}"
+    );
+    assert_eq!(
+        gemini_seen.lock().unwrap().len(),
+        4,
+        "plain, streamed, tool call, tool result"
     );
     drop(server);
     let _ = std::fs::remove_dir_all(dir);

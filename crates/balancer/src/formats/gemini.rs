@@ -369,8 +369,10 @@ mod tests {
         let orphan = ir(json!({ "model": "m", "messages": [
             { "role": "user", "content": "x" }, { "role": "tool", "tool_call_id": "nope", "content": "1" }] }));
         assert_eq!(encode_request(&orphan).unwrap_err().param, "tool_call_id");
-        let single = ir(json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }],
-            "tools": [{ "type": "function", "function": { "name": "f" } }], "parallel_tool_calls": false }));
+        let single = ir(
+            json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }],
+            "tools": [{ "type": "function", "function": { "name": "f" } }], "parallel_tool_calls": false }),
+        );
         assert_eq!(encode_request(&single).unwrap_err().param, "parallel_tool_calls");
     }
 

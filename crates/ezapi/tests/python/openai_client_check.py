@@ -23,6 +23,10 @@ CLAUDE_MODEL = "claude-haiku"
 CLAUDE_UPSTREAM_MODEL = "claude-3-5-haiku-20241022"
 CLAUDE_PIECES = ["Hello", " from", " Claude."]
 CLAUDE_USAGE = (21, 7)
+GEMINI_MODEL = "gemini-flash"
+GEMINI_UPSTREAM_MODEL = "gemini-2.5-flash"
+GEMINI_REPLY = "Hello from Gemini."
+GEMINI_USAGE = (17, 5)
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -225,6 +229,53 @@ def claude_tool_stream():
     return f"streamed call {calls[0]['id']} {calls[0]['arguments']}"
 
 
+def gemini_chat():
+    completion = client.chat.completions.create(
+        model=GEMINI_MODEL, messages=[{"role": "system", "content": "Be brief."}] + MESSAGES
+    )
+    expect(completion.model == GEMINI_UPSTREAM_MODEL, f"model {completion.model!r}")
+    choice = completion.choices[0]
+    expect(choice.message.content == GEMINI_REPLY, f"content {choice.message.content!r}")
+    expect(choice.finish_reason == "stop", f"finish_reason {choice.finish_reason!r}")
+    got = (completion.usage.prompt_tokens, completion.usage.completion_tokens)
+    expect(got == GEMINI_USAGE, f"usage {got}, expected {GEMINI_USAGE}")
+    return f"{choice.message.content!r} via Gemini"
+
+
+def gemini_stream():
+    stream = client.chat.completions.create(
+        model=GEMINI_MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    expect(text == GEMINI_REPLY, f"streamed text {text!r}")
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    expect(finishes == ["stop"], f"finish reasons {finishes}")
+    last = chunks[-1]
+    expect(last.choices == [] and last.usage is not None, "no final usage chunk")
+    got = (last.usage.prompt_tokens, last.usage.completion_tokens)
+    expect(got == GEMINI_USAGE, f"usage {got}, expected {GEMINI_USAGE}")
+    return f"{len(chunks)} chunks via Gemini"
+
+
+def gemini_tool_round_trip():
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = client.chat.completions.create(model=GEMINI_MODEL, messages=question, tools=[WEATHER_TOOL])
+    choice = first.choices[0]
+    expect(choice.finish_reason == "tool_calls", f"finish_reason {choice.finish_reason!r}")
+    calls = choice.message.tool_calls or []
+    expect(len(calls) == 1 and calls[0].function.name == "weather", f"tool calls {calls}")
+    expect(json.loads(calls[0].function.arguments) == {"city": "Paris"}, f"arguments {calls[0].function.arguments!r}")
+    history = question + [
+        {"role": "assistant", "content": choice.message.content, "tool_calls": [c.model_dump() for c in calls]},
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "18C"},
+    ]
+    final = client.chat.completions.create(model=GEMINI_MODEL, messages=history, tools=[WEATHER_TOOL])
+    answer = final.choices[0].message.content
+    expect(answer == "It is 18C.", f"final answer {answer!r}")
+    return f"call {calls[0].id} -> {answer!r}"
+
+
 CHECKS = [
     chat_completion,
     chat_stream,
@@ -238,6 +289,9 @@ CHECKS = [
     claude_stream,
     claude_tool_round_trip,
     claude_tool_stream,
+    gemini_chat,
+    gemini_stream,
+    gemini_tool_round_trip,
 ]
 
 

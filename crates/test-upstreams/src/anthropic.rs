@@ -9,8 +9,6 @@
 //! from them; the request offers tools → a text block and a `tool_use` of the first tool
 //! (`{"city": "Paris"}`); otherwise [`REPLY_PIECES`].
 
-#![allow(dead_code, reason = "each test binary uses its own part of the harness")]
-
 use std::sync::{Arc, Mutex};
 
 use axum::Json;

@@ -1,0 +1,7 @@
+//! Mock provider upstreams shared by the balancer's and the binary's tests. Each checks
+//! every request against the provider's documented rules (headers, required fields,
+//! roles, tool-call pairing), records what it saw and whether it was valid, and answers in
+//! the shapes of real answers, SSE included.
+
+pub mod anthropic;
+pub mod gemini;
