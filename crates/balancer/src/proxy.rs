@@ -592,11 +592,8 @@ fn respond(
     );
     let body = match translation {
         Translation::None => Body::from_stream(body),
-        Translation::ChatToAnthropic {
-            stream,
-            include_usage,
-        } => {
-            let streamed = stream && status.is_success();
+        translation => {
+            let streamed = translation.stream() && status.is_success();
             let content_type = if streamed {
                 "text/event-stream"
             } else {
@@ -607,11 +604,10 @@ fn respond(
                 header::HeaderValue::from_static(content_type),
             );
             headers.remove(header::CONTENT_ENCODING);
-            Body::from_stream(formats::body::TranslatedBody::anthropic_to_chat(
+            Body::from_stream(formats::body::TranslatedBody::new(
                 body,
                 status.as_u16(),
-                stream,
-                include_usage,
+                translation,
                 now_unix(),
             ))
         }

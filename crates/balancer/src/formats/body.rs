@@ -1,5 +1,6 @@
 //! The answer of a translated attempt on its way to the client: a stream translated event
-//! by event as it arrives (never buffered whole), a JSON answer translated once complete.
+//! by event as it arrives (never buffered whole) by the upstream format's decoder and the
+//! client format's encoder, a JSON answer translated once complete.
 //! Usage was already read from the upstream's own bytes (`crate::body`), so billing does
 //! not depend on the translation.
 
@@ -10,28 +11,31 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use serde_json::Value;
 
-use super::anthropic::{EventDecoder, decode_error, decode_response};
 use super::ir::Event;
-use super::openai_chat::{ChunkEncoder, encode_response};
 use super::sse::SseReader;
+use super::{StreamDecoder, StreamEncoder, Translation, anthropic, openai_chat};
 
 /// A JSON answer larger than this is not translated (the client gets a 502 error body).
 const MAX_JSON: usize = 32 * 1024 * 1024;
 
+/// The upstream's whole answer (its status and JSON) as the client's body.
+type Answer = fn(u16, &Value, i64) -> Vec<u8>;
+
 enum Mode {
     Stream {
         reader: SseReader,
-        decoder: EventDecoder,
-        encoder: ChunkEncoder,
+        decoder: Box<dyn StreamDecoder + Send>,
+        encoder: Box<dyn StreamEncoder + Send>,
     },
     Json {
         status: u16,
         kept: BytesMut,
         created: i64,
+        answer: Answer,
     },
 }
 
-/// Translates an Anthropic Messages answer (the bytes of `inner`) into Chat Completions.
+/// Translates the upstream's answer (the bytes of `inner`) into the client's format.
 pub struct TranslatedBody<S> {
     inner: S,
     mode: Mode,
@@ -39,18 +43,50 @@ pub struct TranslatedBody<S> {
 }
 
 impl<S> TranslatedBody<S> {
-    pub fn anthropic_to_chat(inner: S, status: u16, stream: bool, include_usage: bool, created: i64) -> Self {
-        let mode = if stream && status < 400 {
+    /// The answer to a request sent with `translation` (never [`Translation::None`]);
+    /// `created` is the time chat answers carry.
+    pub fn new(inner: S, status: u16, translation: Translation, created: i64) -> Self {
+        type Pieces = (
+            Box<dyn StreamDecoder + Send>,
+            Box<dyn StreamEncoder + Send>,
+            Answer,
+        );
+        debug_assert!(
+            translation != Translation::None,
+            "a pass-through answer is not translated"
+        );
+        let (decoder, encoder, answer): Pieces = if let Translation::AnthropicToChat { .. } = translation {
+            (
+                Box::new(openai_chat::ChunkDecoder::default()),
+                Box::new(anthropic::EventEncoder::default()),
+                chat_to_anthropic,
+            )
+        } else {
+            let include_usage = matches!(
+                translation,
+                Translation::ChatToAnthropic {
+                    include_usage: true,
+                    ..
+                }
+            );
+            (
+                Box::new(anthropic::EventDecoder::default()),
+                Box::new(openai_chat::ChunkEncoder::new(created, include_usage)),
+                anthropic_to_chat,
+            )
+        };
+        let mode = if translation.stream() && status < 400 {
             Mode::Stream {
                 reader: SseReader::default(),
-                decoder: EventDecoder::default(),
-                encoder: ChunkEncoder::new(created, include_usage),
+                decoder,
+                encoder,
             }
         } else {
             Mode::Json {
                 status,
                 kept: BytesMut::new(),
                 created,
+                answer,
             }
         };
         TranslatedBody {
@@ -61,9 +97,34 @@ impl<S> TranslatedBody<S> {
     }
 }
 
-fn error_body(status: u16, code: &str, message: &str) -> Vec<u8> {
-    let envelope = ez_contract::error::ErrorEnvelope::new(status, code, message);
+/// What a body that is neither an answer nor an error says.
+const UNTRANSLATABLE: &str = "the upstream's answer could not be translated";
+
+/// An Anthropic answer for a Chat client; errors in the gateway's envelope.
+fn anthropic_to_chat(status: u16, value: &Value, created: i64) -> Vec<u8> {
+    if status < 400
+        && let Some(response) = anthropic::decode_response(value)
+    {
+        return serde_json::to_vec(&openai_chat::encode_response(&response, created)).unwrap_or_default();
+    }
+    let (code, message) =
+        anthropic::decode_error(value).unwrap_or_else(|| ("upstream_error".into(), UNTRANSLATABLE.into()));
+    let envelope = ez_contract::error::ErrorEnvelope::new(status.max(400), code, message);
     serde_json::to_vec(&envelope).unwrap_or_default()
+}
+
+/// A Chat answer for an Anthropic client; errors in Anthropic's shape.
+fn chat_to_anthropic(status: u16, value: &Value, _created: i64) -> Vec<u8> {
+    if status < 400
+        && let Some(response) = openai_chat::decode_response(value)
+    {
+        return serde_json::to_vec(&anthropic::encode_response(&response)).unwrap_or_default();
+    }
+    let (code, message) =
+        openai_chat::decode_error(value).unwrap_or_else(|| ("upstream_error".into(), UNTRANSLATABLE.into()));
+    // A success that is no answer is the upstream's fault.
+    let status = if status < 400 { 502 } else { status };
+    serde_json::to_vec(&anthropic::encode_error(status, &code, &message)).unwrap_or_default()
 }
 
 impl Mode {
@@ -116,20 +177,10 @@ impl Mode {
                 status,
                 kept,
                 created,
+                answer,
             } => {
                 let value: Value = serde_json::from_slice(kept).unwrap_or(Value::Null);
-                if *status < 400
-                    && let Some(response) = decode_response(&value)
-                {
-                    return serde_json::to_vec(&encode_response(&response, *created)).unwrap_or_default();
-                }
-                let (code, message) = decode_error(&value).unwrap_or_else(|| {
-                    (
-                        "upstream_error".into(),
-                        "the upstream's answer could not be translated".into(),
-                    )
-                });
-                error_body((*status).max(400), &code, &message)
+                answer(*status, &value, *created)
             }
         }
     }

@@ -2,8 +2,11 @@
 //! the internal representation ([`ir`]) and an encoder out of it. When the client's
 //! format is the upstream's, nothing here runs — the request passes through as before.
 //!
-//! Built so far: OpenAI Chat Completions clients served by Anthropic Messages upstreams
-//! (`anthropic`, `claude`, `claude-code`), plain and streamed, tools included.
+//! Built so far, plain and streamed, tools included:
+//! - OpenAI Chat Completions clients served by Anthropic Messages upstreams (`anthropic`,
+//!   `claude`, `claude-code`);
+//! - Anthropic Messages clients (Claude Code) served by OpenAI Chat Completions upstreams
+//!   (`openai`, `compatible`, `azure`).
 
 pub mod anthropic;
 pub mod body;
@@ -33,6 +36,21 @@ impl From<Refusal> for ProxyError {
     }
 }
 
+/// Reads an upstream's stream (SSE events) into IR events, keeping what it needs across
+/// events.
+pub trait StreamDecoder {
+    /// The IR events of one SSE event (`event:` name and `data:` text).
+    fn decode(&mut self, name: &str, data: &str, out: &mut Vec<ir::Event>);
+    /// Whether the upstream said its answer is complete.
+    fn ended(&self) -> bool;
+}
+
+/// Writes IR events in a client's stream grammar.
+pub trait StreamEncoder {
+    /// Appends the SSE lines of `event` to `out`.
+    fn encode(&mut self, event: ir::Event, out: &mut Vec<u8>);
+}
+
 /// How one attempt's answer reaches the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Translation {
@@ -40,6 +58,8 @@ pub enum Translation {
     None,
     /// An OpenAI Chat client, an Anthropic Messages upstream.
     ChatToAnthropic { stream: bool, include_usage: bool },
+    /// An Anthropic Messages client, an OpenAI Chat upstream.
+    AnthropicToChat { stream: bool },
 }
 
 impl Translation {
@@ -54,25 +74,48 @@ impl Translation {
                 stream,
                 include_usage: include_usage && !client_did_not_ask,
             },
-            Translation::None => Translation::None,
+            other => other,
+        }
+    }
+
+    /// Whether the client asked for a stream.
+    pub fn stream(self) -> bool {
+        match self {
+            Translation::None => false,
+            Translation::ChatToAnthropic { stream, .. } | Translation::AnthropicToChat { stream } => stream,
         }
     }
 }
 
+fn speaks_anthropic(t: ProviderType) -> bool {
+    matches!(
+        t,
+        ProviderType::Anthropic | ProviderType::Claude | ProviderType::ClaudeCode
+    )
+}
+
+fn speaks_chat(t: ProviderType) -> bool {
+    matches!(
+        t,
+        ProviderType::OpenAi | ProviderType::Compatible | ProviderType::Azure
+    )
+}
+
 /// Whether `ingress` can reach an upstream of type `t` through a translator.
 pub fn translates(ingress: Ingress, t: ProviderType) -> bool {
-    ingress == Ingress::ChatCompletions
-        && matches!(
-            t,
-            ProviderType::Anthropic | ProviderType::Claude | ProviderType::ClaudeCode
-        )
+    match ingress {
+        Ingress::ChatCompletions => speaks_anthropic(t),
+        Ingress::Messages => speaks_chat(t),
+        _ => false,
+    }
 }
 
 /// The endpoint a translated request goes to (the upstream's own format).
 pub fn upstream_ingress(t: ProviderType) -> Ingress {
-    match t {
-        ProviderType::Anthropic | ProviderType::Claude | ProviderType::ClaudeCode => Ingress::Messages,
-        _ => Ingress::ChatCompletions,
+    if speaks_anthropic(t) {
+        Ingress::Messages
+    } else {
+        Ingress::ChatCompletions
     }
 }
 
@@ -85,6 +128,13 @@ pub fn request(
     model: &str,
 ) -> Result<(Value, Translation), Refusal> {
     debug_assert!(translates(ingress, t));
+    if ingress == Ingress::Messages {
+        let request = anthropic::decode_request(document)?;
+        let translation = Translation::AnthropicToChat {
+            stream: request.stream,
+        };
+        return Ok((openai_chat::encode_request(&request, model), translation));
+    }
     let request = openai_chat::decode_request(document)?;
     let translation = Translation::ChatToAnthropic {
         stream: request.stream,
@@ -93,5 +143,36 @@ pub fn request(
     Ok((anthropic::encode_request(&request, model), translation))
 }
 
+/// Fields that are harmless at their neutral value (`0`, `false`, `null`, `1` for `n`).
+pub(crate) fn neutral(name: &str, value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) if name == "n" => n.as_u64() == Some(1),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::Object(o) => o.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::String(_) => false,
+    }
+}
+
+pub(crate) fn refuse(param: impl Into<String>, why: &str) -> Refusal {
+    let param = param.into();
+    Refusal {
+        message: format!("{param}: {why}"),
+        param,
+    }
+}
+
+/// Appends one SSE `data:` line holding `value`.
+pub(crate) fn data(out: &mut Vec<u8>, value: &Value) {
+    out.extend_from_slice(b"data: ");
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+    out.extend_from_slice(b"\n\n");
+}
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_reverse;

@@ -1,9 +1,12 @@
-//! IR ⇄ Anthropic Messages: the request encoded for an Anthropic upstream, its answer and
-//! its stream events decoded.
+//! The upstream side of Anthropic Messages: the request encoded from the IR for an
+//! Anthropic upstream, its answer and its stream events decoded into the IR.
 
 use serde_json::{Map, Value, json};
 
-use super::ir::{Effort, Event, Finish, Image, Message, Part, Request, Response, Role, ToolChoice, Usage};
+use crate::formats::StreamDecoder;
+use crate::formats::ir::{
+    Effort, Event, Finish, Image, Message, Part, Request, Response, Role, ToolChoice, Usage,
+};
 
 /// Anthropic requires `max_tokens`; this is used when the client set none.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -221,8 +224,17 @@ impl EventDecoder {
             .map(|(_, i)| *i)
     }
 
-    /// The IR events of one SSE event (`event:` name and `data:` text).
-    pub fn decode(&mut self, name: &str, data: &str, out: &mut Vec<Event>) {
+    fn end(&mut self, out: &mut Vec<Event>) {
+        if !self.ended {
+            self.ended = true;
+            out.push(Event::Usage(self.usage));
+            out.push(Event::End);
+        }
+    }
+}
+
+impl StreamDecoder for EventDecoder {
+    fn decode(&mut self, name: &str, data: &str, out: &mut Vec<Event>) {
         let Ok(value) = serde_json::from_str::<Value>(data) else {
             return;
         };
@@ -306,15 +318,7 @@ impl EventDecoder {
         }
     }
 
-    fn end(&mut self, out: &mut Vec<Event>) {
-        if !self.ended {
-            self.ended = true;
-            out.push(Event::Usage(self.usage));
-            out.push(Event::End);
-        }
-    }
-
-    pub fn ended(&self) -> bool {
+    fn ended(&self) -> bool {
         self.ended
     }
 }
