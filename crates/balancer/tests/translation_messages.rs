@@ -15,6 +15,7 @@ both_backends!(
     a_streamed_messages_request_is_translated_event_by_event,
     what_openai_cannot_express_is_refused_before_sending,
     an_upstream_error_reaches_the_client_in_anthropic_shape,
+    a_tool_call_and_its_result_cross_both_ways,
 );
 
 async fn messages(gw: &Gateway, key: &str, body: Value) -> (u16, String) {
@@ -106,6 +107,18 @@ async fn a_messages_request_is_answered_by_an_openai_upstream(backend: ez_contro
     assert_eq!(logs[0]["endpoint"], "/v1/messages");
 }
 
+/// `(event name, data)` of each event of an Anthropic stream.
+fn anthropic_events(text: &str) -> Vec<(&str, Value)> {
+    sse_events(text)
+        .into_iter()
+        .map(|e| {
+            let (name, data) = e.split_once('\n').expect("an event line and a data line");
+            let data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+            (name.strip_prefix("event: ").unwrap(), data)
+        })
+        .collect()
+}
+
 async fn a_streamed_messages_request_is_translated_event_by_event(
     backend: ez_control_plane::testing::Backend,
 ) {
@@ -121,14 +134,7 @@ async fn a_streamed_messages_request_is_translated_event_by_event(
     )
     .await;
     assert_eq!(status, 200, "{text}");
-    let events: Vec<(&str, Value)> = sse_events(&text)
-        .into_iter()
-        .map(|e| {
-            let (name, data) = e.split_once('\n').expect("an event line and a data line");
-            let data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
-            (name.strip_prefix("event: ").unwrap(), data)
-        })
-        .collect();
+    let events = anthropic_events(&text);
     let names: Vec<&str> = events.iter().map(|(n, _)| *n).collect();
     assert_eq!(
         names,
@@ -253,4 +259,84 @@ async fn an_upstream_error_reaches_the_client_in_anthropic_shape(
             "{text}"
         );
     }
+}
+
+async fn a_tool_call_and_its_result_cross_both_ways(backend: ez_control_plane::testing::Backend) {
+    let gw = Gateway::start(backend).await;
+    gw.add_route("oai", &gw.upstream, &[("sk-upstream-good", 1)], "sonnet", 1)
+        .await;
+    let t = gw.add_tenant("acme", json!({}), json!({})).await;
+    let tools = json!([{ "name": "weather", "description": "Current weather",
+        "input_schema": { "type": "object", "properties": { "city": { "type": "string" } } } }]);
+    let ask = json!({ "role": "user", "content": "Weather in Paris?" });
+
+    let (status, text) = messages(
+        &gw,
+        &t.key,
+        json!({ "model": "sonnet", "max_tokens": 64, "stream": true, "tools": tools, "messages": [ask] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let events = anthropic_events(&text);
+    let data: Vec<&Value> = events.iter().skip(1).map(|(_, d)| d).collect();
+    assert_eq!(
+        data,
+        [
+            &json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "tool_use", "id": "call_1", "name": "weather", "input": {} } }),
+            &json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "input_json_delta", "partial_json": "{\"city\":" } }),
+            &json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "input_json_delta", "partial_json": "\"Paris\"}" } }),
+            &json!({ "type": "content_block_stop", "index": 0 }),
+            &json!({ "type": "message_delta", "delta": { "stop_reason": "tool_use", "stop_sequence": null },
+                "usage": { "input_tokens": 20, "output_tokens": 9, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0 } }),
+            &json!({ "type": "message_stop" }),
+        ],
+        "{text}"
+    );
+
+    let (status, text) = messages(
+        &gw,
+        &t.key,
+        json!({ "model": "sonnet", "max_tokens": 64, "tools": tools, "messages": [ask] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        body["content"],
+        json!([{ "type": "tool_use", "id": "call_1", "name": "weather", "input": { "city": "Paris" } }])
+    );
+    assert_eq!(body["stop_reason"], "tool_use");
+
+    // The client sends the result back; the upstream gets it as a tool message.
+    let (status, text) = messages(
+        &gw,
+        &t.key,
+        json!({ "model": "sonnet", "max_tokens": 64, "tools": tools, "messages": [
+            ask,
+            { "role": "assistant", "content": body["content"] },
+            { "role": "user", "content": [{ "type": "tool_result", "tool_use_id": "call_1", "content": "18C" }] },
+        ] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let sent = &gw.mock.requests()[2].body;
+    assert_eq!(
+        sent["messages"],
+        json!([
+            { "role": "user", "content": "Weather in Paris?" },
+            { "role": "assistant", "content": null, "tool_calls": [
+                { "id": "call_1", "type": "function", "function": { "name": "weather", "arguments": "{\"city\":\"Paris\"}" } },
+            ] },
+            { "role": "tool", "tool_call_id": "call_1", "content": "18C" },
+        ])
+    );
+    let logs = gw.wait_for_logs(3).await;
+    let tokens: Vec<(Option<i64>, Option<i64>)> = logs
+        .iter()
+        .map(|r| (r["input_tokens"].as_i64(), r["output_tokens"].as_i64()))
+        .collect();
+    assert_eq!(
+        tokens,
+        [(Some(3), Some(2)), (Some(20), Some(9)), (Some(20), Some(9))]
+    );
 }

@@ -503,6 +503,30 @@ fn reasoning_then_text_are_two_blocks_and_a_bare_stream_still_ends_well() {
     assert_eq!(sent[8].1["delta"]["stop_reason"], "end_turn");
 }
 
+#[test]
+fn azure_prompt_filter_chunk_does_not_start_the_answer() {
+    let chunks = [
+        json!({ "choices": [], "created": 0, "id": "", "model": "", "object": "",
+            "prompt_filter_results": [{ "prompt_index": 0, "content_filter_results": {} }] })
+        .to_string(),
+        json!({ "id": "chatcmpl-z", "model": "gpt-4o", "choices": [{ "index": 0, "delta": { "role": "assistant", "content": "" },
+            "content_filter_results": {} }] })
+        .to_string(),
+    ];
+    let mut decoder = ChunkDecoder::default();
+    let mut events = Vec::new();
+    for data in &chunks {
+        decoder.decode("", data, &mut events);
+    }
+    assert_eq!(
+        events,
+        [Event::Start {
+            id: "chatcmpl-z".into(),
+            model: "gpt-4o".into()
+        }]
+    );
+}
+
 async fn translate(chunks: Vec<&'static [u8]>, status: u16, stream: bool) -> String {
     let inner = futures_util::stream::iter(
         chunks

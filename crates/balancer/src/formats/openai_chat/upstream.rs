@@ -331,6 +331,12 @@ impl StreamDecoder for ChunkDecoder {
             out.push(Event::End);
             return;
         }
+        // Azure opens with a chunk of prompt-filter results only: no id, no model, no
+        // choice. The answer starts with the next one.
+        let no_choice = chunk["choices"].as_array().is_some_and(Vec::is_empty);
+        if !self.started && no_choice && !chunk["usage"].is_object() {
+            return;
+        }
         if !self.started {
             self.started = true;
             out.push(Event::Start {
