@@ -527,6 +527,35 @@ fn azure_prompt_filter_chunk_does_not_start_the_answer() {
     );
 }
 
+#[test]
+fn tool_calls_without_an_index_are_told_apart_by_their_id() {
+    let call = |id: &str, city: &str| {
+        json!({ "choices": [{ "delta": { "tool_calls": [{ "id": id, "type": "function",
+            "function": { "name": "weather", "arguments": format!("{{\"city\":\"{city}\"}}") } }] } }] })
+        .to_string()
+    };
+    let mut decoder = ChunkDecoder::default();
+    let mut events = Vec::new();
+    for data in [call("a", "Paris"), call("b", "Rome")] {
+        decoder.decode("", &data, &mut events);
+    }
+    let starts: Vec<(usize, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ToolCallStart { index, id, .. } => Some((*index, id.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts, [(0, "a".to_owned()), (1, "b".to_owned())]);
+    assert_eq!(
+        events.last(),
+        Some(&Event::ToolArguments {
+            index: 1,
+            delta: "{\"city\":\"Rome\"}".into()
+        })
+    );
+}
+
 async fn translate(chunks: Vec<&'static [u8]>, status: u16, stream: bool) -> String {
     let inner = futures_util::stream::iter(
         chunks

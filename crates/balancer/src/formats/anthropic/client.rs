@@ -8,6 +8,10 @@
 //!   it, and Claude Code sends one on every request;
 //! - thinking blocks of earlier assistant turns are kept in the IR but cannot be sent
 //!   back to an OpenAI upstream, whose Chat format has no field for them.
+//!
+//! On the way back, OpenAI does not say which stop sequence ended an answer, so such an
+//! answer ends with `end_turn` (and `stop_sequence: null`); and OpenAI reports a stream's
+//! usage last, so `message_start` carries zeros and `message_delta` the real counts.
 
 use serde_json::{Map, Value, json};
 
@@ -543,7 +547,6 @@ impl StreamEncoder for EventEncoder {
                 Self::delta(out, index, json!({ "type": "thinking_delta", "thinking": text }));
             }
             Event::ToolCallStart { index, id, name } => {
-                self.close(out);
                 let start = json!({ "type": "tool_use", "id": id, "name": name, "input": {} });
                 let block = self.block(Block::Tool(index), start, out);
                 self.tool_blocks.push((index, block));

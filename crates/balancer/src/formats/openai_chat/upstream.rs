@@ -264,34 +264,51 @@ pub fn decode_error(body: &Value) -> Option<(String, String)> {
     Some((code.to_owned(), message.to_owned()))
 }
 
+/// A tool call seen in a stream: Chat's index for it (when the server sent one), its id,
+/// and its IR index.
+struct ToolCall {
+    chat_index: Option<u64>,
+    id: String,
+    index: usize,
+}
+
 /// Reads `chat.completion.chunk` data lines (and the closing `[DONE]`) into IR events,
 /// numbering tool calls from 0 in the order they start.
 #[derive(Default)]
 pub struct ChunkDecoder {
     started: bool,
-    /// For each Chat tool-call index, the IR tool-call index it carries.
-    tool_calls: Vec<(u64, usize)>,
+    tool_calls: Vec<ToolCall>,
     usage: Usage,
     ended: bool,
 }
 
 impl ChunkDecoder {
+    /// The IR index of the call `delta` continues, if it continues one. Some compatible
+    /// servers leave out `index` and send each call whole: then a new id is a new call.
+    fn known_call(&self, delta: &Value) -> Option<usize> {
+        let id = delta["id"].as_str().filter(|id| !id.is_empty());
+        let found = match (delta["index"].as_u64(), id) {
+            (Some(chat_index), _) => self.tool_calls.iter().find(|c| c.chat_index == Some(chat_index)),
+            (None, Some(id)) => self.tool_calls.iter().find(|c| c.id == id),
+            (None, None) => self.tool_calls.last(),
+        };
+        found.map(|c| c.index)
+    }
+
     fn tool_call(&mut self, delta: &Value, out: &mut Vec<Event>) {
-        let chat_index = delta["index"].as_u64().unwrap_or(0);
-        let known = self
-            .tool_calls
-            .iter()
-            .find(|(c, _)| *c == chat_index)
-            .map(|(_, i)| *i);
-        let index = match known {
+        let index = match self.known_call(delta) {
             Some(index) => index,
             None => {
                 let index = self.tool_calls.len();
-                self.tool_calls.push((chat_index, index));
                 let id = delta["id"]
                     .as_str()
                     .filter(|id| !id.is_empty())
                     .map_or_else(|| format!("call_{index}"), str::to_owned);
+                self.tool_calls.push(ToolCall {
+                    chat_index: delta["index"].as_u64(),
+                    id: id.clone(),
+                    index,
+                });
                 out.push(Event::ToolCallStart {
                     index,
                     id,
