@@ -13,6 +13,7 @@ use std::time::Instant;
 use ez_balancer::formats::anthropic::{self, EventDecoder};
 use ez_balancer::formats::openai_chat::{self, ChunkEncoder};
 use ez_balancer::formats::sse::SseReader;
+use ez_balancer::formats::{StreamDecoder, StreamEncoder};
 use serde_json::{Map, Value, json};
 
 const ROUNDS: usize = 7;

@@ -589,10 +589,10 @@ fn respond(
         state.settings.idle_timeout,
         deadline,
     );
-    let body = match translation.answer() {
-        None => Body::from_stream(body),
-        Some((source, stream, include_usage)) => {
-            let streamed = stream && status.is_success();
+    let body = match translation {
+        Translation::None => Body::from_stream(body),
+        translation => {
+            let streamed = translation.stream() && status.is_success();
             let content_type = if streamed {
                 "text/event-stream"
             } else {
@@ -603,12 +603,10 @@ fn respond(
                 header::HeaderValue::from_static(content_type),
             );
             headers.remove(header::CONTENT_ENCODING);
-            Body::from_stream(formats::body::TranslatedBody::to_chat(
+            Body::from_stream(formats::body::TranslatedBody::new(
                 body,
-                source,
                 status.as_u16(),
-                stream,
-                include_usage,
+                translation,
                 now_unix(),
             ))
         }

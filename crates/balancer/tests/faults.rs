@@ -125,7 +125,7 @@ both_backends!(
     rate_limit_refusals_are_logged_and_counted_on_the_bus,
     rate_limit_refusals_add_up_across_balancers_reporting_apart,
     messages_reach_anthropic_providers_with_their_auth,
-    messages_to_an_openai_only_model_are_unsupported,
+    responses_to_an_anthropic_only_model_are_unsupported,
     responses_pass_through_to_openai_groups,
     a_429_whose_body_never_ends_fails_over_in_time,
     a_closed_port_is_named_in_the_log_record_but_not_to_the_client,
@@ -1002,18 +1002,15 @@ async fn messages_reach_anthropic_providers_with_their_auth(backend: Backend) {
     );
 }
 
-async fn messages_to_an_openai_only_model_are_unsupported(backend: Backend) {
+async fn responses_to_an_anthropic_only_model_are_unsupported(backend: Backend) {
     let gw = start(backend).await;
-    gw.add_route("good", &gw.upstream, &[("sk-upstream-good", 1)], "fast", 1)
-        .await;
+    gw.add_anthropic_route("sk-ant-upstream", "claude").await;
     let t = tenant(&gw).await;
     let resp = gw
         .client
-        .post(format!("{}/v1/messages", gw.base))
-        .header("x-api-key", &t.key)
-        .json(
-            &json!({ "model": "fast", "max_tokens": 16, "messages": [{ "role": "user", "content": "hi" }] }),
-        )
+        .post(format!("{}/v1/responses", gw.base))
+        .bearer_auth(&t.key)
+        .json(&json!({ "model": "claude", "input": "hi" }))
         .send()
         .await
         .unwrap();
@@ -1025,7 +1022,7 @@ async fn messages_to_an_openai_only_model_are_unsupported(backend: Backend) {
     let logs = gw.wait_for_logs(1).await;
     assert_eq!(logs[0]["status_code"], 400);
     assert_eq!(logs[0]["error_code"], "unsupported_endpoint");
-    assert_eq!(logs[0]["endpoint"], "/v1/messages");
+    assert_eq!(logs[0]["endpoint"], "/v1/responses");
 }
 
 async fn responses_pass_through_to_openai_groups(backend: Backend) {

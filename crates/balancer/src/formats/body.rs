@@ -1,5 +1,6 @@
 //! The answer of a translated attempt on its way to the client: a stream translated event
-//! by event as it arrives (never buffered whole), a JSON answer translated once complete.
+//! by event as it arrives (never buffered whole) by the upstream format's decoder and the
+//! client format's encoder, a JSON answer translated once complete.
 //! Usage was already read from the upstream's own bytes (`crate::body`), so billing does
 //! not depend on the translation.
 
@@ -10,75 +11,31 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use serde_json::Value;
 
-use super::ir::{Event, Response};
-use super::openai_chat::{ChunkEncoder, encode_response};
+use super::ir::Event;
 use super::sse::SseReader;
-use super::{anthropic, gemini};
+use super::{StreamDecoder, StreamEncoder, Translation, anthropic, gemini, openai_chat};
 
 /// A JSON answer larger than this is not translated (the client gets a 502 error body).
 const MAX_JSON: usize = 32 * 1024 * 1024;
 
-/// The upstream format a translated answer is read in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Anthropic,
-    Gemini,
-}
-
-impl Source {
-    fn decode_response(self, body: &Value) -> Option<Response> {
-        match self {
-            Source::Anthropic => anthropic::decode_response(body),
-            Source::Gemini => gemini::decode_response(body),
-        }
-    }
-
-    fn decode_error(self, body: &Value) -> Option<(String, String)> {
-        match self {
-            Source::Anthropic => anthropic::decode_error(body),
-            Source::Gemini => gemini::decode_error(body),
-        }
-    }
-}
-
-/// A stream decoder of the upstream's format.
-enum Decoder {
-    Anthropic(anthropic::EventDecoder),
-    Gemini(gemini::ChunkDecoder),
-}
-
-impl Decoder {
-    fn decode(&mut self, name: &str, data: &str, out: &mut Vec<Event>) {
-        match self {
-            Decoder::Anthropic(d) => d.decode(name, data, out),
-            Decoder::Gemini(d) => d.decode(data, out),
-        }
-    }
-
-    /// The upstream's stream ended; whether the answer was complete.
-    fn close(&mut self, out: &mut Vec<Event>) -> bool {
-        match self {
-            Decoder::Anthropic(d) => d.ended(),
-            Decoder::Gemini(d) => d.close(out),
-        }
-    }
-}
+/// The upstream's whole answer (its status and JSON) as the client's body.
+type Answer = fn(u16, &Value, i64) -> Vec<u8>;
 
 enum Mode {
     Stream {
         reader: SseReader,
-        decoder: Decoder,
-        encoder: ChunkEncoder,
+        decoder: Box<dyn StreamDecoder + Send>,
+        encoder: Box<dyn StreamEncoder + Send>,
     },
     Json {
-        source: Source,
         status: u16,
         kept: BytesMut,
         created: i64,
+        answer: Answer,
     },
 }
 
-/// Translates an upstream's answer (the bytes of `inner`) into Chat Completions.
+/// Translates the upstream's answer (the bytes of `inner`) into the client's format.
 pub struct TranslatedBody<S> {
     inner: S,
     mode: Mode,
@@ -86,29 +43,51 @@ pub struct TranslatedBody<S> {
 }
 
 impl<S> TranslatedBody<S> {
-    pub fn to_chat(
-        inner: S,
-        source: Source,
-        status: u16,
-        stream: bool,
-        include_usage: bool,
-        created: i64,
-    ) -> Self {
-        let mode = if stream && status < 400 {
+    /// The answer to a request sent with `translation` (never [`Translation::None`]);
+    /// `created` is the time chat answers carry.
+    pub fn new(inner: S, status: u16, translation: Translation, created: i64) -> Self {
+        type Pieces = (
+            Box<dyn StreamDecoder + Send>,
+            Box<dyn StreamEncoder + Send>,
+            Answer,
+        );
+        debug_assert!(
+            translation != Translation::None,
+            "a pass-through answer is not translated"
+        );
+        let (decoder, encoder, answer): Pieces = match translation {
+            Translation::AnthropicToChat { .. } => (
+                Box::new(openai_chat::ChunkDecoder::default()),
+                Box::new(anthropic::EventEncoder::default()),
+                chat_to_anthropic,
+            ),
+            Translation::ChatToGemini { include_usage, .. } => (
+                Box::new(gemini::ChunkDecoder::default()),
+                Box::new(openai_chat::ChunkEncoder::new(created, include_usage)),
+                gemini_to_chat,
+            ),
+            // `None` never reaches here (asserted above); it reads as Anthropic's.
+            Translation::ChatToAnthropic { .. } | Translation::None => (
+                Box::new(anthropic::EventDecoder::default()),
+                Box::new(openai_chat::ChunkEncoder::new(
+                    created,
+                    translation.include_usage(),
+                )),
+                anthropic_to_chat,
+            ),
+        };
+        let mode = if translation.stream() && status < 400 {
             Mode::Stream {
                 reader: SseReader::default(),
-                decoder: match source {
-                    Source::Anthropic => Decoder::Anthropic(anthropic::EventDecoder::default()),
-                    Source::Gemini => Decoder::Gemini(gemini::ChunkDecoder::default()),
-                },
-                encoder: ChunkEncoder::new(created, include_usage),
+                decoder,
+                encoder,
             }
         } else {
             Mode::Json {
-                source,
                 status,
                 kept: BytesMut::new(),
                 created,
+                answer,
             }
         };
         TranslatedBody {
@@ -119,9 +98,47 @@ impl<S> TranslatedBody<S> {
     }
 }
 
-fn error_body(status: u16, code: &str, message: &str) -> Vec<u8> {
-    let envelope = ez_contract::error::ErrorEnvelope::new(status, code, message);
+/// What a body that is neither an answer nor an error says.
+const UNTRANSLATABLE: &str = "the upstream's answer could not be translated";
+
+/// An Anthropic answer for a Chat client; errors in the gateway's envelope.
+fn anthropic_to_chat(status: u16, value: &Value, created: i64) -> Vec<u8> {
+    if status < 400
+        && let Some(response) = anthropic::decode_response(value)
+    {
+        return serde_json::to_vec(&openai_chat::encode_response(&response, created)).unwrap_or_default();
+    }
+    let (code, message) =
+        anthropic::decode_error(value).unwrap_or_else(|| ("upstream_error".into(), UNTRANSLATABLE.into()));
+    let envelope = ez_contract::error::ErrorEnvelope::new(status.max(400), code, message);
     serde_json::to_vec(&envelope).unwrap_or_default()
+}
+
+/// A Gemini answer for a Chat client; errors in the gateway's envelope.
+fn gemini_to_chat(status: u16, value: &Value, created: i64) -> Vec<u8> {
+    if status < 400
+        && let Some(response) = gemini::decode_response(value)
+    {
+        return serde_json::to_vec(&openai_chat::encode_response(&response, created)).unwrap_or_default();
+    }
+    let (code, message) =
+        gemini::decode_error(value).unwrap_or_else(|| ("upstream_error".into(), UNTRANSLATABLE.into()));
+    let envelope = ez_contract::error::ErrorEnvelope::new(status.max(400), code, message);
+    serde_json::to_vec(&envelope).unwrap_or_default()
+}
+
+/// A Chat answer for an Anthropic client; errors in Anthropic's shape.
+fn chat_to_anthropic(status: u16, value: &Value, _created: i64) -> Vec<u8> {
+    if status < 400
+        && let Some(response) = openai_chat::decode_response(value)
+    {
+        return serde_json::to_vec(&anthropic::encode_response(&response)).unwrap_or_default();
+    }
+    let (code, message) =
+        openai_chat::decode_error(value).unwrap_or_else(|| ("upstream_error".into(), UNTRANSLATABLE.into()));
+    // A success that is no answer is the upstream's fault.
+    let status = if status < 400 { 502 } else { status };
+    serde_json::to_vec(&anthropic::encode_error(status, &code, &message)).unwrap_or_default()
 }
 
 impl Mode {
@@ -169,24 +186,13 @@ impl Mode {
                 out
             }
             Mode::Json {
-                source,
                 status,
                 kept,
                 created,
+                answer,
             } => {
                 let value: Value = serde_json::from_slice(kept).unwrap_or(Value::Null);
-                if *status < 400
-                    && let Some(response) = source.decode_response(&value)
-                {
-                    return serde_json::to_vec(&encode_response(&response, *created)).unwrap_or_default();
-                }
-                let (code, message) = source.decode_error(&value).unwrap_or_else(|| {
-                    (
-                        "upstream_error".into(),
-                        "the upstream's answer could not be translated".into(),
-                    )
-                });
-                error_body((*status).max(400), &code, &message)
+                answer(*status, &value, *created)
             }
         }
     }

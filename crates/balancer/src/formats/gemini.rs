@@ -8,8 +8,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::Refusal;
 use super::ir::{Effort, Event, Finish, Image, Part, Request, Response, Role, ToolChoice, Usage};
+use super::{Refusal, StreamDecoder};
 
 fn budget(effort: Effort) -> u64 {
     match effort {
@@ -248,8 +248,8 @@ pub struct ChunkDecoder {
     ended: bool,
 }
 
-impl ChunkDecoder {
-    pub fn decode(&mut self, data: &str, out: &mut Vec<Event>) {
+impl StreamDecoder for ChunkDecoder {
+    fn decode(&mut self, _name: &str, data: &str, out: &mut Vec<Event>) {
         let Ok(chunk) = serde_json::from_str::<Value>(data) else {
             return;
         };
@@ -300,8 +300,12 @@ impl ChunkDecoder {
         }
     }
 
+    fn ended(&self) -> bool {
+        self.ended
+    }
+
     /// The upstream's stream ended: the answer is complete when a finish reason came.
-    pub fn close(&mut self, out: &mut Vec<Event>) -> bool {
+    fn close(&mut self, out: &mut Vec<Event>) -> bool {
         if self.ended {
             return true;
         }
@@ -428,7 +432,7 @@ mod tests {
         let mut decoder = ChunkDecoder::default();
         let mut events = Vec::new();
         for chunk in &chunks {
-            decoder.decode(&chunk.to_string(), &mut events);
+            decoder.decode("", &chunk.to_string(), &mut events);
         }
         assert!(decoder.close(&mut events));
         assert_eq!(
@@ -460,7 +464,7 @@ mod tests {
         );
         let mut cut = ChunkDecoder::default();
         let mut events = Vec::new();
-        cut.decode(&chunks[0].to_string(), &mut events);
+        cut.decode("", &chunks[0].to_string(), &mut events);
         assert!(!cut.close(&mut events), "no finish reason: the stream was cut");
     }
 }

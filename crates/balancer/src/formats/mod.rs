@@ -2,9 +2,13 @@
 //! the internal representation ([`ir`]) and an encoder out of it. When the client's
 //! format is the upstream's, nothing here runs — the request passes through as before.
 //!
-//! Built so far: OpenAI Chat Completions clients served by Anthropic Messages upstreams
-//! (`anthropic`, `claude`, `claude-code`) and by Gemini API-key upstreams (`gemini`,
-//! `google`, `aistudio`), plain and streamed, tools included.
+//! Built so far, plain and streamed, tools included:
+//! - OpenAI Chat Completions clients served by Anthropic Messages upstreams (`anthropic`,
+//!   `claude`, `claude-code`);
+//! - OpenAI Chat Completions clients served by Gemini API-key upstreams (`gemini`,
+//!   `google`, `aistudio`);
+//! - Anthropic Messages clients (Claude Code) served by OpenAI Chat Completions upstreams
+//!   (`openai`, `compatible`, `azure`).
 
 pub mod anthropic;
 pub mod body;
@@ -36,6 +40,26 @@ impl From<Refusal> for ProxyError {
     }
 }
 
+/// Reads an upstream's stream (SSE events) into IR events, keeping what it needs across
+/// events.
+pub trait StreamDecoder {
+    /// The IR events of one SSE event (`event:` name and `data:` text).
+    fn decode(&mut self, name: &str, data: &str, out: &mut Vec<ir::Event>);
+    /// Whether the upstream said its answer is complete.
+    fn ended(&self) -> bool;
+    /// The upstream's stream closed: events still owed (formats without an end event
+    /// finish here), and whether the answer was complete.
+    fn close(&mut self, _out: &mut Vec<ir::Event>) -> bool {
+        self.ended()
+    }
+}
+
+/// Writes IR events in a client's stream grammar.
+pub trait StreamEncoder {
+    /// Appends the SSE lines of `event` to `out`.
+    fn encode(&mut self, event: ir::Event, out: &mut Vec<u8>);
+}
+
 /// How one attempt's answer reaches the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Translation {
@@ -45,6 +69,8 @@ pub enum Translation {
     ChatToAnthropic { stream: bool, include_usage: bool },
     /// An OpenAI Chat client, a Gemini `generateContent` upstream.
     ChatToGemini { stream: bool, include_usage: bool },
+    /// An Anthropic Messages client, an OpenAI Chat upstream.
+    AnthropicToChat { stream: bool },
 }
 
 impl Translation {
@@ -66,36 +92,56 @@ impl Translation {
                 stream,
                 include_usage: include_usage && !client_did_not_ask,
             },
-            Translation::None => Translation::None,
+            other => other,
+        }
+    }
+
+    /// Whether a Chat client gets a final usage chunk.
+    pub fn include_usage(self) -> bool {
+        matches!(
+            self,
+            Translation::ChatToAnthropic {
+                include_usage: true,
+                ..
+            } | Translation::ChatToGemini {
+                include_usage: true,
+                ..
+            }
+        )
+    }
+
+    /// Whether the client asked for a stream.
+    pub fn stream(self) -> bool {
+        match self {
+            Translation::None => false,
+            Translation::ChatToAnthropic { stream, .. }
+            | Translation::ChatToGemini { stream, .. }
+            | Translation::AnthropicToChat { stream } => stream,
         }
     }
 }
 
-impl Translation {
-    /// How the answer is translated back: from which upstream format, streamed or not,
-    /// with a usage chunk or not; `None` when the answer passes through.
-    pub fn answer(self) -> Option<(body::Source, bool, bool)> {
-        match self {
-            Translation::None => None,
-            Translation::ChatToAnthropic {
-                stream,
-                include_usage,
-            } => Some((body::Source::Anthropic, stream, include_usage)),
-            Translation::ChatToGemini {
-                stream,
-                include_usage,
-            } => Some((body::Source::Gemini, stream, include_usage)),
-        }
-    }
+fn speaks_anthropic(t: ProviderType) -> bool {
+    matches!(
+        t,
+        ProviderType::Anthropic | ProviderType::Claude | ProviderType::ClaudeCode
+    )
+}
+
+fn speaks_chat(t: ProviderType) -> bool {
+    matches!(
+        t,
+        ProviderType::OpenAi | ProviderType::Compatible | ProviderType::Azure
+    )
 }
 
 /// Whether `ingress` can reach an upstream of type `t` through a translator.
 pub fn translates(ingress: Ingress, t: ProviderType) -> bool {
-    ingress == Ingress::ChatCompletions
-        && (matches!(
-            t,
-            ProviderType::Anthropic | ProviderType::Claude | ProviderType::ClaudeCode
-        ) || is_gemini(t))
+    match ingress {
+        Ingress::ChatCompletions => speaks_anthropic(t) || is_gemini(t),
+        Ingress::Messages => speaks_chat(t),
+        _ => false,
+    }
 }
 
 /// The Gemini types that call the Gemini API with an API key. Vertex and the Code Assist
@@ -126,14 +172,6 @@ pub fn gemini_url(base: &str, model: &str, stream: bool) -> String {
     format!("{base}{version}/models/{model}{method}")
 }
 
-/// The endpoint a translated request goes to (the upstream's own format).
-pub fn upstream_ingress(t: ProviderType) -> Ingress {
-    match t {
-        ProviderType::Anthropic | ProviderType::Claude | ProviderType::ClaudeCode => Ingress::Messages,
-        _ => Ingress::ChatCompletions,
-    }
-}
-
 /// Where a translated request for `model` goes on `provider` (of type `t`), and the
 /// upstream format's name for the log record.
 pub fn target(
@@ -143,11 +181,22 @@ pub fn target(
     translation: Translation,
 ) -> (String, &'static str) {
     if is_gemini(t) {
-        let stream = matches!(translation, Translation::ChatToGemini { stream: true, .. });
-        return (gemini_url(&provider.base_url, model, stream), GEMINI_FORMAT);
+        return (
+            gemini_url(&provider.base_url, model, translation.stream()),
+            GEMINI_FORMAT,
+        );
     }
     let endpoint = upstream_ingress(t);
     (crate::upstream::url(provider, endpoint), endpoint.format())
+}
+
+/// The endpoint a translated request goes to (the upstream's own format).
+pub fn upstream_ingress(t: ProviderType) -> Ingress {
+    if speaks_anthropic(t) {
+        Ingress::Messages
+    } else {
+        Ingress::ChatCompletions
+    }
 }
 
 /// The client's `document` for `model` on an upstream of type `t`: the body to send and
@@ -159,6 +208,13 @@ pub fn request(
     model: &str,
 ) -> Result<(Value, Translation), Refusal> {
     debug_assert!(translates(ingress, t));
+    if ingress == Ingress::Messages {
+        let request = anthropic::decode_request(document)?;
+        let translation = Translation::AnthropicToChat {
+            stream: request.stream,
+        };
+        return Ok((openai_chat::encode_request(&request, model), translation));
+    }
     let request = openai_chat::decode_request(document)?;
     let (stream, include_usage) = (request.stream, request.stream_usage);
     if is_gemini(t) {
@@ -178,5 +234,36 @@ pub fn request(
     Ok((anthropic::encode_request(&request, model), translation))
 }
 
+/// Fields that are harmless at their neutral value (`0`, `false`, `null`, `1` for `n`).
+pub(crate) fn neutral(name: &str, value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) if name == "n" => n.as_u64() == Some(1),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::Object(o) => o.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::String(_) => false,
+    }
+}
+
+pub(crate) fn refuse(param: impl Into<String>, why: &str) -> Refusal {
+    let param = param.into();
+    Refusal {
+        message: format!("{param}: {why}"),
+        param,
+    }
+}
+
+/// Appends one SSE `data:` line holding `value`.
+pub(crate) fn data(out: &mut Vec<u8>, value: &Value) {
+    out.extend_from_slice(b"data: ");
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+    out.extend_from_slice(b"\n\n");
+}
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_reverse;

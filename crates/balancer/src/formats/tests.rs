@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 use super::anthropic::{self, EventDecoder};
 use super::ir::{Effort, Event, Finish, Part};
 use super::openai_chat::{self, ChunkEncoder};
+use super::{StreamDecoder, StreamEncoder};
 
 fn object(value: Value) -> Map<String, Value> {
     value.as_object().expect("an object").clone()

@@ -274,7 +274,8 @@ fn refuse(credential: &str, body: &Value) -> Option<Response> {
 }
 
 /// A mock OpenAI chat endpoint; `stream: true` gets SSE (with the usage chunk when
-/// `stream_options.include_usage` asks for it).
+/// `stream_options.include_usage` asks for it). A request offering tools whose last
+/// message is the user's gets a call of the first tool ([`tool_call`]).
 async fn mock_chat(
     State(state): State<MockState>,
     uri: Uri,
@@ -287,6 +288,15 @@ async fn mock_chat(
     }
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     let who = signature(&credential);
+    let last_role = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map(|m| m["role"].clone());
+    if let Some(tool) = body["tools"][0]["function"]["name"].as_str()
+        && last_role == Some(json!("user"))
+    {
+        return tool_call(&model, tool, body["stream"] == json!(true));
+    }
     if body["stream"] == json!(true) {
         let mut chunks = vec![chunk(&model, "hel"), chunk(&model, "lo")];
         if body["stream_options"]["include_usage"] == json!(true) {
@@ -307,6 +317,53 @@ async fn mock_chat(
         "usage": { "prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5 }
     }))
     .into_response()
+}
+
+/// A call of `tool` with `{"city":"Paris"}`, in OpenAI's recorded shapes: the arguments
+/// streamed in two pieces after the call's id and name, then the finish reason, the usage
+/// chunk and `[DONE]`.
+fn tool_call(model: &str, tool: &str, stream: bool) -> Response {
+    let usage = json!({ "prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29 });
+    if !stream {
+        return Json(json!({
+            "id": "chatcmpl-t", "object": "chat.completion", "model": model,
+            "choices": [{ "index": 0, "finish_reason": "tool_calls", "message": { "role": "assistant", "content": null,
+                "tool_calls": [{ "id": "call_1", "type": "function", "function": { "name": tool, "arguments": "{\"city\":\"Paris\"}" } }] } }],
+            "usage": usage,
+        }))
+        .into_response();
+    }
+    let event = |choices: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({ "id": "chatcmpl-t", "object": "chat.completion.chunk", "model": model, "choices": choices })
+        )
+    };
+    let delta =
+        |delta: Value, finish: Value| event(json!([{ "index": 0, "delta": delta, "finish_reason": finish }]));
+    let chunks = vec![
+        delta(json!({ "role": "assistant", "content": null }), Value::Null),
+        delta(
+            json!({ "tool_calls": [{ "index": 0, "id": "call_1", "type": "function", "function": { "name": tool, "arguments": "" } }] }),
+            Value::Null,
+        ),
+        delta(
+            json!({ "tool_calls": [{ "index": 0, "function": { "arguments": "{\"city\":" } }] }),
+            Value::Null,
+        ),
+        delta(
+            json!({ "tool_calls": [{ "index": 0, "function": { "arguments": "\"Paris\"}" } }] }),
+            Value::Null,
+        ),
+        delta(json!({}), json!("tool_calls")),
+        format!(
+            "data: {}\n\n",
+            json!({ "id": "chatcmpl-t", "object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage })
+        ),
+        "data: [DONE]\n\n".to_owned(),
+    ];
+    let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+    sse_response(Body::from_stream(stream))
 }
 
 async fn mock_embeddings(

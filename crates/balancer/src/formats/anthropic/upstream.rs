@@ -1,12 +1,15 @@
-//! IR ⇄ Anthropic Messages: the request encoded for an Anthropic upstream, its answer and
-//! its stream events decoded.
+//! The upstream side of Anthropic Messages: the request encoded from the IR for an
+//! Anthropic upstream, its answer and its stream events decoded into the IR.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::ir::{Effort, Event, Finish, Image, Message, Part, Request, Response, Role, ToolChoice, Usage};
+use crate::formats::StreamDecoder;
+use crate::formats::ir::{
+    Effort, Event, Finish, Image, Message, Part, Request, Response, Role, ToolChoice, Usage,
+};
 
 /// Anthropic requires `max_tokens`; this is used when the client set none.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -309,8 +312,17 @@ impl EventDecoder {
             .map(|(_, i)| *i)
     }
 
-    /// The IR events of one SSE event (`event:` name and `data:` text).
-    pub fn decode(&mut self, name: &str, data: &str, out: &mut Vec<Event>) {
+    fn end(&mut self, out: &mut Vec<Event>) {
+        if !self.ended {
+            self.ended = true;
+            out.push(Event::Usage(self.usage));
+            out.push(Event::End);
+        }
+    }
+}
+
+impl StreamDecoder for EventDecoder {
+    fn decode(&mut self, name: &str, data: &str, out: &mut Vec<Event>) {
         let event = match serde_json::from_str::<WireEvent>(data) {
             Ok(event) => event,
             // The gateway's own error event (`{"error": {…}}`) has no `type`.
@@ -381,15 +393,7 @@ impl EventDecoder {
         }
     }
 
-    fn end(&mut self, out: &mut Vec<Event>) {
-        if !self.ended {
-            self.ended = true;
-            out.push(Event::Usage(self.usage));
-            out.push(Event::End);
-        }
-    }
-
-    pub fn ended(&self) -> bool {
+    fn ended(&self) -> bool {
         self.ended
     }
 }

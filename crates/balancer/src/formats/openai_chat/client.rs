@@ -1,10 +1,12 @@
-//! OpenAI Chat Completions ⇄ IR: the client's request decoded, the answer and its stream
-//! chunks encoded.
+//! The client side of OpenAI Chat Completions: the client's request decoded into the IR,
+//! the answer and its stream chunks encoded from it.
 
 use serde_json::{Map, Value, json};
 
-use super::Refusal;
-use super::ir::{Effort, Event, Finish, Image, Message, Part, Request, Response, Role, Tool, ToolChoice};
+use crate::formats::ir::{
+    Effort, Event, Finish, Image, Message, Part, Request, Response, Role, Tool, ToolChoice, Usage,
+};
+use crate::formats::{Refusal, StreamEncoder, data, neutral, refuse};
 
 /// Request fields this decoder reads; any other field set to a value that means
 /// something is refused rather than dropped.
@@ -25,27 +27,6 @@ const KNOWN: [&str; 15] = [
     "user",
     "n",
 ];
-
-/// Fields that are harmless at their neutral value (`0`, `false`, `null`, `1` for `n`).
-fn neutral(name: &str, value: &Value) -> bool {
-    match value {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) if name == "n" => n.as_u64() == Some(1),
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::Object(o) => o.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::String(_) => false,
-    }
-}
-
-fn refuse(param: impl Into<String>, why: &str) -> Refusal {
-    let param = param.into();
-    Refusal {
-        message: format!("{param}: {why}"),
-        param,
-    }
-}
 
 fn text_of(value: &Value, param: &str) -> Result<String, Refusal> {
     match value {
@@ -334,7 +315,7 @@ fn finish_reason(finish: Finish) -> &'static str {
     }
 }
 
-fn usage(u: &super::ir::Usage) -> Value {
+fn usage(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.prompt(),
         "completion_tokens": u.output,
@@ -385,7 +366,7 @@ pub struct ChunkEncoder {
     head: Vec<u8>,
     created: i64,
     include_usage: bool,
-    usage: super::ir::Usage,
+    usage: Usage,
     failed: bool,
 }
 
@@ -395,7 +376,7 @@ impl ChunkEncoder {
             head: Vec::new(),
             created,
             include_usage,
-            usage: super::ir::Usage::default(),
+            usage: Usage::default(),
             failed: false,
         };
         encoder.set_head("", "");
@@ -448,9 +429,10 @@ impl ChunkEncoder {
             let _ = serde_json::to_writer(&mut *out, delta);
         });
     }
+}
 
-    /// Appends the SSE lines of `event` to `out`.
-    pub fn encode(&mut self, event: Event, out: &mut Vec<u8>) {
+impl StreamEncoder for ChunkEncoder {
+    fn encode(&mut self, event: Event, out: &mut Vec<u8>) {
         match event {
             Event::Start { id, model } => {
                 self.set_head(&format!("chatcmpl-{id}"), &model);
@@ -488,11 +470,4 @@ impl ChunkEncoder {
             }
         }
     }
-}
-
-fn data(out: &mut Vec<u8>, value: &Value) {
-    out.extend_from_slice(b"data: ");
-    // Writing JSON into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
-    out.extend_from_slice(b"\n\n");
 }
