@@ -39,20 +39,13 @@ async fn setup(gw: &Gateway, origin: &str) -> String {
 }
 
 async fn chat(gw: &Gateway, key: &str, body: Value) -> (u16, String) {
-    let resp = gw
-        .client
-        .post(format!("{}/v1/chat/completions", gw.base))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
+    let bearer = format!("Bearer {key}");
+    gw.post_checked("/v1/chat/completions", &[("authorization", &bearer)], body)
         .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
 fn assert_valid(seen: &Seen) {
-    let seen = seen.lock().unwrap();
-    let broken: Vec<_> = seen.iter().filter_map(|(_, _, rule)| rule.as_ref()).collect();
+    let broken = gemini::broken(seen);
     assert!(
         broken.is_empty(),
         "requests that broke Gemini's rules: {broken:?}"

@@ -19,27 +19,8 @@ both_backends!(
 );
 
 async fn messages(gw: &Gateway, key: &str, body: Value) -> (u16, String) {
-    let resp = gw
-        .client
-        .post(format!("{}/v1/messages", gw.base))
-        .header("x-api-key", key)
-        .header("anthropic-version", "2023-06-01")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
-    let text = resp.text().await.unwrap();
-    if body["stream"] == json!(true) && status == 200 {
-        assert_eq!(content_type, "text/event-stream", "{text}");
-    } else {
-        assert!(
-            content_type.starts_with("application/json"),
-            "{content_type}: {text}"
-        );
-    }
-    (status, text)
+    let headers = [("x-api-key", key), ("anthropic-version", "2023-06-01")];
+    gw.post_checked("/v1/messages", &headers, body).await
 }
 
 async fn a_messages_request_is_answered_by_an_openai_upstream(backend: ez_control_plane::testing::Backend) {

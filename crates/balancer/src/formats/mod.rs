@@ -255,6 +255,26 @@ pub(crate) fn refuse(param: impl Into<String>, why: &str) -> Refusal {
     }
 }
 
+/// Text given as a string, `null` (empty) or an array of `{"type": "text", "text"}`
+/// blocks, joined; any other block is refused at `at[k]` with `why`.
+pub(crate) fn joined_text(value: &Value, at: &str, why: &str) -> Result<String, Refusal> {
+    match value {
+        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(blocks) => {
+            let mut text = String::new();
+            for (k, block) in blocks.iter().enumerate() {
+                match (block["type"].as_str(), block["text"].as_str()) {
+                    (Some("text"), Some(t)) => text.push_str(t),
+                    _ => return Err(refuse(format!("{at}[{k}]"), why)),
+                }
+            }
+            Ok(text)
+        }
+        _ => Err(refuse(at, "must be a string or an array of text blocks")),
+    }
+}
+
 /// Appends one SSE `data:` line holding `value`.
 pub(crate) fn data(out: &mut Vec<u8>, value: &Value) {
     out.extend_from_slice(b"data: ");

@@ -945,6 +945,29 @@ impl Gateway {
         base
     }
 
+    /// `POST path` with `body` and the client's `headers`; asserts the answer's content
+    /// type (SSE for a successful `"stream": true`, else JSON) and returns the status and
+    /// the body's text.
+    pub async fn post_checked(&self, path: &str, headers: &[(&str, &str)], body: Value) -> (u16, String) {
+        let mut req = self.client.post(format!("{}{path}", self.base)).json(&body);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        let text = resp.text().await.unwrap();
+        if body["stream"] == json!(true) && status == 200 {
+            assert_eq!(content_type, "text/event-stream", "{text}");
+        } else {
+            assert!(
+                content_type.starts_with("application/json"),
+                "{content_type}: {text}"
+            );
+        }
+        (status, text)
+    }
+
     /// The ids `GET /v1/models` lists for `key`.
     pub async fn model_ids(&self, key: &str) -> Vec<String> {
         let (status, body, text) = self.call(reqwest::Method::GET, "/v1/models", key, None).await;

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::formats::ir::{
     Effort, Event, Finish, Image, Message, Part, Request, Response, Role, Tool, ToolChoice, Usage,
 };
-use crate::formats::{Refusal, StreamEncoder, neutral, refuse};
+use crate::formats::{Refusal, StreamEncoder, joined_text, neutral, refuse};
 
 /// Request fields this decoder reads; any other field set to a value that means
 /// something is refused rather than dropped.
@@ -91,26 +91,7 @@ fn image(source: &Value, at: &str) -> Result<Image, Refusal> {
 
 /// A tool result's content: a string or text blocks.
 fn result_text(value: &Value, at: &str) -> Result<String, Refusal> {
-    match value {
-        Value::Null => Ok(String::new()),
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(blocks) => {
-            let mut text = String::new();
-            for (k, block) in blocks.iter().enumerate() {
-                match (block["type"].as_str(), block["text"].as_str()) {
-                    (Some("text"), Some(t)) => text.push_str(t),
-                    _ => {
-                        return Err(refuse(
-                            format!("{at}[{k}]"),
-                            "only text can be translated in a tool result",
-                        ));
-                    }
-                }
-            }
-            Ok(text)
-        }
-        _ => Err(refuse(at, "must be a string or an array of text blocks")),
-    }
+    joined_text(value, at, "only text can be translated in a tool result")
 }
 
 fn block(block: &Value, at: &str) -> Result<Option<Part>, Refusal> {

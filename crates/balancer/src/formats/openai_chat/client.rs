@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use crate::formats::ir::{
     Effort, Event, Finish, Image, Message, Part, Request, Response, Role, Tool, ToolChoice, Usage,
 };
-use crate::formats::{Refusal, StreamEncoder, data, neutral, refuse};
+use crate::formats::{Refusal, StreamEncoder, data, joined_text, neutral, refuse};
 
 /// Request fields this decoder reads; any other field set to a value that means
 /// something is refused rather than dropped.
@@ -29,26 +29,7 @@ const KNOWN: [&str; 15] = [
 ];
 
 fn text_of(value: &Value, param: &str) -> Result<String, Refusal> {
-    match value {
-        Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
-        Value::Array(parts) => {
-            let mut text = String::new();
-            for (j, part) in parts.iter().enumerate() {
-                match (part["type"].as_str(), part["text"].as_str()) {
-                    (Some("text"), Some(t)) => text.push_str(t),
-                    _ => {
-                        return Err(refuse(
-                            format!("{param}[{j}]"),
-                            "only text parts are supported here",
-                        ));
-                    }
-                }
-            }
-            Ok(text)
-        }
-        _ => Err(refuse(param, "must be a string or an array of parts")),
-    }
+    joined_text(value, param, "only text parts are supported here")
 }
 
 fn content_parts(value: &Value, param: &str) -> Result<Vec<Part>, Refusal> {
