@@ -14,6 +14,7 @@ use support::{Gateway, both_backends, sse_events};
 both_backends!(
     plain_and_streamed_answers_come_back_as_chat_completions,
     a_tool_call_makes_the_round_trip_through_gemini,
+    an_anthropic_client_is_served_by_gemini,
 );
 
 /// A `gemini` group on the mock with one key, bound as `default.gem`; a tenant's key.
@@ -177,5 +178,86 @@ async fn a_tool_call_makes_the_round_trip_through_gemini(backend: Backend) {
     assert_eq!(
         sent[1].1["contents"][2],
         json!({ "role": "user", "parts": [{ "functionResponse": { "name": "weather", "response": { "content": "18C" } } }] })
+    );
+}
+
+async fn messages(gw: &Gateway, key: &str, body: Value) -> (u16, String) {
+    let headers = [("x-api-key", key), ("anthropic-version", "2023-06-01")];
+    gw.post_checked("/v1/messages", &headers, body).await
+}
+
+/// An Anthropic client (Claude Code's shape) on the same Gemini route: the answer in
+/// Messages form, the stream in Anthropic's event grammar, a tool call and its result.
+async fn an_anthropic_client_is_served_by_gemini(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let (origin, seen) = gemini::start().await;
+    let key = setup(&gw, &origin).await;
+    let base = json!({ "model": "gem", "max_tokens": 64, "system": [{ "type": "text", "text": "Be brief.",
+        "cache_control": { "type": "ephemeral" } }], "messages": [{ "role": "user", "content": "hi" }] });
+
+    let (status, text) = messages(&gw, &key, base.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["type"], "message");
+    assert_eq!(
+        answer["content"],
+        json!([{ "type": "text", "text": "Hello from Gemini." }])
+    );
+    assert_eq!(answer["stop_reason"], "end_turn");
+    assert_eq!(
+        (
+            answer["usage"]["input_tokens"].as_u64(),
+            answer["usage"]["output_tokens"].as_u64()
+        ),
+        (Some(17), Some(5))
+    );
+
+    let mut streamed = base.clone();
+    streamed["stream"] = json!(true);
+    let (status, text) = messages(&gw, &key, streamed).await;
+    assert_eq!(status, 200, "{text}");
+    let names: Vec<&str> = sse_events(&text)
+        .iter()
+        .filter_map(|e| e.lines().next()?.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{text}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{text}");
+    assert!(
+        names.contains(&"content_block_delta") && names.contains(&"message_delta"),
+        "{text}"
+    );
+    assert!(text.contains(r#""stop_reason":"end_turn""#), "{text}");
+
+    let tools = json!([{ "name": "weather", "input_schema": { "type": "object", "properties": { "city": { "type": "string" } } } }]);
+    let mut ask = base.clone();
+    ask["tools"] = tools.clone();
+    let (status, text) = messages(&gw, &key, ask).await;
+    assert_eq!(status, 200, "{text}");
+    let call: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(call["stop_reason"], "tool_use", "{text}");
+    let tool_use = call["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "tool_use")
+        .unwrap()
+        .clone();
+    assert_eq!(tool_use["input"], json!({ "city": "Paris" }));
+    let mut follow = base.clone();
+    follow["tools"] = tools;
+    follow["messages"] = json!([
+        { "role": "user", "content": "hi" },
+        { "role": "assistant", "content": [tool_use] },
+        { "role": "user", "content": [{ "type": "tool_result", "tool_use_id": call["content"][0]["id"], "content": "18C" }] },
+    ]);
+    let (status, text) = messages(&gw, &key, follow).await;
+    assert_eq!(status, 200, "{text}");
+    let last: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(last["content"][0]["text"], "It is 18C.", "{text}");
+    assert_valid(&seen);
+    let logs = gw.wait_for_logs(4).await;
+    assert!(
+        logs.iter()
+            .all(|r| r["endpoint"] == "/v1/messages" && r["upstream_format"] == "gemini_generate_content")
     );
 }

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use serde_json::Value;
 
-use super::ir::Event;
+use super::ir::{Event, Response};
 use super::sse::SseReader;
 use super::{StreamDecoder, StreamEncoder, Translation, anthropic, gemini, openai_chat};
 
@@ -61,6 +61,11 @@ impl<S> TranslatedBody<S> {
                 Box::new(anthropic::EventEncoder::default()),
                 chat_to_anthropic,
             ),
+            Translation::AnthropicToGemini { .. } => (
+                Box::new(gemini::ChunkDecoder::default()),
+                Box::new(anthropic::EventEncoder::default()),
+                gemini_to_anthropic,
+            ),
             Translation::ChatToGemini { include_usage, .. } => (
                 Box::new(gemini::ChunkDecoder::default()),
                 Box::new(openai_chat::ChunkEncoder::new(created, include_usage)),
@@ -101,44 +106,69 @@ impl<S> TranslatedBody<S> {
 /// What a body that is neither an answer nor an error says.
 const UNTRANSLATABLE: &str = "the upstream's answer could not be translated";
 
-/// An Anthropic answer for a Chat client; errors in the gateway's envelope.
-fn anthropic_to_chat(status: u16, value: &Value, created: i64) -> Vec<u8> {
+/// An answer (`decoded`) or an error (`error`) of the upstream, for a Chat client; errors
+/// in the gateway's envelope.
+fn for_chat(
+    status: u16,
+    decoded: Option<Response>,
+    error: Option<(String, String)>,
+    created: i64,
+) -> Vec<u8> {
     if status < 400
-        && let Some(response) = anthropic::decode_response(value)
+        && let Some(response) = decoded
     {
         return serde_json::to_vec(&openai_chat::encode_response(&response, created)).unwrap_or_default();
     }
-    let (code, message) =
-        anthropic::decode_error(value).unwrap_or_else(|| ("upstream_error".into(), UNTRANSLATABLE.into()));
+    let (code, message) = error.unwrap_or_else(|| ("upstream_error".into(), UNTRANSLATABLE.into()));
     let envelope = ez_contract::error::ErrorEnvelope::new(status.max(400), code, message);
     serde_json::to_vec(&envelope).unwrap_or_default()
 }
 
-/// A Gemini answer for a Chat client; errors in the gateway's envelope.
-fn gemini_to_chat(status: u16, value: &Value, created: i64) -> Vec<u8> {
+/// The same for an Anthropic client; errors in Anthropic's shape.
+fn for_anthropic(status: u16, decoded: Option<Response>, error: Option<(String, String)>) -> Vec<u8> {
     if status < 400
-        && let Some(response) = gemini::decode_response(value)
-    {
-        return serde_json::to_vec(&openai_chat::encode_response(&response, created)).unwrap_or_default();
-    }
-    let (code, message) =
-        gemini::decode_error(value).unwrap_or_else(|| ("upstream_error".into(), UNTRANSLATABLE.into()));
-    let envelope = ez_contract::error::ErrorEnvelope::new(status.max(400), code, message);
-    serde_json::to_vec(&envelope).unwrap_or_default()
-}
-
-/// A Chat answer for an Anthropic client; errors in Anthropic's shape.
-fn chat_to_anthropic(status: u16, value: &Value, _created: i64) -> Vec<u8> {
-    if status < 400
-        && let Some(response) = openai_chat::decode_response(value)
+        && let Some(response) = decoded
     {
         return serde_json::to_vec(&anthropic::encode_response(&response)).unwrap_or_default();
     }
-    let (code, message) =
-        openai_chat::decode_error(value).unwrap_or_else(|| ("upstream_error".into(), UNTRANSLATABLE.into()));
+    let (code, message) = error.unwrap_or_else(|| ("upstream_error".into(), UNTRANSLATABLE.into()));
     // A success that is no answer is the upstream's fault.
     let status = if status < 400 { 502 } else { status };
     serde_json::to_vec(&anthropic::encode_error(status, &code, &message)).unwrap_or_default()
+}
+
+fn anthropic_to_chat(status: u16, value: &Value, created: i64) -> Vec<u8> {
+    for_chat(
+        status,
+        anthropic::decode_response(value),
+        anthropic::decode_error(value),
+        created,
+    )
+}
+
+fn gemini_to_chat(status: u16, value: &Value, created: i64) -> Vec<u8> {
+    for_chat(
+        status,
+        gemini::decode_response(value),
+        gemini::decode_error(value),
+        created,
+    )
+}
+
+fn chat_to_anthropic(status: u16, value: &Value, _created: i64) -> Vec<u8> {
+    for_anthropic(
+        status,
+        openai_chat::decode_response(value),
+        openai_chat::decode_error(value),
+    )
+}
+
+fn gemini_to_anthropic(status: u16, value: &Value, _created: i64) -> Vec<u8> {
+    for_anthropic(
+        status,
+        gemini::decode_response(value),
+        gemini::decode_error(value),
+    )
 }
 
 impl Mode {

@@ -208,6 +208,9 @@ pub fn decode_response(body: &Value) -> Option<Response> {
                     text: text.to_owned(),
                     signature: None,
                 });
+            } else if let Some(Part::Text(previous)) = parts.last_mut() {
+                // Gemini cuts one text into several parts at will: keep it whole.
+                previous.push_str(text);
             } else {
                 parts.push(Part::Text(text.to_owned()));
             }

@@ -8,7 +8,7 @@
 //! - OpenAI Chat Completions clients served by Gemini API-key upstreams (`gemini`,
 //!   `google`, `aistudio`);
 //! - Anthropic Messages clients (Claude Code) served by OpenAI Chat Completions upstreams
-//!   (`openai`, `compatible`, `azure`).
+//!   (`openai`, `compatible`, `azure`) and by Gemini API-key upstreams.
 
 pub mod anthropic;
 pub mod body;
@@ -71,6 +71,8 @@ pub enum Translation {
     ChatToGemini { stream: bool, include_usage: bool },
     /// An Anthropic Messages client, an OpenAI Chat upstream.
     AnthropicToChat { stream: bool },
+    /// An Anthropic Messages client, a Gemini `generateContent` upstream.
+    AnthropicToGemini { stream: bool },
 }
 
 impl Translation {
@@ -116,7 +118,8 @@ impl Translation {
             Translation::None => false,
             Translation::ChatToAnthropic { stream, .. }
             | Translation::ChatToGemini { stream, .. }
-            | Translation::AnthropicToChat { stream } => stream,
+            | Translation::AnthropicToChat { stream }
+            | Translation::AnthropicToGemini { stream } => stream,
         }
     }
 }
@@ -139,7 +142,7 @@ fn speaks_chat(t: ProviderType) -> bool {
 pub fn translates(ingress: Ingress, t: ProviderType) -> bool {
     match ingress {
         Ingress::ChatCompletions => speaks_anthropic(t) || is_gemini(t),
-        Ingress::Messages => speaks_chat(t),
+        Ingress::Messages => speaks_chat(t) || is_gemini(t),
         _ => false,
     }
 }
@@ -208,6 +211,13 @@ pub fn request(
     model: &str,
 ) -> Result<(Value, Translation), Refusal> {
     debug_assert!(translates(ingress, t));
+    if ingress == Ingress::Messages && is_gemini(t) {
+        let request = anthropic::decode_request(document)?;
+        let translation = Translation::AnthropicToGemini {
+            stream: request.stream,
+        };
+        return Ok((gemini::encode_request(&request)?, translation));
+    }
     if ingress == Ingress::Messages {
         let request = anthropic::decode_request(document)?;
         let translation = Translation::AnthropicToChat {
