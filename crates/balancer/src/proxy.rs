@@ -147,6 +147,7 @@ pub fn router(state: BalancerState) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/responses", post(responses))
         .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/models", get(crate::models::list))
         .with_state(state)
 }
@@ -202,6 +203,12 @@ async fn responses(State(state): State<BalancerState>, req: Request) -> Response
 
 async fn messages(State(state): State<BalancerState>, req: Request) -> Response {
     forward(&state, Ingress::Messages, req).await
+}
+
+/// Passed through to Anthropic upstreams only: other families count differently, and a
+/// guess would be worse than the clear 400 the route answers.
+async fn count_tokens(State(state): State<BalancerState>, req: Request) -> Response {
+    forward(&state, Ingress::CountTokens, req).await
 }
 
 pub(crate) fn client_ip(parts: &axum::http::request::Parts, trusted: &[IpNet]) -> Option<IpAddr> {

@@ -15,6 +15,8 @@ pub enum Ingress {
     Responses,
     /// Anthropic Messages API.
     Messages,
+    /// Anthropic's token counting (`/v1/messages/count_tokens`).
+    CountTokens,
 }
 
 impl Ingress {
@@ -26,6 +28,7 @@ impl Ingress {
             Ingress::Embeddings => "/v1/embeddings",
             Ingress::Responses => "/v1/responses",
             Ingress::Messages => "/v1/messages",
+            Ingress::CountTokens => "/v1/messages/count_tokens",
         }
     }
 
@@ -37,6 +40,7 @@ impl Ingress {
             Ingress::Embeddings => "openai_embeddings",
             Ingress::Responses => "openai_responses",
             Ingress::Messages => "anthropic_messages",
+            Ingress::CountTokens => "anthropic_count_tokens",
         }
     }
 
@@ -48,7 +52,7 @@ impl Ingress {
                 matches!(t, P::OpenAi | P::Compatible | P::Azure)
             }
             Ingress::Responses => matches!(t, P::OpenAi | P::Compatible | P::Azure | P::Codex),
-            Ingress::Messages => matches!(t, P::Anthropic | P::Claude | P::ClaudeCode),
+            Ingress::Messages | Ingress::CountTokens => matches!(t, P::Anthropic | P::Claude | P::ClaudeCode),
         }
     }
 
@@ -78,6 +82,8 @@ pub fn url(provider: &ProviderSnapshot, ingress: Ingress) -> String {
         Ingress::Responses => "/responses",
         Ingress::Messages if base.ends_with("/v1") => "/messages",
         Ingress::Messages => "/v1/messages",
+        Ingress::CountTokens if base.ends_with("/v1") => "/messages/count_tokens",
+        Ingress::CountTokens => "/v1/messages/count_tokens",
     };
     let mut url = String::with_capacity(base.len() + path.len());
     url.push_str(base);
@@ -218,6 +224,10 @@ mod tests {
         );
         let proxy = provider("anthropic", "https://proxy.local/v1");
         assert_eq!(url(&proxy, Ingress::Messages), "https://proxy.local/v1/messages");
+        assert_eq!(
+            url(&anthropic, Ingress::CountTokens),
+            "https://api.anthropic.com/v1/messages/count_tokens"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ both_backends!(
     what_openai_cannot_express_is_refused_before_sending,
     an_upstream_error_reaches_the_client_in_anthropic_shape,
     a_tool_call_and_its_result_cross_both_ways,
+    token_counting_passes_through_to_anthropic_only,
 );
 
 async fn messages(gw: &Gateway, key: &str, body: Value) -> (u16, String) {
@@ -319,5 +320,55 @@ async fn a_tool_call_and_its_result_cross_both_ways(backend: ez_control_plane::t
     assert_eq!(
         tokens,
         [(Some(3), Some(2)), (Some(20), Some(9)), (Some(20), Some(9))]
+    );
+}
+
+/// `POST /v1/messages/count_tokens` (Claude Code asks it often) goes to an Anthropic
+/// upstream as is, with the route's model and the upstream's credential; a route served
+/// only by another family answers 400 `unsupported_endpoint`, never a guess.
+async fn token_counting_passes_through_to_anthropic_only(backend: ez_control_plane::testing::Backend) {
+    let gw = Gateway::start(backend).await;
+    gw.add_anthropic_route("sk-ant-upstream", "claude").await;
+    gw.add_route("oai", &gw.upstream, &[("sk-upstream-good", 1)], "sonnet", 1)
+        .await;
+    let t = gw.add_tenant("acme", json!({}), json!({})).await;
+    let body = |model: &str| json!({ "model": model, "messages": [{ "role": "user", "content": "hi" }] });
+
+    let (status, text) = gw
+        .post_checked(
+            "/v1/messages/count_tokens",
+            &[("x-api-key", &t.key), ("anthropic-version", "2023-06-01")],
+            body("claude"),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({ "input_tokens": 14 })
+    );
+    let seen = gw.mock.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1/messages/count_tokens");
+    assert_eq!(seen[0].credential, "sk-ant-upstream");
+    assert_eq!(seen[0].body["model"], "claude-3-5-haiku-20241022");
+
+    let (status, text) = gw
+        .post_checked(
+            "/v1/messages/count_tokens",
+            &[("x-api-key", &t.key)],
+            body("sonnet"),
+        )
+        .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("unsupported_endpoint"), "{text}");
+    assert_eq!(
+        gw.mock.requests().len(),
+        1,
+        "nothing was sent for the OpenAI-only route"
+    );
+    let logs = gw.wait_for_logs(2).await;
+    assert!(
+        logs.iter().all(|r| r["endpoint"] == "/v1/messages/count_tokens"),
+        "{logs:?}"
     );
 }

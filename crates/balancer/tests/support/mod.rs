@@ -458,6 +458,23 @@ async fn mock_messages(
     .into_response()
 }
 
+/// Anthropic's token counting: `{"input_tokens"}`, 14 for any request with messages.
+async fn mock_count_tokens(
+    State(state): State<MockState>,
+    uri: Uri,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    state.note(&uri, &headers, &body);
+    if body["messages"].as_array().is_none_or(Vec::is_empty) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            json!({ "type": "error", "error": { "type": "invalid_request_error", "message": "messages: Field required" } }),
+        );
+    }
+    Json(json!({ "input_tokens": 14 })).into_response()
+}
+
 /// An Anthropic stream that reports its input tokens in `message_start`, then sends a
 /// text delta every 100 ms for 30 s (its final usage would come last).
 fn anthropic_drip(model: &str) -> Response {
@@ -495,6 +512,7 @@ impl MockUpstream {
             .route("/v1/embeddings", post(mock_embeddings))
             .route("/v1/responses", post(mock_responses))
             .route("/v1/messages", post(mock_messages))
+            .route("/v1/messages/count_tokens", post(mock_count_tokens))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin = format!("http://{}", listener.local_addr().unwrap());
