@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod error;
 pub mod estimate;
 pub mod formats;
+pub mod gemini_route;
 pub mod metrics;
 pub mod models;
 pub mod proxy;

@@ -148,6 +148,7 @@ pub fn router(state: BalancerState) -> Router {
         .route("/v1/responses", post(responses))
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1beta/models/{*target}", post(crate::gemini_route::generate))
         .route("/v1/models", get(crate::models::list))
         .with_state(state)
 }
@@ -269,7 +270,7 @@ async fn rate_limit(
 }
 
 /// One request, start to end: every authenticated request leaves one log record.
-async fn forward(state: &BalancerState, ingress: Ingress, req: Request) -> Response {
+pub(crate) async fn forward(state: &BalancerState, ingress: Ingress, req: Request) -> Response {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + state.settings.total_timeout;
     let snapshot = state.cache.snapshot();
@@ -299,7 +300,8 @@ async fn forward(state: &BalancerState, ingress: Ingress, req: Request) -> Respo
     let mut trace = Trace::new(state.reporter.clone(), started, record, hash);
     let attempt = async {
         rate_limit(state, token, snapshot.masters.get(&token.master_id)).await?;
-        let request = ClientRequest::read(state, body, &mut trace).await?;
+        let in_path = parts.extensions.get::<crate::gemini_route::PathModel>();
+        let request = ClientRequest::read(state, body, in_path, &mut trace).await?;
         send(
             state, &snapshot, token, ingress, &parts, request, &mut trace, deadline,
         )
@@ -351,7 +353,14 @@ struct ClientRequest {
 }
 
 impl ClientRequest {
-    async fn read(state: &BalancerState, body: Body, trace: &mut Trace) -> Result<ClientRequest, ProxyError> {
+    /// `in_path`: the model and stream flag of a route that carries them in its URL
+    /// (Gemini's); otherwise both come from the body.
+    async fn read(
+        state: &BalancerState,
+        body: Body,
+        in_path: Option<&crate::gemini_route::PathModel>,
+        trace: &mut Trace,
+    ) -> Result<ClientRequest, ProxyError> {
         let bytes = axum::body::to_bytes(body, state.settings.max_body_bytes)
             .await
             .map_err(body_read_error)?;
@@ -362,8 +371,9 @@ impl ClientRequest {
                 "the body must be a JSON object",
             )
         })?;
-        let model = match document.get("model") {
-            Some(Value::String(model)) if !model.is_empty() && model.len() <= 256 => model.clone(),
+        let model = match (in_path, document.get("model")) {
+            (Some(path), _) => path.model.clone(),
+            (None, Some(Value::String(model))) if !model.is_empty() && model.len() <= 256 => model.clone(),
             _ => {
                 return Err(ProxyError::new(
                     StatusCode::BAD_REQUEST,
@@ -372,7 +382,10 @@ impl ClientRequest {
                 ));
             }
         };
-        let stream = document.get("stream") == Some(&Value::Bool(true));
+        let stream = in_path.map_or_else(
+            || document.get("stream") == Some(&Value::Bool(true)),
+            |p| p.stream,
+        );
         trace.record.public_model = model.clone();
         trace.record.stream = stream;
         if stream {
@@ -477,15 +490,27 @@ async fn send(
         trace.record.upstream_model = pick.upstream_model.clone();
         trace.record.group_id = Some(provider.group_id);
         trace.record.api_key_id = Some(provider.id);
-        let (payload, translation, (url, format)) = if ingress.served_by(kind) {
+        let (payload, translation, (url, format)) = if ingress == Ingress::Gemini && ingress.served_by(kind) {
+            // The model is in the URL; the body passes as it came.
+            let target = (
+                formats::gemini_url(&provider.base_url, &pick.upstream_model, request.stream),
+                formats::GEMINI_FORMAT,
+            );
+            (serde_json::to_vec(&request.document), Translation::None, target)
+        } else if ingress.served_by(kind) {
             request
                 .document
                 .insert("model".into(), Value::String(pick.upstream_model));
             let target = (upstream::url(provider, ingress), ingress.format());
             (serde_json::to_vec(&request.document), Translation::None, target)
         } else {
-            let (body, translation) =
-                formats::request(ingress, kind, &request.document, &pick.upstream_model)?;
+            let (body, translation) = formats::request(
+                ingress,
+                kind,
+                &request.document,
+                &pick.upstream_model,
+                request.stream,
+            )?;
             let translation = translation.without_usage_chunk(strip_usage_chunk);
             let target = formats::target(provider, kind, &pick.upstream_model, translation);
             (serde_json::to_vec(&body), translation, target)

@@ -17,6 +17,8 @@ pub enum Ingress {
     Messages,
     /// Anthropic's token counting (`/v1/messages/count_tokens`).
     CountTokens,
+    /// Gemini `generateContent` / `streamGenerateContent` (model and stream in the URL).
+    Gemini,
 }
 
 impl Ingress {
@@ -29,6 +31,7 @@ impl Ingress {
             Ingress::Responses => "/v1/responses",
             Ingress::Messages => "/v1/messages",
             Ingress::CountTokens => "/v1/messages/count_tokens",
+            Ingress::Gemini => "/v1beta/models/{model}:generateContent",
         }
     }
 
@@ -41,6 +44,7 @@ impl Ingress {
             Ingress::Responses => "openai_responses",
             Ingress::Messages => "anthropic_messages",
             Ingress::CountTokens => "anthropic_count_tokens",
+            Ingress::Gemini => "gemini_generate_content",
         }
     }
 
@@ -53,6 +57,7 @@ impl Ingress {
             }
             Ingress::Responses => matches!(t, P::OpenAi | P::Compatible | P::Azure | P::Codex),
             Ingress::Messages | Ingress::CountTokens => matches!(t, P::Anthropic | P::Claude | P::ClaudeCode),
+            Ingress::Gemini => matches!(t, P::Gemini | P::Google | P::AiStudio),
         }
     }
 
@@ -84,6 +89,8 @@ pub fn url(provider: &ProviderSnapshot, ingress: Ingress) -> String {
         Ingress::Messages => "/v1/messages",
         Ingress::CountTokens if base.ends_with("/v1") => "/messages/count_tokens",
         Ingress::CountTokens => "/v1/messages/count_tokens",
+        // Gemini URLs carry the model: `formats::gemini_url`.
+        Ingress::Gemini => "",
     };
     let mut url = String::with_capacity(base.len() + path.len());
     url.push_str(base);

@@ -15,6 +15,7 @@ both_backends!(
     plain_and_streamed_answers_come_back_as_chat_completions,
     a_tool_call_makes_the_round_trip_through_gemini,
     an_anthropic_client_is_served_by_gemini,
+    a_gemini_client_reaches_gemini_as_is_and_openai_through_translation,
 );
 
 /// A `gemini` group on the mock with one key, bound as `default.gem`; a tenant's key.
@@ -259,5 +260,101 @@ async fn an_anthropic_client_is_served_by_gemini(backend: Backend) {
     assert!(
         logs.iter()
             .all(|r| r["endpoint"] == "/v1/messages" && r["upstream_format"] == "gemini_generate_content")
+    );
+}
+
+async fn generate(gw: &Gateway, key: &str, target: &str, body: Value) -> (u16, String) {
+    let resp = gw
+        .client
+        .post(format!("{}/v1beta/models/{target}", gw.base))
+        .header("x-goog-api-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// A Gemini client (`google-genai`'s paths and key header): on a Gemini route the request
+/// passes through with the route's model in the URL; on an OpenAI-compatible route it is
+/// translated both ways, plain and streamed, and a function call comes back whole.
+async fn a_gemini_client_reaches_gemini_as_is_and_openai_through_translation(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let (origin, seen) = gemini::start().await;
+    let key = setup(&gw, &origin).await;
+    gw.add_route("oai", &gw.upstream, &[("sk-upstream-good", 1)], "gpt", 1)
+        .await;
+    let body = json!({ "contents": [{ "role": "user", "parts": [{ "text": "hi" }] }],
+        "systemInstruction": { "parts": [{ "text": "Be brief." }] }, "generationConfig": { "maxOutputTokens": 40 } });
+
+    // As is: the body untouched, the model in the URL.
+    let (status, text) = generate(&gw, &key, "gem:generateContent", body.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["candidates"][0]["content"]["parts"][0]["text"], "Hello");
+    let (status, text) = generate(&gw, &key, "gem:streamGenerateContent?alt=sse", body.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("from Gemini."), "{text}");
+    {
+        let sent = seen.lock().unwrap();
+        assert_eq!(sent[0].0, format!("{MODEL}:generateContent?"));
+        assert_eq!(sent[0].1, body, "passed through unchanged");
+        assert_eq!(sent[1].0, format!("{MODEL}:streamGenerateContent?alt=sse"));
+    }
+    assert_valid(&seen);
+
+    // Translated for an OpenAI-compatible upstream.
+    let (status, text) = generate(&gw, &key, "gpt:generateContent", body.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    let candidate = &answer["candidates"][0];
+    assert_eq!(candidate["finishReason"], "STOP", "{text}");
+    assert!(
+        candidate["content"]["parts"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("hello via"),
+        "{text}"
+    );
+    assert_eq!(answer["usageMetadata"]["promptTokenCount"], 3, "{text}");
+    let chat = gw.mock.requests();
+    assert_eq!(chat[0].path, "/v1/chat/completions");
+    assert_eq!(
+        chat[0].body["messages"][0],
+        json!({ "role": "system", "content": "Be brief." })
+    );
+    assert_eq!(chat[0].body["max_tokens"], 40);
+
+    let (status, text) = generate(&gw, &key, "gpt:streamGenerateContent?alt=sse", body.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    let chunks: Vec<Value> = sse_events(&text)
+        .iter()
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").expect("data lines")).unwrap())
+        .collect();
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["candidates"][0]["content"]["parts"][0]["text"].as_str())
+        .collect();
+    assert!(streamed.starts_with("hello"), "{text}");
+    let last = chunks.last().unwrap();
+    assert_eq!(last["candidates"][0]["finishReason"], "STOP", "{text}");
+    assert!(
+        last["usageMetadata"]["totalTokenCount"].as_u64().unwrap() > 0,
+        "{text}"
+    );
+
+    // A method the gateway does not serve, and a stream without alt=sse.
+    let (status, _) = generate(&gw, &key, "gem:embedContent", body.clone()).await;
+    assert_eq!(status, 404);
+    let (status, text) = generate(&gw, &key, "gem:streamGenerateContent", body).await;
+    assert_eq!(status, 400, "{text}");
+    let logs = gw.wait_for_logs(4).await;
+    let upstream: Vec<&str> = logs
+        .iter()
+        .filter_map(|r| r["upstream_format"].as_str())
+        .collect();
+    assert!(
+        upstream.contains(&"gemini_generate_content") && upstream.contains(&"openai_chat"),
+        "{upstream:?}"
     );
 }

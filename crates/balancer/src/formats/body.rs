@@ -61,6 +61,16 @@ impl<S> TranslatedBody<S> {
                 Box::new(anthropic::EventEncoder::default()),
                 chat_to_anthropic,
             ),
+            Translation::GeminiToChat { .. } => (
+                Box::new(openai_chat::ChunkDecoder::default()),
+                Box::new(gemini::ChunkEncoder::default()),
+                chat_to_gemini,
+            ),
+            Translation::GeminiToAnthropic { .. } => (
+                Box::new(anthropic::EventDecoder::default()),
+                Box::new(gemini::ChunkEncoder::default()),
+                anthropic_to_gemini,
+            ),
             Translation::AnthropicToGemini { .. } => (
                 Box::new(gemini::ChunkDecoder::default()),
                 Box::new(anthropic::EventEncoder::default()),
@@ -168,6 +178,34 @@ fn gemini_to_anthropic(status: u16, value: &Value, _created: i64) -> Vec<u8> {
         status,
         gemini::decode_response(value),
         gemini::decode_error(value),
+    )
+}
+
+/// An answer or an error of the upstream, for a Gemini client; errors in Gemini's shape.
+fn for_gemini(status: u16, decoded: Option<Response>, error: Option<(String, String)>) -> Vec<u8> {
+    if status < 400
+        && let Some(response) = decoded
+    {
+        return serde_json::to_vec(&gemini::encode_response(&response)).unwrap_or_default();
+    }
+    let message = error.map_or_else(|| UNTRANSLATABLE.to_owned(), |(_, message)| message);
+    let status = if status < 400 { 502 } else { status };
+    serde_json::to_vec(&gemini::encode_error(status, &message)).unwrap_or_default()
+}
+
+fn chat_to_gemini(status: u16, value: &Value, _created: i64) -> Vec<u8> {
+    for_gemini(
+        status,
+        openai_chat::decode_response(value),
+        openai_chat::decode_error(value),
+    )
+}
+
+fn anthropic_to_gemini(status: u16, value: &Value, _created: i64) -> Vec<u8> {
+    for_gemini(
+        status,
+        anthropic::decode_response(value),
+        anthropic::decode_error(value),
     )
 }
 

@@ -73,6 +73,10 @@ pub enum Translation {
     AnthropicToChat { stream: bool },
     /// An Anthropic Messages client, a Gemini `generateContent` upstream.
     AnthropicToGemini { stream: bool },
+    /// A Gemini client, an OpenAI Chat upstream.
+    GeminiToChat { stream: bool },
+    /// A Gemini client, an Anthropic Messages upstream.
+    GeminiToAnthropic { stream: bool },
 }
 
 impl Translation {
@@ -119,7 +123,9 @@ impl Translation {
             Translation::ChatToAnthropic { stream, .. }
             | Translation::ChatToGemini { stream, .. }
             | Translation::AnthropicToChat { stream }
-            | Translation::AnthropicToGemini { stream } => stream,
+            | Translation::AnthropicToGemini { stream }
+            | Translation::GeminiToChat { stream }
+            | Translation::GeminiToAnthropic { stream } => stream,
         }
     }
 }
@@ -143,6 +149,7 @@ pub fn translates(ingress: Ingress, t: ProviderType) -> bool {
     match ingress {
         Ingress::ChatCompletions => speaks_anthropic(t) || is_gemini(t),
         Ingress::Messages => speaks_chat(t) || is_gemini(t),
+        Ingress::Gemini => speaks_chat(t) || speaks_anthropic(t),
         _ => false,
     }
 }
@@ -203,14 +210,30 @@ pub fn upstream_ingress(t: ProviderType) -> Ingress {
 }
 
 /// The client's `document` for `model` on an upstream of type `t`: the body to send and
-/// how its answer is translated back.
+/// how its answer is translated back. `stream` is the client's (for formats that say it
+/// in the URL rather than the body).
 pub fn request(
     ingress: Ingress,
     t: ProviderType,
     document: &Map<String, Value>,
     model: &str,
+    stream: bool,
 ) -> Result<(Value, Translation), Refusal> {
     debug_assert!(translates(ingress, t));
+    if ingress == Ingress::Gemini {
+        let request = gemini::decode_request(document, stream)?;
+        return Ok(if speaks_anthropic(t) {
+            (
+                anthropic::encode_request(&request, model),
+                Translation::GeminiToAnthropic { stream },
+            )
+        } else {
+            (
+                openai_chat::encode_request(&request, model),
+                Translation::GeminiToChat { stream },
+            )
+        });
+    }
     if ingress == Ingress::Messages && is_gemini(t) {
         let request = anthropic::decode_request(document)?;
         let translation = Translation::AnthropicToGemini {

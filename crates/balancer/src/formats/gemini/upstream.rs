@@ -1,5 +1,5 @@
-//! IR ⇄ Gemini `generateContent`: the request encoded for a Gemini API-key upstream, its
-//! answer and the chunks of `streamGenerateContent?alt=sse` decoded.
+//! The upstream side of Gemini `generateContent`: the request encoded for a Gemini API-key
+//! upstream, its answer and the chunks of `streamGenerateContent?alt=sse` decoded.
 //!
 //! Gemini names function results by the function's name, not by a call id: a result is
 //! matched to its call through the conversation (the assistant turn that made the call
@@ -8,10 +8,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::ir::{Effort, Event, Finish, Image, Part, Request, Response, Role, ToolChoice, Usage};
-use super::{Refusal, StreamDecoder};
+use crate::formats::ir::{Effort, Event, Finish, Image, Part, Request, Response, Role, ToolChoice, Usage};
+use crate::formats::{Refusal, StreamDecoder};
 
-fn budget(effort: Effort) -> u64 {
+pub(super) fn budget(effort: Effort) -> u64 {
     match effort {
         Effort::Low => 1024,
         Effort::Medium => 8192,
@@ -159,7 +159,7 @@ pub fn encode_request(request: &Request) -> Result<Value, Refusal> {
     Ok(Value::Object(body))
 }
 
-fn finish(reason: &str, called: bool) -> Finish {
+pub(super) fn finish(reason: &str, called: bool) -> Finish {
     match reason {
         "MAX_TOKENS" => Finish::Length,
         "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => {
@@ -182,7 +182,7 @@ fn usage(meta: &Value) -> Usage {
     }
 }
 
-fn call_id(index: usize, name: &str) -> String {
+pub(super) fn call_id(index: usize, name: &str) -> String {
     format!("call_{index}_{name}")
 }
 
