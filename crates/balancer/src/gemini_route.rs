@@ -1,7 +1,8 @@
 //! Gemini's routes, `POST /v1beta/models/{model}:generateContent` and
-//! `:streamGenerateContent?alt=sse` (the paths `google-genai` calls, the key in
-//! `x-goog-api-key` or `?key=`): the model and the stream flag come from the URL, then the
-//! request takes the common path (`proxy::forward`).
+//! `:streamGenerateContent?alt=sse` — and the same under `/v1/models/`, which
+//! `google-genai` calls when given a base URL — with the key in `x-goog-api-key` or
+//! `?key=`: the model and the stream flag come from the URL, then the request takes the
+//! common path (`proxy::forward`).
 
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;

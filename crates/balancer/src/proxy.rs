@@ -149,6 +149,8 @@ pub fn router(state: BalancerState) -> Router {
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1beta/models/{*target}", post(crate::gemini_route::generate))
+        // google-genai calls `/v1/...` when given a base URL of its own.
+        .route("/v1/models/{*target}", post(crate::gemini_route::generate))
         .route("/v1/models", get(crate::models::list))
         .with_state(state)
 }

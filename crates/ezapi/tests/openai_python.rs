@@ -4,11 +4,13 @@
 //! classes, forwarded to a mock upstream that answers with OpenAI's shapes; and the same
 //! client against an Anthropic and a Gemini upstream through the gateway's translation —
 //! plain, streamed, and tool-call round trips — where the mocks (`ez-test-upstreams`)
-//! check every request against their provider's rules.
+//! check every request against their provider's rules. Then the official `google-genai`
+//! client on the same gateway: the Gemini route as is, the OpenAI and Anthropic routes
+//! translated.
 //!
-//! Needs a Python with `openai` installed, named by `EZ_TEST_PYTHON` (`.ci/run` builds
-//! one in `target/ci-venv`). Without it the test is skipped, except under CI, where it
-//! fails.
+//! Needs a Python with `openai` (and `google-genai`) installed, named by `EZ_TEST_PYTHON`
+//! (`.ci/run` builds one in `target/ci-venv`). Without it the test is skipped, except
+//! under CI, where it fails.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -416,13 +418,132 @@ async fn official_client_works_through_the_gateway(python: String) {
     let server = Server::start(&dir);
     let key = configure(&server, &upstream, &anthropic, &gemini).await;
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_client_check.py");
-    let output = tokio::process::Command::new(&python)
+    run_checks(
+        &python,
+        "openai_client_check.py",
+        &[
+            ("OPENAI_BASE_URL", server.url("/v1")),
+            ("OPENAI_API_KEY", key.clone()),
+        ],
+    )
+    .await;
+
+    // Only routable requests reached the upstream, each with its public model name.
+    let seen_now = seen.lock().unwrap().clone();
+    let chats: Vec<&Value> = seen_now
+        .iter()
+        .filter(|(p, _)| *p == "/chat/completions")
+        .map(|(_, b)| b)
+        .collect();
+    let embeddings = seen_now.iter().filter(|(p, _)| *p == "/embeddings").count();
+    assert_eq!(
+        chats.len(),
+        3,
+        "plain, streamed, streamed with usage: {seen_now:?}"
+    );
+    assert!(chats.iter().all(|b| b["model"] == CHAT_MODEL), "{seen_now:?}");
+    assert_eq!(embeddings, 2, "base64 and float: {seen_now:?}");
+
+    // The Anthropic upstream got every translated request, each within its rules.
+    let anthropic_now = anthropic_seen.lock().unwrap().clone();
+    let broken: Vec<_> = anthropic_now
+        .iter()
+        .filter_map(|(_, rule)| rule.as_ref())
+        .collect();
+    assert!(
+        broken.is_empty(),
+        "requests that broke Anthropic's rules: {broken:?}"
+    );
+    assert_eq!(
+        anthropic_now.len(),
+        5,
+        "plain, streamed, tool call, tool result, streamed tool call: {anthropic_now:?}"
+    );
+    assert!(
+        anthropic_now
+            .iter()
+            .all(|(b, _)| b["model"] == CLAUDE_UPSTREAM_MODEL)
+    );
+    // And the Gemini upstream, within Gemini's.
+    let broken = mock_gemini::broken(&gemini_seen);
+    assert!(
+        broken.is_empty(),
+        "requests that broke Gemini's rules: {broken:?}"
+    );
+    assert_eq!(
+        gemini_seen.lock().unwrap().len(),
+        4,
+        "plain, streamed, tool call, tool result"
+    );
+
+    // The official google-genai client on the same routes: Gemini as is, OpenAI and
+    // Anthropic translated.
+    if genai_available(&python).await {
+        run_checks(
+            &python,
+            "genai_client_check.py",
+            &[
+                ("GEMINI_BASE_URL", server.url("")),
+                ("GEMINI_API_KEY", key.clone()),
+            ],
+        )
+        .await;
+        let chats = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| *p == "/chat/completions")
+            .count();
+        assert_eq!(
+            chats,
+            3 + 2,
+            "google-genai's plain and streamed requests to the OpenAI route"
+        );
+        let broken = mock_gemini::broken(&gemini_seen);
+        assert!(
+            broken.is_empty(),
+            "requests that broke Gemini's rules: {broken:?}"
+        );
+        assert_eq!(
+            gemini_seen.lock().unwrap().len(),
+            4 + 4,
+            "passed through: plain, stream, call, result"
+        );
+        let anthropic = anthropic_seen.lock().unwrap();
+        assert!(anthropic.iter().all(|(_, rule)| rule.is_none()), "{anthropic:?}");
+        assert_eq!(anthropic.len(), 5 + 4, "translated: plain, stream, call, result");
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{python} lacks google-genai: CI must run its checks (.ci/run installs it)"
+        );
+        eprintln!("skipped the google-genai checks: {python} lacks google-genai");
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Whether `python` has the `google-genai` package.
+async fn genai_available(python: &str) -> bool {
+    tokio::process::Command::new(python)
+        .args(["-c", "import google.genai"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `tests/python/<script>` with `env`; asserts it exits 0, printing its report.
+async fn run_checks(python: &str, script: &str, env: &[(&str, String)]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let output = tokio::process::Command::new(python)
         .arg(&script)
-        .env("OPENAI_BASE_URL", server.url("/v1"))
-        .env("OPENAI_API_KEY", &key)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env_remove("OPENAI_ORG_ID")
         .env_remove("OPENAI_PROJECT_ID")
+        .env_remove("GOOGLE_API_KEY")
         .env("PYTHONUNBUFFERED", "1")
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -438,55 +559,9 @@ async fn official_client_works_through_the_gateway(python: String) {
     println!("{report}");
     assert!(
         output.status.success(),
-        "the openai client checks failed ({}):\n{report}",
+        "the client checks failed ({}):\n{report}",
         output.status
     );
-
-    // Only routable requests reached the upstream, each with its public model name.
-    let seen = seen.lock().unwrap();
-    let chats: Vec<&Value> = seen
-        .iter()
-        .filter(|(p, _)| *p == "/chat/completions")
-        .map(|(_, b)| b)
-        .collect();
-    let embeddings = seen.iter().filter(|(p, _)| *p == "/embeddings").count();
-    assert_eq!(chats.len(), 3, "plain, streamed, streamed with usage: {seen:?}");
-    assert!(chats.iter().all(|b| b["model"] == CHAT_MODEL), "{seen:?}");
-    assert_eq!(embeddings, 2, "base64 and float: {seen:?}");
-
-    // The Anthropic upstream got every translated request, each within its rules.
-    let anthropic_seen = anthropic_seen.lock().unwrap();
-    let broken: Vec<_> = anthropic_seen
-        .iter()
-        .filter_map(|(_, rule)| rule.as_ref())
-        .collect();
-    assert!(
-        broken.is_empty(),
-        "requests that broke Anthropic's rules: {broken:?}"
-    );
-    assert_eq!(
-        anthropic_seen.len(),
-        5,
-        "plain, streamed, tool call, tool result, streamed tool call: {anthropic_seen:?}"
-    );
-    assert!(
-        anthropic_seen
-            .iter()
-            .all(|(b, _)| b["model"] == CLAUDE_UPSTREAM_MODEL)
-    );
-    // And the Gemini upstream, within Gemini's.
-    let broken = mock_gemini::broken(&gemini_seen);
-    assert!(
-        broken.is_empty(),
-        "requests that broke Gemini's rules: {broken:?}"
-    );
-    assert_eq!(
-        gemini_seen.lock().unwrap().len(),
-        4,
-        "plain, streamed, tool call, tool result"
-    );
-    drop(server);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
