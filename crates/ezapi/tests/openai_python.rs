@@ -5,10 +5,11 @@
 //! client against an Anthropic and a Gemini upstream through the gateway's translation —
 //! plain, streamed, and tool-call round trips — where the mocks (`ez-test-upstreams`)
 //! check every request against their provider's rules. Then the official `google-genai`
-//! client on the same gateway: the Gemini route as is, the OpenAI and Anthropic routes
-//! translated.
+//! client on the same gateway (the Gemini route as is, the OpenAI and Anthropic routes
+//! translated), and the official `anthropic` client (the Anthropic route as is, the
+//! OpenAI and Gemini routes translated).
 //!
-//! Needs a Python with `openai` (and `google-genai`) installed, named by `EZ_TEST_PYTHON`
+//! Needs a Python with `openai` (and `google-genai`, `anthropic`) installed, named by `EZ_TEST_PYTHON`
 //! (`.ci/run` builds one in `target/ci-venv`). Without it the test is skipped, except
 //! under CI, where it fails.
 
@@ -478,7 +479,7 @@ async fn official_client_works_through_the_gateway(python: String) {
 
     // The official google-genai client on the same routes: Gemini as is, OpenAI and
     // Anthropic translated.
-    if genai_available(&python).await {
+    if has_module(&python, "google.genai").await {
         run_checks(
             &python,
             "genai_client_check.py",
@@ -519,14 +520,62 @@ async fn official_client_works_through_the_gateway(python: String) {
         );
         eprintln!("skipped the google-genai checks: {python} lacks google-genai");
     }
+
+    // The official anthropic client on the same routes: Anthropic as is, OpenAI and
+    // Gemini translated.
+    if has_module(&python, "anthropic").await {
+        let count = || {
+            let chats = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(p, _)| *p == "/chat/completions")
+                .count();
+            (
+                chats,
+                anthropic_seen.lock().unwrap().len(),
+                gemini_seen.lock().unwrap().len(),
+            )
+        };
+        let before = count();
+        run_checks(
+            &python,
+            "anthropic_client_check.py",
+            &[
+                ("ANTHROPIC_BASE_URL", server.url("")),
+                ("ANTHROPIC_API_KEY", key.clone()),
+            ],
+        )
+        .await;
+        let after = count();
+        assert_eq!(
+            (after.0 - before.0, after.1 - before.1, after.2 - before.2),
+            (2, 4, 4),
+            "OpenAI: plain and stream; Anthropic and Gemini: plain, stream, call, result"
+        );
+        assert!(
+            anthropic_seen
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(_, rule)| rule.is_none())
+        );
+        assert!(mock_gemini::broken(&gemini_seen).is_empty());
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{python} lacks anthropic: CI must run its checks (.ci/run installs it)"
+        );
+        eprintln!("skipped the anthropic checks: {python} lacks anthropic");
+    }
     drop(server);
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Whether `python` has the `google-genai` package.
-async fn genai_available(python: &str) -> bool {
+/// Whether `python` can import `module`.
+async fn has_module(python: &str, module: &str) -> bool {
     tokio::process::Command::new(python)
-        .args(["-c", "import google.genai"])
+        .args(["-c", &format!("import {module}")])
         .stdin(Stdio::null())
         .output()
         .await
@@ -544,6 +593,7 @@ async fn run_checks(python: &str, script: &str, env: &[(&str, String)]) {
         .env_remove("OPENAI_ORG_ID")
         .env_remove("OPENAI_PROJECT_ID")
         .env_remove("GOOGLE_API_KEY")
+        .env_remove("ANTHROPIC_AUTH_TOKEN")
         .env("PYTHONUNBUFFERED", "1")
         .stdin(Stdio::null())
         .kill_on_drop(true)
