@@ -496,7 +496,7 @@ async fn send(
             // The model is in the URL; the body passes as it came.
             let target = (
                 formats::gemini_url(&provider.base_url, &pick.upstream_model, request.stream),
-                formats::GEMINI_FORMAT,
+                Ingress::Gemini.format(),
             );
             (serde_json::to_vec(&request.document), Translation::None, target)
         } else if ingress.served_by(kind) {

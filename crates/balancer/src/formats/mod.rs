@@ -163,9 +163,6 @@ pub fn is_gemini(t: ProviderType) -> bool {
     )
 }
 
-/// The format name of Gemini upstreams in log records.
-pub const GEMINI_FORMAT: &str = "gemini_generate_content";
-
 /// `{base}/v1beta/models/{model}:generateContent`, or `:streamGenerateContent?alt=sse`.
 pub fn gemini_url(base: &str, model: &str, stream: bool) -> String {
     let base = base.trim_end_matches('/');
@@ -193,7 +190,7 @@ pub fn target(
     if is_gemini(t) {
         return (
             gemini_url(&provider.base_url, model, translation.stream()),
-            GEMINI_FORMAT,
+            Ingress::Gemini.format(),
         );
     }
     let endpoint = upstream_ingress(t);
