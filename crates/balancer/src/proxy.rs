@@ -433,7 +433,7 @@ async fn send(
     mut request: ClientRequest,
     trace: &mut Trace,
     deadline: tokio::time::Instant,
-) -> Result<(reqwest::Response, bool, Translation), ProxyError> {
+) -> Result<(reqwest::Response, bool, Option<Translation>), ProxyError> {
     let header_namespace = parts.headers.get("x-ez-namespace").and_then(|v| v.to_str().ok());
     let (namespace, public_model) =
         route::split_model(&request.model, token, header_namespace).map_err(route_error)?;
@@ -498,13 +498,13 @@ async fn send(
                 formats::gemini_url(&provider.base_url, &pick.upstream_model, request.stream),
                 Ingress::Gemini.format(),
             );
-            (serde_json::to_vec(&request.document), Translation::None, target)
+            (serde_json::to_vec(&request.document), None, target)
         } else if ingress.served_by(kind) {
             request
                 .document
                 .insert("model".into(), Value::String(pick.upstream_model));
             let target = (upstream::url(provider, ingress), ingress.format());
-            (serde_json::to_vec(&request.document), Translation::None, target)
+            (serde_json::to_vec(&request.document), None, target)
         } else {
             let (body, translation) = formats::request(
                 ingress,
@@ -514,8 +514,8 @@ async fn send(
                 request.stream,
             )?;
             let translation = translation.without_usage_chunk(strip_usage_chunk);
-            let target = formats::target(provider, kind, &pick.upstream_model, translation);
-            (serde_json::to_vec(&body), translation, target)
+            let target = formats::target(provider, &pick.upstream_model, translation);
+            (serde_json::to_vec(&body), Some(translation), target)
         };
         format.clone_into(&mut trace.record.upstream_format);
         let payload = payload.map_err(|_| {
@@ -557,7 +557,7 @@ async fn send(
             Classified::Pass(response) => {
                 state.bans.answered(provider.id);
                 // A translated stream is the upstream's own: nothing in it to strip.
-                let strip = strip_usage_chunk && translation == Translation::None;
+                let strip = strip_usage_chunk && translation.is_none();
                 return Ok((response, strip, translation));
             }
             Classified::Refused { verdict, retry_after } => {
@@ -605,7 +605,7 @@ fn respond(
     state: &BalancerState,
     upstream: reqwest::Response,
     strip_usage_chunk: bool,
-    translation: Translation,
+    translation: Option<Translation>,
     trace: Trace,
     deadline: tokio::time::Instant,
 ) -> Response {
@@ -624,9 +624,9 @@ fn respond(
         deadline,
     );
     let body = match translation {
-        Translation::None => Body::from_stream(body),
-        translation => {
-            let streamed = translation.stream() && status.is_success();
+        None => Body::from_stream(body),
+        Some(translation) => {
+            let streamed = translation.stream && status.is_success();
             let content_type = if streamed {
                 "text/event-stream"
             } else {

@@ -1,7 +1,9 @@
 //! Mock provider upstreams shared by the balancer's and the binary's tests. Each checks
 //! every request against the provider's documented rules (headers, required fields,
 //! roles, tool-call pairing), records what it saw and whether it was valid, and answers in
-//! the shapes of real answers, SSE included.
+//! the shapes of real answers, SSE included. `responses` plays OpenAI's Responses API, on the
+//! platform or behind Codex subscriptions (the ChatGPT backend).
 
 pub mod anthropic;
 pub mod gemini;
+pub mod responses;

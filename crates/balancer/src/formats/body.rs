@@ -11,27 +11,39 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use serde_json::Value;
 
+use super::ir::Collector;
 use super::ir::{Event, Response};
 use super::sse::SseReader;
-use super::{StreamDecoder, StreamEncoder, Translation, anthropic, gemini, openai_chat};
+use super::{
+    Format, StreamDecoder, StreamEncoder, Translation, anthropic, gemini, openai_chat, openai_responses,
+};
 
 /// A JSON answer larger than this is not translated (the client gets a 502 error body).
 const MAX_JSON: usize = 32 * 1024 * 1024;
 
-/// The upstream's whole answer (its status and JSON) as the client's body.
-type Answer = fn(u16, &Value, i64) -> Vec<u8>;
-
 enum Mode {
+    /// A stream, translated event by event; or, for a client that asked for a whole
+    /// answer from an upstream that only streams, collected into one.
     Stream {
         reader: SseReader,
         decoder: Box<dyn StreamDecoder + Send>,
-        encoder: Box<dyn StreamEncoder + Send>,
+        out: StreamOut,
     },
     Json {
         status: u16,
         kept: BytesMut,
         created: i64,
-        answer: Answer,
+        upstream: Format,
+        client: Format,
+    },
+}
+
+enum StreamOut {
+    Events(Box<dyn StreamEncoder + Send>),
+    Collect {
+        collector: Box<Collector>,
+        client: Format,
+        created: i64,
     },
 }
 
@@ -42,67 +54,50 @@ pub struct TranslatedBody<S> {
     done: bool,
 }
 
+fn decoder(upstream: Format) -> Box<dyn StreamDecoder + Send> {
+    match upstream {
+        Format::Chat => Box::new(openai_chat::ChunkDecoder::default()),
+        Format::Responses => Box::new(openai_responses::EventDecoder::default()),
+        Format::Messages => Box::new(anthropic::EventDecoder::default()),
+        Format::Gemini => Box::new(gemini::ChunkDecoder::default()),
+    }
+}
+
+fn encoder(translation: Translation, created: i64) -> Box<dyn StreamEncoder + Send> {
+    match translation.client {
+        Format::Chat => Box::new(openai_chat::ChunkEncoder::new(created, translation.include_usage)),
+        Format::Responses => Box::new(openai_responses::EventEncoder::new(created)),
+        Format::Messages => Box::new(anthropic::EventEncoder::default()),
+        Format::Gemini => Box::new(gemini::ChunkEncoder::default()),
+    }
+}
+
 impl<S> TranslatedBody<S> {
-    /// The answer to a request sent with `translation` (never [`Translation::None`]);
-    /// `created` is the time chat answers carry.
+    /// The answer to a request sent with `translation`; `created` is the time OpenAI
+    /// answers carry.
     pub fn new(inner: S, status: u16, translation: Translation, created: i64) -> Self {
-        type Pieces = (
-            Box<dyn StreamDecoder + Send>,
-            Box<dyn StreamEncoder + Send>,
-            Answer,
-        );
-        debug_assert!(
-            translation != Translation::None,
-            "a pass-through answer is not translated"
-        );
-        let (decoder, encoder, answer): Pieces = match translation {
-            Translation::AnthropicToChat { .. } => (
-                Box::new(openai_chat::ChunkDecoder::default()),
-                Box::new(anthropic::EventEncoder::default()),
-                chat_to_anthropic,
-            ),
-            Translation::GeminiToChat { .. } => (
-                Box::new(openai_chat::ChunkDecoder::default()),
-                Box::new(gemini::ChunkEncoder::default()),
-                chat_to_gemini,
-            ),
-            Translation::GeminiToAnthropic { .. } => (
-                Box::new(anthropic::EventDecoder::default()),
-                Box::new(gemini::ChunkEncoder::default()),
-                anthropic_to_gemini,
-            ),
-            Translation::AnthropicToGemini { .. } => (
-                Box::new(gemini::ChunkDecoder::default()),
-                Box::new(anthropic::EventEncoder::default()),
-                gemini_to_anthropic,
-            ),
-            Translation::ChatToGemini { include_usage, .. } => (
-                Box::new(gemini::ChunkDecoder::default()),
-                Box::new(openai_chat::ChunkEncoder::new(created, include_usage)),
-                gemini_to_chat,
-            ),
-            // `None` never reaches here (asserted above); it reads as Anthropic's.
-            Translation::ChatToAnthropic { .. } | Translation::None => (
-                Box::new(anthropic::EventDecoder::default()),
-                Box::new(openai_chat::ChunkEncoder::new(
+        let mode = if translation.upstream_stream && status < 400 {
+            let out = if translation.stream {
+                StreamOut::Events(encoder(translation, created))
+            } else {
+                StreamOut::Collect {
+                    collector: Box::default(),
+                    client: translation.client,
                     created,
-                    translation.include_usage(),
-                )),
-                anthropic_to_chat,
-            ),
-        };
-        let mode = if translation.stream() && status < 400 {
+                }
+            };
             Mode::Stream {
                 reader: SseReader::default(),
-                decoder,
-                encoder,
+                decoder: decoder(translation.upstream),
+                out,
             }
         } else {
             Mode::Json {
                 status,
                 kept: BytesMut::new(),
                 created,
-                answer,
+                upstream: translation.upstream,
+                client: translation.client,
             }
         };
         TranslatedBody {
@@ -116,9 +111,27 @@ impl<S> TranslatedBody<S> {
 /// What a body that is neither an answer nor an error says.
 const UNTRANSLATABLE: &str = "the upstream's answer could not be translated";
 
-/// An answer (`decoded`) or an error (`error`) of the upstream, for a Chat client; errors
-/// in the gateway's envelope.
-fn for_chat(
+/// The upstream's JSON body read as an answer and as an error.
+fn decode_json(upstream: Format, value: &Value) -> (Option<Response>, Option<(String, String)>) {
+    match upstream {
+        Format::Chat => (
+            openai_chat::decode_response(value),
+            openai_chat::decode_error(value),
+        ),
+        Format::Responses => (
+            openai_responses::decode_response(value),
+            openai_responses::decode_error(value),
+        ),
+        Format::Messages => (anthropic::decode_response(value), anthropic::decode_error(value)),
+        Format::Gemini => (gemini::decode_response(value), gemini::decode_error(value)),
+    }
+}
+
+/// An answer (`decoded`) or an error (`error`, code and message) of the upstream, as the
+/// client's body: OpenAI clients get errors in the gateway's envelope, the others in
+/// their provider's shape. A success that is no answer is the upstream's fault (502).
+fn for_client(
+    client: Format,
     status: u16,
     decoded: Option<Response>,
     error: Option<(String, String)>,
@@ -127,104 +140,72 @@ fn for_chat(
     if status < 400
         && let Some(response) = decoded
     {
-        return serde_json::to_vec(&openai_chat::encode_response(&response, created)).unwrap_or_default();
+        let value = match client {
+            Format::Chat => openai_chat::encode_response(&response, created),
+            Format::Responses => openai_responses::encode_response(&response, created),
+            Format::Messages => anthropic::encode_response(&response),
+            Format::Gemini => gemini::encode_response(&response),
+        };
+        return serde_json::to_vec(&value).unwrap_or_default();
     }
     let (code, message) = error.unwrap_or_else(|| ("upstream_error".into(), UNTRANSLATABLE.into()));
-    let envelope = ez_contract::error::ErrorEnvelope::new(status.max(400), code, message);
-    serde_json::to_vec(&envelope).unwrap_or_default()
-}
-
-/// The same for an Anthropic client; errors in Anthropic's shape.
-fn for_anthropic(status: u16, decoded: Option<Response>, error: Option<(String, String)>) -> Vec<u8> {
-    if status < 400
-        && let Some(response) = decoded
-    {
-        return serde_json::to_vec(&anthropic::encode_response(&response)).unwrap_or_default();
-    }
-    let (code, message) = error.unwrap_or_else(|| ("upstream_error".into(), UNTRANSLATABLE.into()));
-    // A success that is no answer is the upstream's fault.
     let status = if status < 400 { 502 } else { status };
-    serde_json::to_vec(&anthropic::encode_error(status, &code, &message)).unwrap_or_default()
+    let value = match client {
+        Format::Chat | Format::Responses => {
+            serde_json::to_value(ez_contract::error::ErrorEnvelope::new(status, code, message))
+                .unwrap_or_default()
+        }
+        Format::Messages => anthropic::encode_error(status, &code, &message),
+        Format::Gemini => gemini::encode_error(status, &message),
+    };
+    serde_json::to_vec(&value).unwrap_or_default()
 }
 
-fn anthropic_to_chat(status: u16, value: &Value, created: i64) -> Vec<u8> {
-    for_chat(
-        status,
-        anthropic::decode_response(value),
-        anthropic::decode_error(value),
-        created,
-    )
-}
-
-fn gemini_to_chat(status: u16, value: &Value, created: i64) -> Vec<u8> {
-    for_chat(
-        status,
-        gemini::decode_response(value),
-        gemini::decode_error(value),
-        created,
-    )
-}
-
-fn chat_to_anthropic(status: u16, value: &Value, _created: i64) -> Vec<u8> {
-    for_anthropic(
-        status,
-        openai_chat::decode_response(value),
-        openai_chat::decode_error(value),
-    )
-}
-
-fn gemini_to_anthropic(status: u16, value: &Value, _created: i64) -> Vec<u8> {
-    for_anthropic(
-        status,
-        gemini::decode_response(value),
-        gemini::decode_error(value),
-    )
-}
-
-/// An answer or an error of the upstream, for a Gemini client; errors in Gemini's shape.
-fn for_gemini(status: u16, decoded: Option<Response>, error: Option<(String, String)>) -> Vec<u8> {
-    if status < 400
-        && let Some(response) = decoded
-    {
-        return serde_json::to_vec(&gemini::encode_response(&response)).unwrap_or_default();
+impl StreamOut {
+    /// Writes `events` for the client: as stream events, or into the collected answer.
+    fn put(&mut self, events: Vec<Event>, out: &mut Vec<u8>) {
+        match self {
+            StreamOut::Events(encoder) => {
+                for event in events {
+                    encoder.encode(event, out);
+                }
+            }
+            StreamOut::Collect { collector, .. } => {
+                for event in events {
+                    collector.push(event);
+                }
+            }
+        }
     }
-    let message = error.map_or_else(|| UNTRANSLATABLE.to_owned(), |(_, message)| message);
-    let status = if status < 400 { 502 } else { status };
-    serde_json::to_vec(&gemini::encode_error(status, &message)).unwrap_or_default()
-}
 
-fn chat_to_gemini(status: u16, value: &Value, _created: i64) -> Vec<u8> {
-    for_gemini(
-        status,
-        openai_chat::decode_response(value),
-        openai_chat::decode_error(value),
-    )
-}
-
-fn anthropic_to_gemini(status: u16, value: &Value, _created: i64) -> Vec<u8> {
-    for_gemini(
-        status,
-        anthropic::decode_response(value),
-        anthropic::decode_error(value),
-    )
+    /// The collected answer as the client's JSON body (nothing for a stream).
+    fn answer(&mut self, out: &mut Vec<u8>) {
+        if let StreamOut::Collect {
+            collector,
+            client,
+            created,
+        } = self
+        {
+            let collector = std::mem::take(collector);
+            let (status, decoded, error) = match collector.finish() {
+                Ok(response) => (200, Some(response), None),
+                Err(error) => (502, None, Some(error)),
+            };
+            out.extend(for_client(*client, status, decoded, error, *created));
+        }
+    }
 }
 
 impl Mode {
-    /// Translated bytes for `chunk` (streams), or nothing yet (JSON).
+    /// Translated bytes for `chunk` (streams), or nothing yet (JSON, collected answers).
     fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
         match self {
-            Mode::Stream {
-                reader,
-                decoder,
-                encoder,
-            } => {
+            Mode::Stream { reader, decoder, out } => {
                 let mut events = Vec::new();
                 reader.feed_with(chunk, |name, data| decoder.decode(name, data, &mut events));
-                let mut out = Vec::new();
-                for event in events {
-                    encoder.encode(event, &mut out);
-                }
-                out
+                let mut bytes = Vec::new();
+                out.put(events, &mut bytes);
+                bytes
             }
             Mode::Json { kept, .. } => {
                 if kept.len() + chunk.len() <= MAX_JSON {
@@ -238,7 +219,7 @@ impl Mode {
     /// What is left to send once the upstream's answer ended.
     fn finish(&mut self) -> Vec<u8> {
         match self {
-            Mode::Stream { decoder, encoder, .. } => {
+            Mode::Stream { decoder, out, .. } => {
                 let mut events = Vec::new();
                 if !decoder.close(&mut events) {
                     events.push(Event::Error {
@@ -247,20 +228,21 @@ impl Mode {
                     });
                     events.push(Event::End);
                 }
-                let mut out = Vec::new();
-                for event in events {
-                    encoder.encode(event, &mut out);
-                }
-                out
+                let mut bytes = Vec::new();
+                out.put(events, &mut bytes);
+                out.answer(&mut bytes);
+                bytes
             }
             Mode::Json {
                 status,
                 kept,
                 created,
-                answer,
+                upstream,
+                client,
             } => {
                 let value: Value = serde_json::from_slice(kept).unwrap_or(Value::Null);
-                answer(*status, &value, *created)
+                let (decoded, error) = decode_json(*upstream, &value);
+                for_client(*client, *status, decoded, error, *created)
             }
         }
     }

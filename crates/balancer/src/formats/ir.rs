@@ -158,3 +158,91 @@ pub enum Event {
     /// The answer is complete.
     End,
 }
+
+/// A whole answer put together from stream events (for a client that asked for one from
+/// an upstream that only streams).
+#[derive(Debug, Default)]
+pub struct Collector {
+    id: String,
+    model: String,
+    parts: Vec<Part>,
+    /// Where each tool call (by its stream index) is in `parts`, with its arguments so far.
+    calls: Vec<(usize, String)>,
+    finish: Option<Finish>,
+    usage: Usage,
+    error: Option<(String, String)>,
+}
+
+impl Collector {
+    pub fn push(&mut self, event: Event) {
+        match event {
+            Event::Start { id, model } => {
+                self.id = id;
+                self.model = model;
+            }
+            Event::Text(delta) => match self.parts.last_mut() {
+                Some(Part::Text(text)) => text.push_str(&delta),
+                _ => self.parts.push(Part::Text(delta)),
+            },
+            Event::Thinking(delta) => match self.parts.last_mut() {
+                Some(Part::Thinking { text, .. }) => text.push_str(&delta),
+                _ => self.parts.push(Part::Thinking {
+                    text: delta,
+                    signature: None,
+                }),
+            },
+            Event::ToolCallStart { index, id, name } => {
+                if index == self.calls.len() {
+                    self.calls.push((self.parts.len(), String::new()));
+                    self.parts.push(Part::ToolCall {
+                        id,
+                        name,
+                        arguments: Value::Null,
+                    });
+                }
+            }
+            Event::ToolArguments { index, delta } => {
+                if let Some((_, arguments)) = self.calls.get_mut(index) {
+                    arguments.push_str(&delta);
+                }
+            }
+            Event::Finish(finish) => self.finish = Some(finish),
+            Event::Usage(usage) => self.usage = usage,
+            Event::Error { code, message } => self.error = Some((code, message)),
+            Event::End => {}
+        }
+    }
+
+    /// The answer, or the error (code, message) that ended it.
+    pub fn finish(mut self) -> Result<Response, (String, String)> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        for (at, raw) in std::mem::take(&mut self.calls) {
+            if let Some(Part::ToolCall { arguments, .. }) = self.parts.get_mut(at) {
+                *arguments = tool_arguments(&raw);
+            }
+        }
+        let has_calls = self.parts.iter().any(|p| matches!(p, Part::ToolCall { .. }));
+        let finish = self.finish.unwrap_or(if has_calls {
+            Finish::ToolCalls
+        } else {
+            Finish::Stop
+        });
+        Ok(Response {
+            id: self.id,
+            model: self.model,
+            parts: self.parts,
+            finish,
+            usage: self.usage,
+        })
+    }
+}
+
+/// Arguments as the model wrote them: parsed when they are JSON, else kept as a string.
+pub fn tool_arguments(raw: &str) -> Value {
+    if raw.trim().is_empty() {
+        return Value::Object(serde_json::Map::new());
+    }
+    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()))
+}

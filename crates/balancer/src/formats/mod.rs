@@ -15,6 +15,7 @@ pub mod body;
 pub mod gemini;
 pub mod ir;
 pub mod openai_chat;
+pub mod openai_responses;
 pub mod sse;
 
 use axum::http::StatusCode;
@@ -60,107 +61,90 @@ pub trait StreamEncoder {
     fn encode(&mut self, event: ir::Event, out: &mut Vec<u8>);
 }
 
-/// How one attempt's answer reaches the client.
+/// A conversation format, on either side of the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Translation {
-    /// The upstream speaks the client's format.
-    None,
-    /// An OpenAI Chat client, an Anthropic Messages upstream.
-    ChatToAnthropic { stream: bool, include_usage: bool },
-    /// An OpenAI Chat client, a Gemini `generateContent` upstream.
-    ChatToGemini { stream: bool, include_usage: bool },
-    /// An Anthropic Messages client, an OpenAI Chat upstream.
-    AnthropicToChat { stream: bool },
-    /// An Anthropic Messages client, a Gemini `generateContent` upstream.
-    AnthropicToGemini { stream: bool },
-    /// A Gemini client, an OpenAI Chat upstream.
-    GeminiToChat { stream: bool },
-    /// A Gemini client, an Anthropic Messages upstream.
-    GeminiToAnthropic { stream: bool },
+pub enum Format {
+    /// OpenAI Chat Completions.
+    Chat,
+    /// OpenAI Responses.
+    Responses,
+    /// Anthropic Messages.
+    Messages,
+    /// Gemini `generateContent`.
+    Gemini,
+}
+
+impl Format {
+    /// The format a client endpoint speaks, when it is a conversation format.
+    pub fn of_ingress(ingress: Ingress) -> Option<Format> {
+        match ingress {
+            Ingress::ChatCompletions => Some(Format::Chat),
+            Ingress::Responses => Some(Format::Responses),
+            Ingress::Messages => Some(Format::Messages),
+            Ingress::Gemini => Some(Format::Gemini),
+            Ingress::Completions | Ingress::Embeddings | Ingress::CountTokens => None,
+        }
+    }
+
+    /// The format an upstream of type `t` is sent translated requests in, when the
+    /// gateway can reach it through a translator.
+    pub fn of_upstream(t: ProviderType) -> Option<Format> {
+        use ProviderType as P;
+        match t {
+            P::OpenAi | P::Compatible | P::Azure => Some(Format::Chat),
+            P::Codex => Some(Format::Responses),
+            P::Anthropic | P::Claude | P::ClaudeCode => Some(Format::Messages),
+            P::Gemini | P::Google | P::AiStudio => Some(Format::Gemini),
+            _ => None,
+        }
+    }
+
+    /// The endpoint of this format (its name in log records).
+    pub fn ingress(self) -> Ingress {
+        match self {
+            Format::Chat => Ingress::ChatCompletions,
+            Format::Responses => Ingress::Responses,
+            Format::Messages => Ingress::Messages,
+            Format::Gemini => Ingress::Gemini,
+        }
+    }
+}
+
+/// How one translated attempt's answer reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    pub client: Format,
+    pub upstream: Format,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// Whether the upstream was asked for one (the Codex backend streams only: a whole
+    /// answer is then collected from its stream).
+    pub upstream_stream: bool,
+    /// Whether a Chat client gets a final usage chunk.
+    pub include_usage: bool,
 }
 
 impl Translation {
     /// A client that did not ask for stream usage gets none, even when the balancer asked
     /// the upstream for it.
-    pub fn without_usage_chunk(self, client_did_not_ask: bool) -> Translation {
-        match self {
-            Translation::ChatToAnthropic {
-                stream,
-                include_usage,
-            } => Translation::ChatToAnthropic {
-                stream,
-                include_usage: include_usage && !client_did_not_ask,
-            },
-            Translation::ChatToGemini {
-                stream,
-                include_usage,
-            } => Translation::ChatToGemini {
-                stream,
-                include_usage: include_usage && !client_did_not_ask,
-            },
-            other => other,
-        }
+    pub fn without_usage_chunk(mut self, client_did_not_ask: bool) -> Translation {
+        self.include_usage &= !client_did_not_ask;
+        self
     }
-
-    /// Whether a Chat client gets a final usage chunk.
-    pub fn include_usage(self) -> bool {
-        matches!(
-            self,
-            Translation::ChatToAnthropic {
-                include_usage: true,
-                ..
-            } | Translation::ChatToGemini {
-                include_usage: true,
-                ..
-            }
-        )
-    }
-
-    /// Whether the client asked for a stream.
-    pub fn stream(self) -> bool {
-        match self {
-            Translation::None => false,
-            Translation::ChatToAnthropic { stream, .. }
-            | Translation::ChatToGemini { stream, .. }
-            | Translation::AnthropicToChat { stream }
-            | Translation::AnthropicToGemini { stream }
-            | Translation::GeminiToChat { stream }
-            | Translation::GeminiToAnthropic { stream } => stream,
-        }
-    }
-}
-
-fn speaks_anthropic(t: ProviderType) -> bool {
-    matches!(
-        t,
-        ProviderType::Anthropic | ProviderType::Claude | ProviderType::ClaudeCode
-    )
-}
-
-fn speaks_chat(t: ProviderType) -> bool {
-    matches!(
-        t,
-        ProviderType::OpenAi | ProviderType::Compatible | ProviderType::Azure
-    )
 }
 
 /// Whether `ingress` can reach an upstream of type `t` through a translator.
 pub fn translates(ingress: Ingress, t: ProviderType) -> bool {
-    match ingress {
-        Ingress::ChatCompletions => speaks_anthropic(t) || is_gemini(t),
-        Ingress::Messages => speaks_chat(t) || is_gemini(t),
-        Ingress::Gemini => speaks_chat(t) || speaks_anthropic(t),
-        _ => false,
-    }
+    matches!(
+        (Format::of_ingress(ingress), Format::of_upstream(t)),
+        (Some(client), Some(upstream)) if client != upstream
+    )
 }
 
 /// The Gemini types that call the Gemini API with an API key. Vertex and the Code Assist
 /// subscriptions (`gemini-cli`, `antigravity`) need their own envelopes: not yet.
 pub fn is_gemini(t: ProviderType) -> bool {
-    matches!(
-        t,
-        ProviderType::Gemini | ProviderType::Google | ProviderType::AiStudio
-    )
+    Format::of_upstream(t) == Some(Format::Gemini)
 }
 
 /// `{base}/v1beta/models/{model}:generateContent`, or `:streamGenerateContent?alt=sse`.
@@ -179,36 +163,31 @@ pub fn gemini_url(base: &str, model: &str, stream: bool) -> String {
     format!("{base}{version}/models/{model}{method}")
 }
 
-/// Where a translated request for `model` goes on `provider` (of type `t`), and the
-/// upstream format's name for the log record.
-pub fn target(
-    provider: &ProviderSnapshot,
-    t: ProviderType,
-    model: &str,
-    translation: Translation,
-) -> (String, &'static str) {
-    if is_gemini(t) {
-        return (
-            gemini_url(&provider.base_url, model, translation.stream()),
-            Ingress::Gemini.format(),
-        );
-    }
-    let endpoint = upstream_ingress(t);
-    (crate::upstream::url(provider, endpoint), endpoint.format())
+/// Where a translated request for `model` goes on `provider`, and the upstream format's
+/// name for the log record.
+pub fn target(provider: &ProviderSnapshot, model: &str, translation: Translation) -> (String, &'static str) {
+    let endpoint = translation.upstream.ingress();
+    let url = match translation.upstream {
+        Format::Gemini => gemini_url(&provider.base_url, model, translation.upstream_stream),
+        _ => crate::upstream::url(provider, endpoint),
+    };
+    (url, endpoint.format())
 }
 
-/// The endpoint a translated request goes to (the upstream's own format).
-pub fn upstream_ingress(t: ProviderType) -> Ingress {
-    if speaks_anthropic(t) {
-        Ingress::Messages
-    } else {
-        Ingress::ChatCompletions
+/// The client's `document` decoded into the IR. `stream` is the client's (for formats
+/// that say it in the URL rather than the body).
+fn decode(client: Format, document: &Map<String, Value>, stream: bool) -> Result<ir::Request, Refusal> {
+    match client {
+        Format::Chat => openai_chat::decode_request(document),
+        Format::Responses => openai_responses::decode_request(document),
+        Format::Messages => anthropic::decode_request(document),
+        Format::Gemini => gemini::decode_request(document, stream),
     }
 }
 
-/// The client's `document` for `model` on an upstream of type `t`: the body to send and
-/// how its answer is translated back. `stream` is the client's (for formats that say it
-/// in the URL rather than the body).
+/// The client's `document` for `model` on an upstream of type `t` (one that
+/// [`translates`] says is reachable): the body to send and how its answer is translated
+/// back.
 pub fn request(
     ingress: Ingress,
     t: ProviderType,
@@ -216,52 +195,31 @@ pub fn request(
     model: &str,
     stream: bool,
 ) -> Result<(Value, Translation), Refusal> {
-    debug_assert!(translates(ingress, t));
-    if ingress == Ingress::Gemini {
-        let request = gemini::decode_request(document, stream)?;
-        return Ok(if speaks_anthropic(t) {
-            (
-                anthropic::encode_request(&request, model),
-                Translation::GeminiToAnthropic { stream },
-            )
-        } else {
-            (
-                openai_chat::encode_request(&request, model),
-                Translation::GeminiToChat { stream },
-            )
-        });
-    }
-    if ingress == Ingress::Messages && is_gemini(t) {
-        let request = anthropic::decode_request(document)?;
-        let translation = Translation::AnthropicToGemini {
-            stream: request.stream,
-        };
-        return Ok((gemini::encode_request(&request)?, translation));
-    }
-    if ingress == Ingress::Messages {
-        let request = anthropic::decode_request(document)?;
-        let translation = Translation::AnthropicToChat {
-            stream: request.stream,
-        };
-        return Ok((openai_chat::encode_request(&request, model), translation));
-    }
-    let request = openai_chat::decode_request(document)?;
-    let (stream, include_usage) = (request.stream, request.stream_usage);
-    if is_gemini(t) {
-        let body = gemini::encode_request(&request)?;
-        return Ok((
-            body,
-            Translation::ChatToGemini {
-                stream,
-                include_usage,
-            },
+    let (Some(client), Some(upstream)) = (Format::of_ingress(ingress), Format::of_upstream(t)) else {
+        return Err(refuse(
+            "model",
+            "this model's provider cannot be reached from this endpoint",
         ));
-    }
-    let translation = Translation::ChatToAnthropic {
-        stream,
-        include_usage,
     };
-    Ok((anthropic::encode_request(&request, model), translation))
+    let request = decode(client, document, stream)?;
+    let mut translation = Translation {
+        client,
+        upstream,
+        stream: request.stream,
+        upstream_stream: request.stream,
+        include_usage: client == Format::Chat && request.stream_usage,
+    };
+    let body = match upstream {
+        Format::Chat => openai_chat::encode_request(&request, model),
+        Format::Messages => anthropic::encode_request(&request, model),
+        Format::Gemini => gemini::encode_request(&request)?,
+        Format::Responses => {
+            let codex = t == ProviderType::Codex;
+            translation.upstream_stream |= codex;
+            openai_responses::encode_request(&request, model, codex)?
+        }
+    };
+    Ok((body, translation))
 }
 
 /// Fields that are harmless at their neutral value (`0`, `false`, `null`, `1` for `n`).
@@ -316,4 +274,7 @@ pub(crate) fn data(out: &mut Vec<u8>, value: &Value) {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_responses;
+#[cfg(test)]
 mod tests_reverse;
+

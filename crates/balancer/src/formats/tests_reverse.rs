@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use super::body::TranslatedBody;
 use super::ir::{Effort, Event, Finish, Part, Request, Role, ToolChoice, Usage};
 use super::openai_chat::ChunkDecoder;
-use super::{StreamDecoder, StreamEncoder, Translation, anthropic, openai_chat};
+use super::{Format, StreamDecoder, StreamEncoder, Translation, anthropic, openai_chat};
 
 fn object(value: Value) -> Map<String, Value> {
     value.as_object().expect("an object").clone()
@@ -562,7 +562,14 @@ async fn translate(chunks: Vec<&'static [u8]>, status: u16, stream: bool) -> Str
             .into_iter()
             .map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c))),
     );
-    let body = TranslatedBody::new(inner, status, Translation::AnthropicToChat { stream }, 0);
+    let translation = Translation {
+        client: Format::Messages,
+        upstream: Format::Chat,
+        stream,
+        upstream_stream: stream,
+        include_usage: false,
+    };
+    let body = TranslatedBody::new(inner, status, translation, 0);
     let parts: Vec<Bytes> = body.map(|c| c.unwrap()).collect().await;
     String::from_utf8(parts.concat()).unwrap()
 }
