@@ -15,6 +15,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use ez_contract::provider::ProviderType;
 use ez_contract::report::{LogRecord, clean_copy, limits as report_limits};
 use ez_contract::routing::ProviderSnapshot;
 use ez_contract::snapshot::{MasterSnapshot, TokenSnapshot};
@@ -499,6 +500,10 @@ async fn send(
                 Ingress::Gemini.format(),
             );
             (serde_json::to_vec(&request.document), None, target)
+        } else if ingress == Ingress::Responses && kind == ProviderType::Codex {
+            let (document, collect) = formats::codex_pass_through(&request.document, &pick.upstream_model)?;
+            let target = (upstream::url(provider, ingress), ingress.format());
+            (serde_json::to_vec(&document), collect, target)
         } else if ingress.served_by(kind) {
             request
                 .document

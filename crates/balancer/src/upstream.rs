@@ -55,7 +55,8 @@ impl Ingress {
             Ingress::ChatCompletions | Ingress::Completions | Ingress::Embeddings => {
                 matches!(t, P::OpenAi | P::Compatible | P::Azure)
             }
-            Ingress::Responses => matches!(t, P::OpenAi | P::Compatible | P::Azure | P::Codex),
+            // Most OpenAI-compatible servers have no Responses API: they get Chat, translated.
+            Ingress::Responses => matches!(t, P::OpenAi | P::Azure | P::Codex),
             Ingress::Messages | Ingress::CountTokens => matches!(t, P::Anthropic | P::Claude | P::ClaudeCode),
             Ingress::Gemini => matches!(t, P::Gemini | P::Google | P::AiStudio),
         }
@@ -243,6 +244,7 @@ mod tests {
         assert!(!Ingress::ChatCompletions.served_by(ProviderType::Anthropic));
         assert!(!Ingress::ChatCompletions.served_by(ProviderType::Codex));
         assert!(Ingress::Responses.served_by(ProviderType::Codex));
+        assert!(!Ingress::Responses.served_by(ProviderType::Compatible));
         assert!(Ingress::Messages.served_by(ProviderType::ClaudeCode));
         assert!(!Ingress::Messages.served_by(ProviderType::OpenAi));
     }

@@ -125,7 +125,7 @@ both_backends!(
     rate_limit_refusals_are_logged_and_counted_on_the_bus,
     rate_limit_refusals_add_up_across_balancers_reporting_apart,
     messages_reach_anthropic_providers_with_their_auth,
-    responses_to_an_anthropic_only_model_are_unsupported,
+    embeddings_for_an_anthropic_only_model_are_unsupported,
     responses_pass_through_to_openai_groups,
     a_429_whose_body_never_ends_fails_over_in_time,
     a_closed_port_is_named_in_the_log_record_but_not_to_the_client,
@@ -1002,13 +1002,13 @@ async fn messages_reach_anthropic_providers_with_their_auth(backend: Backend) {
     );
 }
 
-async fn responses_to_an_anthropic_only_model_are_unsupported(backend: Backend) {
+async fn embeddings_for_an_anthropic_only_model_are_unsupported(backend: Backend) {
     let gw = start(backend).await;
     gw.add_anthropic_route("sk-ant-upstream", "claude").await;
     let t = tenant(&gw).await;
     let resp = gw
         .client
-        .post(format!("{}/v1/responses", gw.base))
+        .post(format!("{}/v1/embeddings", gw.base))
         .bearer_auth(&t.key)
         .json(&json!({ "model": "claude", "input": "hi" }))
         .send()
@@ -1022,14 +1022,31 @@ async fn responses_to_an_anthropic_only_model_are_unsupported(backend: Backend) 
     let logs = gw.wait_for_logs(1).await;
     assert_eq!(logs[0]["status_code"], 400);
     assert_eq!(logs[0]["error_code"], "unsupported_endpoint");
-    assert_eq!(logs[0]["endpoint"], "/v1/responses");
+    assert_eq!(logs[0]["endpoint"], "/v1/embeddings");
 }
 
 async fn responses_pass_through_to_openai_groups(backend: Backend) {
     let gw = start(backend).await;
-    let route = gw
-        .add_route("good", &gw.upstream, &[("sk-upstream-good", 1)], "fast", 1)
+    // An `openai` group: OpenAI's API has Responses (an OpenAI-compatible server gets
+    // Chat Completions, translated).
+    let group = gw
+        .admin(
+            "/admin/provider-groups",
+            json!({ "name": "good", "type": "openai", "base_url": gw.upstream, "models": ["gpt-4o-mini"] }),
+        )
         .await;
+    let credential = gw
+        .admin(
+            "/admin/api-keys",
+            json!({ "group_id": group["id"], "api_key": "sk-upstream-good" }),
+        )
+        .await;
+    gw.admin(
+        "/admin/bindings",
+        json!({ "namespace": "default", "public_model": "fast", "group_id": group["id"], "selector_value": "gpt-4o-mini" }),
+    )
+    .await;
+    gw.cache.refresh().await.unwrap();
     let t = tenant(&gw).await;
     let (status, body, text) = gw
         .call(
@@ -1050,7 +1067,7 @@ async fn responses_pass_through_to_openai_groups(backend: Backend) {
 
     let logs = gw.wait_for_logs(1).await;
     assert_eq!(logs[0]["endpoint"], "/v1/responses");
-    assert_eq!(logs[0]["api_key_id"], route.credentials[0]);
+    assert_eq!(logs[0]["api_key_id"], credential["id"]);
     assert_eq!(tokens(&logs[0]), (5, 4));
 }
 

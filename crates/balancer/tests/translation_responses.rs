@@ -18,6 +18,8 @@ both_backends!(
     a_responses_client_is_served_by_anthropic,
     chat_and_anthropic_clients_are_served_by_codex,
     a_stored_conversation_is_refused_unless_the_upstream_keeps_it,
+    a_responses_client_reaches_codex_in_its_own_format,
+    a_responses_client_is_served_by_an_openai_compatible_server_through_chat,
 );
 
 const CLAUDE_KEY: &str = "sk-ant-upstream-7";
@@ -318,4 +320,101 @@ async fn a_stored_conversation_is_refused_unless_the_upstream_keeps_it(backend: 
     let seen = platform_seen.lock().unwrap();
     assert_eq!(seen.len(), 1, "{text}");
     assert_eq!(seen[0].0["previous_response_id"], "resp_1");
+}
+
+async fn a_responses_client_reaches_codex_in_its_own_format(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let seen = mock_responses::Seen::default();
+    let base = mock_responses::start(CODEX_TOKEN, Flavour::Codex, seen.clone()).await;
+    bind(
+        &gw,
+        "codex",
+        &base,
+        json!({ "access_token": CODEX_TOKEN }),
+        "codex",
+        "gpt-5-codex",
+    )
+    .await;
+    let key = gw.add_tenant("acme", json!({}), json!({})).await.key;
+    let bearer = format!("Bearer {key}");
+    let auth = [("authorization", bearer.as_str())];
+
+    // What the openai SDK sends by default (no stream, no store, no instructions, a cap):
+    // the backend's rules are met, and its stream comes back as one response.
+    let plain = json!({ "model": "codex", "input": "hi", "max_output_tokens": 200 });
+    let (status, text) = gw.post_checked("/v1/responses", &auth, plain).await;
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["object"], "response");
+    assert_eq!(
+        answer["output"][0]["content"][0]["text"],
+        mock_responses::REPLY_PIECES.concat()
+    );
+    assert_eq!(answer["usage"]["input_tokens"], mock_responses::INPUT_TOKENS);
+    // Codex CLI's own request (streamed, a strict tool the translators would refuse)
+    // passes through untouched but for the model.
+    let custom = json!({ "model": "codex", "instructions": "You are Codex.", "input": "hi", "stream": true,
+        "store": false, "tools": [{ "type": "function", "name": "apply_patch", "strict": true,
+            "parameters": { "type": "object", "properties": {}, "additionalProperties": false } }] });
+    let (status, text) = gw.post_checked("/v1/responses", &auth, custom).await;
+    let names: Vec<&str> = named_events(&text).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        (status, names.last().copied()),
+        (200, Some("response.completed")),
+        "{text}"
+    );
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            (&seen[0].0["stream"], &seen[0].0["store"]),
+            (&json!(true), &json!(false))
+        );
+        assert_eq!(seen[0].0["model"], "gpt-5-codex");
+        assert!(seen[0].0.get("max_output_tokens").is_none());
+        assert_eq!(seen[1].0["tools"][0]["strict"], true);
+    }
+    let broken = mock_responses::broken(&seen);
+    assert!(
+        broken.is_empty(),
+        "requests that broke the Codex backend's rules: {broken:?}"
+    );
+    let (status, text) = gw
+        .post_checked(
+            "/v1/responses",
+            &auth,
+            json!({ "model": "codex", "input": "hi", "temperature": 0.3 }),
+        )
+        .await;
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["error"]["param"],
+        "temperature"
+    );
+}
+
+async fn a_responses_client_is_served_by_an_openai_compatible_server_through_chat(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    gw.add_route("vllm", &gw.upstream, &[("sk-upstream-good", 1)], "local", 1)
+        .await;
+    let key = gw.add_tenant("acme", json!({}), json!({})).await.key;
+    let bearer = format!("Bearer {key}");
+    let request = json!({ "model": "local", "instructions": "Be brief.", "input": "hi" });
+    let (status, text) = gw
+        .post_checked("/v1/responses", &[("authorization", &bearer)], request)
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["output"][0]["content"][0]["text"], "hello via good");
+    let seen = gw.mock.requests();
+    assert_eq!(seen[0].path, "/v1/chat/completions");
+    assert_eq!(
+        seen[0].body["messages"],
+        json!([{ "role": "system", "content": "Be brief." }, { "role": "user", "content": "hi" }])
+    );
+    let logs = gw.wait_for_logs(1).await;
+    assert_eq!(
+        (&logs[0]["endpoint"], &logs[0]["upstream_format"]),
+        (&json!("/v1/responses"), &json!("openai_chat"))
+    );
 }

@@ -222,6 +222,49 @@ pub fn request(
     Ok((body, translation))
 }
 
+/// A Responses request for the Codex backend, passed on in its own format with what the
+/// backend requires: a stream (collected into one answer when the client wanted one),
+/// nothing stored, `instructions` present, no token cap (the subscription sets it). A
+/// sampling setting the backend refuses is refused here, naming it.
+pub fn codex_pass_through(
+    document: &Map<String, Value>,
+    model: &str,
+) -> Result<(Map<String, Value>, Option<Translation>), Refusal> {
+    for name in ["temperature", "top_p"] {
+        if document
+            .get(name)
+            .is_some_and(|v| !v.is_null() && v.as_f64() != Some(1.0))
+        {
+            return Err(refuse(name, "the Codex backend does not take it"));
+        }
+    }
+    if document.get("store") == Some(&Value::Bool(true)) {
+        return Err(refuse(
+            "store",
+            "the Codex backend stores nothing: set store to false",
+        ));
+    }
+    let mut document = document.clone();
+    for name in ["temperature", "top_p", "max_output_tokens"] {
+        document.remove(name);
+    }
+    document.insert("model".into(), Value::String(model.to_owned()));
+    document.insert("store".into(), Value::Bool(false));
+    if !document.get("instructions").is_some_and(Value::is_string) {
+        document.insert("instructions".into(), Value::String(String::new()));
+    }
+    let streamed = document.get("stream") == Some(&Value::Bool(true));
+    document.insert("stream".into(), Value::Bool(true));
+    let collect = (!streamed).then_some(Translation {
+        client: Format::Responses,
+        upstream: Format::Responses,
+        stream: false,
+        upstream_stream: true,
+        include_usage: false,
+    });
+    Ok((document, collect))
+}
+
 /// Fields that are harmless at their neutral value (`0`, `false`, `null`, `1` for `n`).
 pub(crate) fn neutral(name: &str, value: &Value) -> bool {
     match value {
