@@ -496,7 +496,7 @@ async fn send(
         let (payload, translation, (url, format)) = if ingress == Ingress::Gemini && ingress.served_by(kind) {
             // The model is in the URL; the body passes as it came.
             let target = (
-                formats::gemini_url(&provider.base_url, &pick.upstream_model, request.stream),
+                formats::gemini::endpoint::url(provider, kind, &pick.upstream_model, request.stream),
                 Ingress::Gemini.format(),
             );
             (serde_json::to_vec(&request.document), None, target)
@@ -513,13 +513,14 @@ async fn send(
         } else {
             let (body, translation) = formats::request(
                 ingress,
+                provider,
                 kind,
                 &request.document,
                 &pick.upstream_model,
                 request.stream,
             )?;
             let translation = translation.without_usage_chunk(strip_usage_chunk);
-            let target = formats::target(provider, &pick.upstream_model, translation);
+            let target = formats::target(provider, kind, &pick.upstream_model, translation);
             (serde_json::to_vec(&body), Some(translation), target)
         };
         format.clone_into(&mut trace.record.upstream_format);

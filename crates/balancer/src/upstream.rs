@@ -58,7 +58,10 @@ impl Ingress {
             // Most OpenAI-compatible servers have no Responses API: they get Chat, translated.
             Ingress::Responses => matches!(t, P::OpenAi | P::Azure | P::Codex),
             Ingress::Messages | Ingress::CountTokens => matches!(t, P::Anthropic | P::Claude | P::ClaudeCode),
-            Ingress::Gemini => matches!(t, P::Gemini | P::Google | P::AiStudio),
+            Ingress::Gemini => matches!(
+                t,
+                P::Gemini | P::Google | P::AiStudio | P::Vertex | P::VertexExpress
+            ),
         }
     }
 
@@ -90,7 +93,7 @@ pub fn url(provider: &ProviderSnapshot, ingress: Ingress) -> String {
         Ingress::Messages => "/v1/messages",
         Ingress::CountTokens if base.ends_with("/v1") => "/messages/count_tokens",
         Ingress::CountTokens => "/v1/messages/count_tokens",
-        // Gemini URLs carry the model: `formats::gemini_url`.
+        // Gemini URLs carry the model: `formats::gemini::endpoint::url`.
         Ingress::Gemini => "",
     };
     let mut url = String::with_capacity(base.len() + path.len());
@@ -122,7 +125,10 @@ pub fn headers(provider: &ProviderSnapshot, kind: ProviderType, client: &http::H
     };
     match kind {
         ProviderType::Azure => insert(&mut out, "api-key", secret),
-        ProviderType::Gemini | ProviderType::Google | ProviderType::AiStudio => {
+        ProviderType::Gemini
+        | ProviderType::Google
+        | ProviderType::AiStudio
+        | ProviderType::VertexExpress => {
             insert(&mut out, "x-goog-api-key", secret);
         }
         ProviderType::Anthropic | ProviderType::Claude => {

@@ -1,13 +1,11 @@
-//! The official `openai` Python package against a real `ezapi serve` with a child key:
-//! chat completions (plain and streamed, with and without `stream_options.include_usage`),
-//! embeddings (base64, the client's default, and float), model listing and the error
-//! classes, forwarded to a mock upstream that answers with OpenAI's shapes; and the same
-//! client against an Anthropic and a Gemini upstream through the gateway's translation —
-//! plain, streamed, and tool-call round trips — where the mocks (`ez-test-upstreams`)
-//! check every request against their provider's rules. Then the official `google-genai`
-//! client on the same gateway (the Gemini route as is, the OpenAI and Anthropic routes
-//! translated), and the official `anthropic` client (the Anthropic route as is, the
-//! OpenAI and Gemini routes translated).
+//! The official Python clients against a real `ezapi serve` with a child key, on mock
+//! upstreams of the four families (`ez-test-upstreams`, each checking every request
+//! against its provider's rules): OpenAI Chat (with embeddings), Anthropic Messages,
+//! Gemini and a Codex subscription (OpenAI Responses). `openai` checks chat completions
+//! (plain, streamed with and without `stream_options.include_usage`, tool-call round
+//! trips), the Responses API, embeddings (base64 and float), model listing and the error
+//! classes; `google-genai` and `anthropic` check plain, streamed and tool-call round trips.
+//! Every client reaches every family: as is where the formats match, translated elsewhere.
 //!
 //! Needs a Python with `openai` (and `google-genai`, `anthropic`) installed, named by `EZ_TEST_PYTHON`
 //! (`.ci/run` builds one in `target/ci-venv`). Without it the test is skipped, except
@@ -16,17 +14,14 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use base64::Engine;
-use ez_test_upstreams::{anthropic as mock_anthropic, gemini as mock_gemini};
+use ez_test_upstreams::responses::Flavour;
+use ez_test_upstreams::{
+    anthropic as mock_anthropic, gemini as mock_gemini, openai_chat as mock_openai,
+    responses as mock_responses,
+};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ezapi");
@@ -41,189 +36,12 @@ const CLAUDE_UPSTREAM_MODEL: &str = "claude-3-5-haiku-20241022";
 const ANTHROPIC_KEY: &str = "sk-ant-upstream-1";
 /// The public name of the Gemini route.
 const GEMINI_MODEL: &str = "gemini-flash";
-/// What the mock answers, piece by piece when streaming. The Python script expects
-/// exactly these (keep both in step).
-const REPLY_PIECES: [&str; 5] = ["Hello", " from", " the", " mock", " upstream."];
-const PROMPT_TOKENS: u64 = 9;
-/// The embedding of input number `i` is `EMBEDDING` followed by `i`; every value is exact
-/// in `f32`, so the base64 form decodes to the same numbers.
-const EMBEDDING: [f32; 3] = [0.25, -0.5, 1.0];
+/// The public name of the Codex route, the model it resolves to, and the subscription's
+/// access token.
+const CODEX_MODEL: &str = "codex";
+const CODEX_UPSTREAM_MODEL: &str = "gpt-5-codex";
+const CODEX_TOKEN: &str = "codex-access-token-1";
 const TEST_DEADLINE: Duration = Duration::from_secs(120);
-
-// ---- the mock upstream ----
-
-/// Requests the mock received: (path, body).
-type Seen = Arc<Mutex<Vec<(&'static str, Value)>>>;
-
-fn openai_error(status: StatusCode, message: &str, kind: &str, code: &str) -> Response {
-    let body = json!({ "error": { "message": message, "type": kind, "param": null, "code": code } });
-    (status, Json(body)).into_response()
-}
-
-fn upstream_key_ok(headers: &HeaderMap) -> bool {
-    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {UPSTREAM_KEY}"))
-}
-
-fn wrong_upstream_key() -> Response {
-    openai_error(
-        StatusCode::UNAUTHORIZED,
-        "Incorrect API key provided.",
-        "invalid_request_error",
-        "invalid_api_key",
-    )
-}
-
-fn usage() -> Value {
-    let completion = REPLY_PIECES.len() as u64;
-    json!({
-        "prompt_tokens": PROMPT_TOKENS,
-        "completion_tokens": completion,
-        "total_tokens": PROMPT_TOKENS + completion,
-        "prompt_tokens_details": { "cached_tokens": 0, "audio_tokens": 0 },
-        "completion_tokens_details": {
-            "reasoning_tokens": 0, "audio_tokens": 0,
-            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0
-        }
-    })
-}
-
-/// `POST /v1/chat/completions` as OpenAI answers it: a `chat.completion`, or with
-/// `"stream": true` `chat.completion.chunk` events (role first, content pieces, the
-/// finish reason, the usage chunk when `stream_options.include_usage` asks, `[DONE]`).
-async fn mock_chat(State(seen): State<Seen>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    seen.lock().unwrap().push(("/chat/completions", body.clone()));
-    if !upstream_key_ok(&headers) {
-        return wrong_upstream_key();
-    }
-    if body["messages"].as_array().is_none_or(|m| m.is_empty()) {
-        return openai_error(
-            StatusCode::BAD_REQUEST,
-            "'messages' is a required property",
-            "invalid_request_error",
-            "missing_required_parameter",
-        );
-    }
-    let model = body["model"].as_str().unwrap_or_default();
-    let id = "chatcmpl-mock0001";
-    let created = 1_735_689_600;
-    if body["stream"] != json!(true) {
-        return Json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_mock",
-            "choices": [{
-                "index": 0,
-                "message": { "role": "assistant", "content": REPLY_PIECES.concat(), "refusal": null },
-                "logprobs": null,
-                "finish_reason": "stop"
-            }],
-            "usage": usage(),
-            "service_tier": "default"
-        }))
-        .into_response();
-    }
-    let include_usage = body["stream_options"]["include_usage"] == json!(true);
-    let chunk = |choices: Value, usage: Value| {
-        let mut chunk = json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_mock",
-            "choices": choices,
-        });
-        // With include_usage every chunk carries `usage`, null but on the last one.
-        if include_usage {
-            chunk["usage"] = usage;
-        }
-        format!("data: {chunk}\n\n")
-    };
-    let choice = |delta: Value, finish: Value| json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }]);
-    let mut events = vec![chunk(
-        choice(
-            json!({ "role": "assistant", "content": "", "refusal": null }),
-            Value::Null,
-        ),
-        Value::Null,
-    )];
-    for piece in REPLY_PIECES {
-        events.push(chunk(
-            choice(json!({ "content": piece }), Value::Null),
-            Value::Null,
-        ));
-    }
-    events.push(chunk(choice(json!({}), json!("stop")), Value::Null));
-    if include_usage {
-        events.push(chunk(json!([]), usage()));
-    }
-    events.push("data: [DONE]\n\n".to_owned());
-    let stream = futures_util::stream::iter(events.into_iter().map(Ok::<_, std::io::Error>));
-    Response::builder()
-        .header("content-type", "text/event-stream; charset=utf-8")
-        .header("cache-control", "no-cache")
-        .body(Body::from_stream(stream))
-        .expect("a static response")
-}
-
-/// `POST /v1/embeddings`: one embedding per input, as floats or, with
-/// `"encoding_format": "base64"` (the Python client's default), as little-endian `f32`s.
-async fn mock_embeddings(State(seen): State<Seen>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    seen.lock().unwrap().push(("/embeddings", body.clone()));
-    if !upstream_key_ok(&headers) {
-        return wrong_upstream_key();
-    }
-    let inputs = match &body["input"] {
-        Value::String(_) => 1,
-        Value::Array(items) => items.len(),
-        _ => {
-            return openai_error(
-                StatusCode::BAD_REQUEST,
-                "'input' is a required property",
-                "invalid_request_error",
-                "missing_required_parameter",
-            );
-        }
-    };
-    let base64 = body["encoding_format"] == json!("base64");
-    let data: Vec<Value> = (0..inputs)
-        .map(|index| {
-            let mut vector = EMBEDDING.to_vec();
-            vector.push(index as f32);
-            let embedding = if base64 {
-                let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
-            } else {
-                json!(vector)
-            };
-            json!({ "object": "embedding", "index": index, "embedding": embedding })
-        })
-        .collect();
-    Json(json!({
-        "object": "list",
-        "data": data,
-        "model": body["model"],
-        "usage": { "prompt_tokens": 4, "total_tokens": 4 }
-    }))
-    .into_response()
-}
-
-/// Starts the mock; returns its base URL (`http://127.0.0.1:PORT/v1`).
-async fn start_mock(seen: Seen) -> String {
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", post(mock_chat))
-        .route("/v1/embeddings", post(mock_embeddings))
-        .with_state(seen);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the mock");
-    let base = format!("http://{}/v1", listener.local_addr().expect("mock address"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    base
-}
 
 // ---- the gateway (the real binary) ----
 
@@ -317,7 +135,8 @@ async fn call(client: &reqwest::Client, url: String, token: &str, body: Option<V
 /// Configures the gateway through its API: the mock as a custom provider, both models
 /// bound in `default`, a master and its child key. Returns the child key once the
 /// balancer's snapshot lists both models.
-async fn configure(server: &Server, upstream: &str, anthropic: &str, gemini: &str) -> String {
+async fn configure(server: &Server, mocks: &Mocks) -> String {
+    let (upstream, anthropic, gemini) = (&mocks.openai, &mocks.anthropic, &mocks.gemini);
     let client = reqwest::Client::new();
     let admin_post = |path: &str, body: Value| {
         let (client, url) = (client.clone(), server.url(path));
@@ -374,6 +193,23 @@ async fn configure(server: &Server, upstream: &str, anthropic: &str, gemini: &st
                 "selector_value": mock_gemini::MODEL }),
     )
     .await;
+    let codex = admin_post(
+        "/admin/provider-groups",
+        json!({ "name": "mock-codex", "type": "codex", "base_url": mocks.codex, "headers_profile": "codex",
+                "models": [CODEX_UPSTREAM_MODEL] }),
+    )
+    .await;
+    admin_post(
+        "/admin/api-keys",
+        json!({ "group_id": codex["id"], "access_token": CODEX_TOKEN, "account_id": "acct-python" }),
+    )
+    .await;
+    admin_post(
+        "/admin/bindings",
+        json!({ "namespace": "default", "public_model": CODEX_MODEL, "group_id": codex["id"],
+                "selector_value": CODEX_UPSTREAM_MODEL }),
+    )
+    .await;
     let master = admin_post("/admin/masters", json!({ "name": "python" })).await;
     let master_key = master["master_key"].as_str().expect("master_key");
     let (status, key) = call(
@@ -395,9 +231,15 @@ async fn configure(server: &Server, upstream: &str, anthropic: &str, gemini: &st
             .map(|d| d.iter().filter_map(|m| m["id"].as_str()).collect())
             .unwrap_or_default();
         if status == 200
-            && [CHAT_MODEL, EMBEDDING_MODEL, CLAUDE_MODEL, GEMINI_MODEL]
-                .iter()
-                .all(|m| ids.contains(m))
+            && [
+                CHAT_MODEL,
+                EMBEDDING_MODEL,
+                CLAUDE_MODEL,
+                GEMINI_MODEL,
+                CODEX_MODEL,
+            ]
+            .iter()
+            .all(|m| ids.contains(m))
         {
             return key;
         }
@@ -409,164 +251,182 @@ async fn configure(server: &Server, upstream: &str, anthropic: &str, gemini: &st
     }
 }
 
-async fn official_client_works_through_the_gateway(python: String) {
-    let seen: Seen = Arc::default();
-    let upstream = start_mock(seen.clone()).await;
-    let anthropic_seen = mock_anthropic::Seen::default();
-    let anthropic = mock_anthropic::start(ANTHROPIC_KEY, anthropic_seen.clone()).await;
-    let (gemini, gemini_seen) = mock_gemini::start().await;
-    let dir = temp_dir();
-    let server = Server::start(&dir);
-    let key = configure(&server, &upstream, &anthropic, &gemini).await;
+/// The four mock upstreams and what each has seen.
+struct Mocks {
+    openai: String,
+    openai_seen: mock_openai::Seen,
+    anthropic: String,
+    anthropic_seen: mock_anthropic::Seen,
+    gemini: String,
+    gemini_seen: mock_gemini::Seen,
+    codex: String,
+    codex_seen: mock_responses::Seen,
+}
 
-    run_checks(
-        &python,
-        "openai_client_check.py",
-        &[
-            ("OPENAI_BASE_URL", server.url("/v1")),
-            ("OPENAI_API_KEY", key.clone()),
-        ],
-    )
-    .await;
+/// Requests each family's mock received: (OpenAI chat completions, Anthropic, Gemini, Codex).
+type Counts = (usize, usize, usize, usize);
 
-    // Only routable requests reached the upstream, each with its public model name.
-    let seen_now = seen.lock().unwrap().clone();
-    let chats: Vec<&Value> = seen_now
-        .iter()
-        .filter(|(p, _)| *p == "/chat/completions")
-        .map(|(_, b)| b)
-        .collect();
-    let embeddings = seen_now.iter().filter(|(p, _)| *p == "/embeddings").count();
-    assert_eq!(
-        chats.len(),
-        3,
-        "plain, streamed, streamed with usage: {seen_now:?}"
-    );
-    assert!(chats.iter().all(|b| b["model"] == CHAT_MODEL), "{seen_now:?}");
-    assert_eq!(embeddings, 2, "base64 and float: {seen_now:?}");
+impl Mocks {
+    async fn start() -> Mocks {
+        let openai_seen = mock_openai::Seen::default();
+        let anthropic_seen = mock_anthropic::Seen::default();
+        let codex_seen = mock_responses::Seen::default();
+        let (gemini, gemini_seen) = mock_gemini::start().await;
+        Mocks {
+            openai: mock_openai::start(UPSTREAM_KEY, openai_seen.clone()).await,
+            anthropic: mock_anthropic::start(ANTHROPIC_KEY, anthropic_seen.clone()).await,
+            codex: mock_responses::start(CODEX_TOKEN, Flavour::Codex, codex_seen.clone()).await,
+            openai_seen,
+            anthropic_seen,
+            gemini,
+            gemini_seen,
+            codex_seen,
+        }
+    }
 
-    // The Anthropic upstream got every translated request, each within its rules.
-    let anthropic_now = anthropic_seen.lock().unwrap().clone();
-    let broken: Vec<_> = anthropic_now
-        .iter()
-        .filter_map(|(_, rule)| rule.as_ref())
-        .collect();
-    assert!(
-        broken.is_empty(),
-        "requests that broke Anthropic's rules: {broken:?}"
-    );
-    assert_eq!(
-        anthropic_now.len(),
-        5,
-        "plain, streamed, tool call, tool result, streamed tool call: {anthropic_now:?}"
-    );
-    assert!(
-        anthropic_now
-            .iter()
-            .all(|(b, _)| b["model"] == CLAUDE_UPSTREAM_MODEL)
-    );
-    // And the Gemini upstream, within Gemini's.
-    let broken = mock_gemini::broken(&gemini_seen);
-    assert!(
-        broken.is_empty(),
-        "requests that broke Gemini's rules: {broken:?}"
-    );
-    assert_eq!(
-        gemini_seen.lock().unwrap().len(),
-        4,
-        "plain, streamed, tool call, tool result"
-    );
-
-    // The official google-genai client on the same routes: Gemini as is, OpenAI and
-    // Anthropic translated.
-    if has_module(&python, "google.genai").await {
-        run_checks(
-            &python,
-            "genai_client_check.py",
-            &[
-                ("GEMINI_BASE_URL", server.url("")),
-                ("GEMINI_API_KEY", key.clone()),
-            ],
-        )
-        .await;
-        let chats = seen
+    fn counts(&self) -> Counts {
+        let chats = self
+            .openai_seen
             .lock()
             .unwrap()
             .iter()
-            .filter(|(p, _)| *p == "/chat/completions")
+            .filter(|(path, _, _)| *path == "/chat/completions")
             .count();
-        assert_eq!(
+        (
             chats,
-            3 + 2,
-            "google-genai's plain and streamed requests to the OpenAI route"
-        );
-        let broken = mock_gemini::broken(&gemini_seen);
-        assert!(
-            broken.is_empty(),
-            "requests that broke Gemini's rules: {broken:?}"
-        );
-        assert_eq!(
-            gemini_seen.lock().unwrap().len(),
-            4 + 4,
-            "passed through: plain, stream, call, result"
-        );
-        let anthropic = anthropic_seen.lock().unwrap();
-        assert!(anthropic.iter().all(|(_, rule)| rule.is_none()), "{anthropic:?}");
-        assert_eq!(anthropic.len(), 5 + 4, "translated: plain, stream, call, result");
-    } else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{python} lacks google-genai: CI must run its checks (.ci/run installs it)"
-        );
-        eprintln!("skipped the google-genai checks: {python} lacks google-genai");
+            self.anthropic_seen.lock().unwrap().len(),
+            self.gemini_seen.lock().unwrap().len(),
+            self.codex_seen.lock().unwrap().len(),
+        )
     }
 
-    // The official anthropic client on the same routes: Anthropic as is, OpenAI and
-    // Gemini translated.
-    if has_module(&python, "anthropic").await {
-        let count = || {
-            let chats = seen
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(p, _)| *p == "/chat/completions")
-                .count();
-            (
-                chats,
-                anthropic_seen.lock().unwrap().len(),
-                gemini_seen.lock().unwrap().len(),
-            )
-        };
-        let before = count();
-        run_checks(
+    /// Every request any mock received kept its provider's rules.
+    fn assert_valid(&self) {
+        let openai = mock_openai::broken(&self.openai_seen);
+        assert!(
+            openai.is_empty(),
+            "requests that broke OpenAI's rules: {openai:?}"
+        );
+        let anthropic: Vec<String> = self
+            .anthropic_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, rule)| rule.clone())
+            .collect();
+        assert!(
+            anthropic.is_empty(),
+            "requests that broke Anthropic's rules: {anthropic:?}"
+        );
+        let gemini = mock_gemini::broken(&self.gemini_seen);
+        assert!(
+            gemini.is_empty(),
+            "requests that broke Gemini's rules: {gemini:?}"
+        );
+        let codex = mock_responses::broken(&self.codex_seen);
+        assert!(
+            codex.is_empty(),
+            "requests that broke the Codex backend's rules: {codex:?}"
+        );
+    }
+
+    /// Runs one client's checks and asserts how many requests each family received.
+    async fn run(&self, python: &str, script: &str, env: &[(&str, String)], expected: Counts, what: &str) {
+        let before = self.counts();
+        run_checks(python, script, env).await;
+        let after = self.counts();
+        let delta = (
+            after.0 - before.0,
+            after.1 - before.1,
+            after.2 - before.2,
+            after.3 - before.3,
+        );
+        assert_eq!(
+            delta, expected,
+            "{script}: requests per family (OpenAI, Anthropic, Gemini, Codex): {what}"
+        );
+        self.assert_valid();
+    }
+}
+
+async fn official_client_works_through_the_gateway(python: String) {
+    let mocks = Mocks::start().await;
+    let dir = temp_dir();
+    let server = Server::start(&dir);
+    let key = configure(&server, &mocks).await;
+
+    mocks
+        .run(
             &python,
+            "openai_client_check.py",
+            &[("OPENAI_BASE_URL", server.url("/v1")), ("OPENAI_API_KEY", key.clone())],
+            (9, 9, 8, 8),
+            "chat: 3 + tools 2 + responses 4 | chat 5 + responses 4 | chat 4 + responses 4 | chat 4 + responses 4",
+        )
+        .await;
+    // Only routable requests reached the OpenAI upstream, each with its upstream model.
+    let openai_seen = mocks.openai_seen.lock().unwrap().clone();
+    assert!(
+        openai_seen
+            .iter()
+            .all(|(path, body, _)| *path == "/embeddings" || body["model"] == CHAT_MODEL),
+        "{openai_seen:?}"
+    );
+    let embeddings = openai_seen.iter().filter(|(p, _, _)| *p == "/embeddings").count();
+    assert_eq!(embeddings, 2, "base64 and float: {openai_seen:?}");
+    assert!(
+        mocks
+            .anthropic_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(b, _)| b["model"] == CLAUDE_UPSTREAM_MODEL)
+    );
+    assert!(
+        mocks
+            .codex_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(b, _)| b["model"] == CODEX_UPSTREAM_MODEL)
+    );
+
+    let plain_stream_tools = (4, 4, 4, 4);
+    for (module, script, env) in [
+        (
+            "google.genai",
+            "genai_client_check.py",
+            [
+                ("GEMINI_BASE_URL", server.url("")),
+                ("GEMINI_API_KEY", key.clone()),
+            ],
+        ),
+        (
+            "anthropic",
             "anthropic_client_check.py",
-            &[
+            [
                 ("ANTHROPIC_BASE_URL", server.url("")),
                 ("ANTHROPIC_API_KEY", key.clone()),
             ],
-        )
-        .await;
-        let after = count();
-        assert_eq!(
-            (after.0 - before.0, after.1 - before.1, after.2 - before.2),
-            (2, 4, 4),
-            "OpenAI: plain and stream; Anthropic and Gemini: plain, stream, call, result"
-        );
-        assert!(
-            anthropic_seen
-                .lock()
-                .unwrap()
-                .iter()
-                .all(|(_, rule)| rule.is_none())
-        );
-        assert!(mock_gemini::broken(&gemini_seen).is_empty());
-    } else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{python} lacks anthropic: CI must run its checks (.ci/run installs it)"
-        );
-        eprintln!("skipped the anthropic checks: {python} lacks anthropic");
+        ),
+    ] {
+        if has_module(&python, module).await {
+            mocks
+                .run(
+                    &python,
+                    script,
+                    &env,
+                    plain_stream_tools,
+                    "plain, stream, call, result on each family",
+                )
+                .await;
+        } else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{python} lacks {module}: CI must run its checks (.ci/run installs it)"
+            );
+            eprintln!("skipped the {module} checks: {python} lacks {module}");
+        }
     }
     drop(server);
     let _ = std::fs::remove_dir_all(dir);

@@ -94,8 +94,13 @@ impl Format {
             P::OpenAi | P::Compatible | P::Azure => Some(Format::Chat),
             P::Codex => Some(Format::Responses),
             P::Anthropic | P::Claude | P::ClaudeCode => Some(Format::Messages),
-            P::Gemini | P::Google | P::AiStudio => Some(Format::Gemini),
-            _ => None,
+            P::Gemini
+            | P::Google
+            | P::AiStudio
+            | P::Vertex
+            | P::VertexExpress
+            | P::GeminiCli
+            | P::Antigravity => Some(Format::Gemini),
         }
     }
 
@@ -135,40 +140,25 @@ impl Translation {
 
 /// Whether `ingress` can reach an upstream of type `t` through a translator.
 pub fn translates(ingress: Ingress, t: ProviderType) -> bool {
+    // The Code Assist envelope is put on (and taken off) by the translator, so Gemini
+    // clients reach Code Assist upstreams through it too.
     matches!(
         (Format::of_ingress(ingress), Format::of_upstream(t)),
-        (Some(client), Some(upstream)) if client != upstream
+        (Some(client), Some(upstream)) if client != upstream || gemini::endpoint::is_code_assist(t)
     )
-}
-
-/// The Gemini types that call the Gemini API with an API key. Vertex and the Code Assist
-/// subscriptions (`gemini-cli`, `antigravity`) need their own envelopes: not yet.
-pub fn is_gemini(t: ProviderType) -> bool {
-    Format::of_upstream(t) == Some(Format::Gemini)
-}
-
-/// `{base}/v1beta/models/{model}:generateContent`, or `:streamGenerateContent?alt=sse`.
-pub fn gemini_url(base: &str, model: &str, stream: bool) -> String {
-    let base = base.trim_end_matches('/');
-    let version = if base.ends_with("/v1beta") || base.ends_with("/v1") {
-        ""
-    } else {
-        "/v1beta"
-    };
-    let method = if stream {
-        ":streamGenerateContent?alt=sse"
-    } else {
-        ":generateContent"
-    };
-    format!("{base}{version}/models/{model}{method}")
 }
 
 /// Where a translated request for `model` goes on `provider`, and the upstream format's
 /// name for the log record.
-pub fn target(provider: &ProviderSnapshot, model: &str, translation: Translation) -> (String, &'static str) {
+pub fn target(
+    provider: &ProviderSnapshot,
+    t: ProviderType,
+    model: &str,
+    translation: Translation,
+) -> (String, &'static str) {
     let endpoint = translation.upstream.ingress();
     let url = match translation.upstream {
-        Format::Gemini => gemini_url(&provider.base_url, model, translation.upstream_stream),
+        Format::Gemini => gemini::endpoint::url(provider, t, model, translation.upstream_stream),
         _ => crate::upstream::url(provider, endpoint),
     };
     (url, endpoint.format())
@@ -185,11 +175,12 @@ fn decode(client: Format, document: &Map<String, Value>, stream: bool) -> Result
     }
 }
 
-/// The client's `document` for `model` on an upstream of type `t` (one that
+/// The client's `document` for `model` on `provider` of type `t` (one that
 /// [`translates`] says is reachable): the body to send and how its answer is translated
 /// back.
 pub fn request(
     ingress: Ingress,
+    provider: &ProviderSnapshot,
     t: ProviderType,
     document: &Map<String, Value>,
     model: &str,
@@ -212,7 +203,7 @@ pub fn request(
     let body = match upstream {
         Format::Chat => openai_chat::encode_request(&request, model),
         Format::Messages => anthropic::encode_request(&request, model),
-        Format::Gemini => gemini::encode_request(&request)?,
+        Format::Gemini => gemini::endpoint::wrap(provider, t, model, gemini::encode_request(&request)?),
         Format::Responses => {
             let codex = t == ProviderType::Codex;
             translation.upstream_stream |= codex;

@@ -2,7 +2,8 @@
 
 Run by crates/ezapi/tests/openai_python.rs after the openai and google-genai checks,
 against the same gateway and mocks: an Anthropic route (passed through), an
-OpenAI-compatible route and a Gemini route (both translated). ANTHROPIC_BASE_URL and
+OpenAI-compatible route, a Gemini route and a Codex subscription route (all translated).
+ANTHROPIC_BASE_URL and
 ANTHROPIC_API_KEY are set by the test. Prints one line per check and exits non-zero when
 any fails.
 """
@@ -19,6 +20,8 @@ ROUTES = [
     ("claude-haiku", "Hello from Claude.", 21),
     ("gpt-4o-mini", "Hello from the mock upstream.", 9),
     ("gemini-flash", "Hello from Gemini.", 17),
+    # Anthropic counts cached input apart: 19 prompt tokens, 4 of them cached.
+    ("codex", "Hello from Codex.", 15),
 ]
 MESSAGES = [{"role": "user", "content": "Say hello."}]
 WEATHER = {
@@ -74,6 +77,8 @@ CHECKS += [(f"stream {m}", streamed, (m, t, n)) for m, t, n in ROUTES]
 CHECKS += [
     ("tools claude-haiku", tool_round_trip, ("claude-haiku", "It is 18C in Paris.")),
     ("tools gemini-flash", tool_round_trip, ("gemini-flash", "It is 18C.")),
+    ("tools gpt-4o-mini", tool_round_trip, ("gpt-4o-mini", "Result: 18C")),
+    ("tools codex", tool_round_trip, ("codex", "Result: 18C")),
 ]
 
 

@@ -1,8 +1,8 @@
 """The official `google-genai` client against ez-api with a child key.
 
 Run by crates/ezapi/tests/openai_python.rs after the openai checks, against the same
-gateway and mocks: a Gemini route (passed through), an OpenAI-compatible route and an
-Anthropic route (both translated). GEMINI_BASE_URL and GEMINI_API_KEY are set by the test.
+gateway and mocks: a Gemini route (passed through), an OpenAI-compatible route, an
+Anthropic route and a Codex subscription route (all translated). GEMINI_BASE_URL and GEMINI_API_KEY are set by the test.
 Prints one line per check and exits non-zero when any fails.
 """
 
@@ -23,6 +23,7 @@ ROUTES = [
     ("gemini-flash", "Hello from Gemini.", 17),
     ("gpt-4o-mini", "Hello from the mock upstream.", 9),
     ("claude-haiku", "Hello from Claude.", 21),
+    ("codex", "Hello from Codex.", 19),
 ]
 WEATHER = types.Tool(
     function_declarations=[
@@ -79,6 +80,8 @@ CHECKS += [(f"stream {m}", streamed, (m, t, p)) for m, t, p in ROUTES]
 CHECKS += [
     ("tools gemini-flash", tool_round_trip, ("gemini-flash", "It is 18C.")),
     ("tools claude-haiku", tool_round_trip, ("claude-haiku", "It is 18C in Paris.")),
+    ("tools gpt-4o-mini", tool_round_trip, ("gpt-4o-mini", "Result: 18C")),
+    ("tools codex", tool_round_trip, ("codex", "Result: 18C")),
 ]
 
 

@@ -1,10 +1,11 @@
 """The official `openai` client against ez-api with a child key.
 
-Run by crates/ezapi/tests/openai_python.rs, which starts the gateway in front of a mock
-OpenAI upstream and a mock Anthropic upstream (reached through translation) and sets
-OPENAI_BASE_URL and OPENAI_API_KEY. The expected values mirror those mocks (REPLY_PIECES,
-PROMPT_TOKENS, EMBEDDING there; CLAUDE_* in tests/mock_anthropic/mod.rs). Prints one line per check and exits
-non-zero when any fails.
+Run by crates/ezapi/tests/openai_python.rs, which starts the gateway in front of mock
+upstreams of the four families — OpenAI Chat, Anthropic, Gemini and a Codex subscription
+(OpenAI Responses) — and sets OPENAI_BASE_URL and OPENAI_API_KEY. Chat Completions and the
+Responses API are each checked against every family: plain, streamed and a tool call's
+round trip. The expected values mirror the mocks in crates/test-upstreams. Prints one line
+per check and exits non-zero when any fails.
 """
 
 import json
@@ -27,6 +28,11 @@ GEMINI_MODEL = "gemini-flash"
 GEMINI_UPSTREAM_MODEL = "gemini-2.5-flash"
 GEMINI_REPLY = "Hello from Gemini."
 GEMINI_USAGE = (17, 5)
+CODEX_MODEL = "codex"
+CODEX_UPSTREAM_MODEL = "gpt-5-codex"
+CODEX_REPLY = "Hello from Codex."
+# 19 prompt tokens (4 of them cached), 6 output tokens.
+CODEX_USAGE = (19, 6)
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -276,6 +282,116 @@ def gemini_tool_round_trip():
     return f"call {calls[0].id} -> {answer!r}"
 
 
+def codex_chat():
+    # The Codex backend only streams: the gateway collects its stream into one answer.
+    completion = client.chat.completions.create(
+        model=CODEX_MODEL, messages=[{"role": "system", "content": "Be brief."}] + MESSAGES
+    )
+    expect(completion.object == "chat.completion", f"object {completion.object!r}")
+    expect(completion.model == CODEX_UPSTREAM_MODEL, f"model {completion.model!r}")
+    choice = completion.choices[0]
+    expect(choice.message.content == CODEX_REPLY, f"content {choice.message.content!r}")
+    expect(choice.finish_reason == "stop", f"finish_reason {choice.finish_reason!r}")
+    got = (completion.usage.prompt_tokens, completion.usage.completion_tokens)
+    expect(got == CODEX_USAGE, f"usage {got}, expected {CODEX_USAGE}")
+    expect(completion.usage.prompt_tokens_details.cached_tokens == 4, f"usage {completion.usage}")
+    return f"{choice.message.content!r} via Codex"
+
+
+def codex_stream():
+    stream = client.chat.completions.create(
+        model=CODEX_MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    expect(text == CODEX_REPLY, f"streamed text {text!r}")
+    last = chunks[-1]
+    expect(last.choices == [] and last.usage is not None, "no final usage chunk")
+    got = (last.usage.prompt_tokens, last.usage.completion_tokens)
+    expect(got == CODEX_USAGE, f"usage {got}, expected {CODEX_USAGE}")
+    return f"{len(chunks)} chunks via Codex"
+
+
+def chat_tool_round_trip(model, answer):
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = client.chat.completions.create(model=model, messages=question, tools=[WEATHER_TOOL])
+    choice = first.choices[0]
+    expect(choice.finish_reason == "tool_calls", f"{model}: finish_reason {choice.finish_reason!r}")
+    calls = choice.message.tool_calls or []
+    expect(len(calls) == 1 and calls[0].function.name == "weather", f"{model}: tool calls {calls}")
+    expect(json.loads(calls[0].function.arguments) == {"city": "Paris"}, f"{model}: {calls[0].function.arguments!r}")
+    history = question + [
+        {"role": "assistant", "content": choice.message.content, "tool_calls": [c.model_dump() for c in calls]},
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "18C"},
+    ]
+    final = client.chat.completions.create(model=model, messages=history, tools=[WEATHER_TOOL])
+    got = final.choices[0].message.content
+    expect(got == answer, f"{model}: final answer {got!r}, expected {answer!r}")
+    return f"{model}: call {calls[0].id} -> {got!r}"
+
+
+# The Responses API on every family: (public model, expected text, expected input tokens).
+RESPONSES_ROUTES = [
+    (CHAT_MODEL, "".join(REPLY_PIECES), PROMPT_TOKENS),
+    (CLAUDE_MODEL, "".join(CLAUDE_PIECES), CLAUDE_USAGE[0]),
+    (GEMINI_MODEL, GEMINI_REPLY, GEMINI_USAGE[0]),
+    (CODEX_MODEL, CODEX_REPLY, CODEX_USAGE[0]),
+]
+RESPONSES_WEATHER = {"type": "function", **WEATHER_TOOL["function"]}
+
+
+def responses_plain(model, text, input_tokens):
+    response = client.responses.create(model=model, instructions="Be brief.", input="Say hello.")
+    expect(response.object == "response", f"{model}: object {response.object!r}")
+    expect(response.status == "completed", f"{model}: status {response.status!r}")
+    expect(response.output_text == text, f"{model}: text {response.output_text!r}, expected {text!r}")
+    expect(response.usage.input_tokens == input_tokens, f"{model}: usage {response.usage}")
+    return f"{model}: {response.output_text!r}"
+
+
+def responses_stream(model, text, input_tokens):
+    deltas = []
+    with client.responses.stream(model=model, input="Say hello.") as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    expect("".join(deltas) == text, f"{model}: streamed {deltas}, expected {text!r}")
+    expect(final.output_text == text, f"{model}: final {final.output_text!r}")
+    expect(final.usage.input_tokens == input_tokens, f"{model}: usage {final.usage}")
+    return f"{model}: {len(deltas)} deltas"
+
+
+def responses_tool_round_trip(model, answer):
+    question = {"role": "user", "content": "What is the weather in Paris?"}
+    first = client.responses.create(model=model, input=[question], tools=[RESPONSES_WEATHER])
+    calls = [item for item in first.output if item.type == "function_call"]
+    expect(len(calls) == 1 and calls[0].name == "weather", f"{model}: output {first.output}")
+    expect(json.loads(calls[0].arguments) == {"city": "Paris"}, f"{model}: arguments {calls[0].arguments!r}")
+    call = {"type": "function_call", "call_id": calls[0].call_id, "name": "weather", "arguments": calls[0].arguments}
+    result = {"type": "function_call_output", "call_id": calls[0].call_id, "output": "18C"}
+    final = client.responses.create(model=model, input=[question, call, result], tools=[RESPONSES_WEATHER])
+    expect(final.output_text == answer, f"{model}: final {final.output_text!r}, expected {answer!r}")
+    return f"{model}: call {calls[0].call_id} -> {final.output_text!r}"
+
+
+def responses_stateful_refused():
+    try:
+        client.responses.create(model=CLAUDE_MODEL, input="And then?", previous_response_id="resp_1")
+    except openai.BadRequestError as e:
+        expect(e.param == "previous_response_id", f"param {e.param!r}")
+        return f"BadRequestError {e.code} ({e.param})"
+    raise AssertionError("no BadRequestError")
+
+
+def bound(check, *args):
+    def run():
+        return check(*args)
+
+    run.__name__ = f"{check.__name__}[{args[0]}]"
+    return run
+
+
 CHECKS = [
     chat_completion,
     chat_stream,
@@ -292,6 +408,19 @@ CHECKS = [
     gemini_chat,
     gemini_stream,
     gemini_tool_round_trip,
+    codex_chat,
+    codex_stream,
+    bound(chat_tool_round_trip, CHAT_MODEL, "Result: 18C"),
+    bound(chat_tool_round_trip, CODEX_MODEL, "Result: 18C"),
+    responses_stateful_refused,
+]
+CHECKS += [bound(responses_plain, *route) for route in RESPONSES_ROUTES]
+CHECKS += [bound(responses_stream, *route) for route in RESPONSES_ROUTES]
+CHECKS += [
+    bound(responses_tool_round_trip, CHAT_MODEL, "Result: 18C"),
+    bound(responses_tool_round_trip, CLAUDE_MODEL, "It is 18C in Paris."),
+    bound(responses_tool_round_trip, GEMINI_MODEL, "It is 18C."),
+    bound(responses_tool_round_trip, CODEX_MODEL, "Result: 18C"),
 ]
 
 

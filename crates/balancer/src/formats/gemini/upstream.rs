@@ -188,6 +188,7 @@ pub(super) fn call_id(index: usize, name: &str) -> String {
 
 /// Decodes a whole `generateContent` answer; `None` when it is not one.
 pub fn decode_response(body: &Value) -> Option<Response> {
+    let body = super::endpoint::unwrap(body);
     let candidate = body["candidates"].get(0)?;
     let mut parts = Vec::new();
     let mut calls = 0;
@@ -227,6 +228,7 @@ pub fn decode_response(body: &Value) -> Option<Response> {
 
 /// A Gemini error body's code and message (`{"error": {"code", "message", "status"}}`).
 pub fn decode_error(body: &Value) -> Option<(String, String)> {
+    let body = super::endpoint::unwrap(body);
     let error = body.get("error")?;
     let code = error["status"]
         .as_str()
@@ -256,7 +258,8 @@ impl StreamDecoder for ChunkDecoder {
         let Ok(chunk) = serde_json::from_str::<Value>(data) else {
             return;
         };
-        if let Some((code, message)) = decode_error(&chunk) {
+        let chunk = super::endpoint::unwrap(&chunk);
+        if let Some((code, message)) = decode_error(chunk) {
             out.push(Event::Error { code, message });
             out.push(Event::End);
             self.ended = true;

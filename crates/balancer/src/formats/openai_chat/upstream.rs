@@ -136,7 +136,8 @@ pub fn encode_request(request: &Request, model: &str) -> Value {
             body.insert("parallel_tool_calls".into(), Value::Bool(false));
         }
     }
-    if let Some(choice) = &request.tool_choice {
+    // Chat refuses a tool choice without tools; with none, no tool can be called anyway.
+    if let Some(choice) = request.tool_choice.as_ref().filter(|_| !request.tools.is_empty()) {
         let choice = match choice {
             ToolChoice::Auto => json!("auto"),
             ToolChoice::None => json!("none"),

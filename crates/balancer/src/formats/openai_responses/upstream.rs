@@ -140,7 +140,7 @@ pub fn encode_request(request: &Request, model: &str, codex: bool) -> Result<Val
         body["tools"] = Value::Array(tools);
         body["parallel_tool_calls"] = Value::Bool(request.parallel_tool_calls);
     }
-    if let Some(choice) = &request.tool_choice {
+    if let Some(choice) = request.tool_choice.as_ref().filter(|_| !request.tools.is_empty()) {
         body["tool_choice"] = tool_choice(choice);
     }
     if let Some(e) = request.reasoning {
