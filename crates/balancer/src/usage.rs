@@ -38,9 +38,13 @@ fn tokens(usage: &Value, names: [&str; 2]) -> i64 {
 
 /// The usage object of a document: top-level `usage`, or inside `response` (Responses
 /// API stream events) or `message` (Anthropic `message_start`); Gemini's
-/// `usageMetadata` (its thinking tokens are output, as OpenAI counts reasoning).
+/// `usageMetadata` (its thinking tokens are output, as OpenAI counts reasoning), also
+/// inside Code Assist's `response` envelope.
 pub fn extract(document: &Value) -> Option<Usage> {
-    if let Some(meta) = document.get("usageMetadata").filter(|m| m.is_object()) {
+    let meta = document
+        .get("usageMetadata")
+        .or_else(|| document.get("response").and_then(|r| r.get("usageMetadata")));
+    if let Some(meta) = meta.filter(|m| m.is_object()) {
         let count = |name: &str| meta[name].as_i64().unwrap_or(0).max(0);
         return Some(Usage {
             input: count("promptTokenCount"),
@@ -238,6 +242,8 @@ mod tests {
         assert_eq!(extract(&responses), Some(Usage { input: 2, output: 9 }));
         let gemini = json!({ "usageMetadata": { "promptTokenCount": 8, "candidatesTokenCount": 5, "thoughtsTokenCount": 2 } });
         assert_eq!(extract(&gemini), Some(Usage { input: 8, output: 7 }));
+        let code_assist = json!({ "response": gemini, "traceId": "t" });
+        assert_eq!(extract(&code_assist), Some(Usage { input: 8, output: 7 }));
         assert_eq!(extract(&json!({ "usage": null })), None);
         assert_eq!(extract(&json!({ "choices": [] })), None);
     }

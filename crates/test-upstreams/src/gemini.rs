@@ -1,10 +1,18 @@
 //! A mock Gemini API (`generateContent`, `streamGenerateContent?alt=sse`) that checks
-//! every request — the `x-goog-api-key`, non-empty `contents` with roles `user` and
-//! `model`, every `functionResponse` naming a function called earlier, with an object
-//! `response` — and answers in the shapes of real answers: a text in two parts; with
-//! tools, a `functionCall` of `weather` for Paris; after a function response, a text
-//! built from it. Streams send one chunk per part (CRLF-separated, as Google's servers
-//! do), the last with the finish reason and the final usage.
+//! every request — the credential, non-empty `contents` with roles `user` and `model`,
+//! every `functionResponse` naming a function called earlier, with an object `response` —
+//! and answers in the shapes of real answers: a text in two parts; with tools, a
+//! `functionCall` of `weather` for Paris; after a function response, a text built from it.
+//! Streams send one chunk per part (CRLF-separated, as Google's servers do), the last with
+//! the finish reason and the final usage.
+//!
+//! It serves the layouts of every Google upstream: the Gemini API
+//! (`/v1beta/models/{model}:…`, key in `x-goog-api-key`), Vertex AI
+//! (`/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:…`, a
+//! bearer [`ACCESS_TOKEN`]), Vertex express mode (`/v1/publishers/google/models/{model}:…`,
+//! the key) and the Code Assist API of the Gemini CLI and Antigravity subscriptions
+//! (`/v1internal:…`, the bearer token, the request in `{"model", "project", "request"}` —
+//! a `project` is required — and every answer in `{"response": …}`).
 
 use std::sync::{Arc, Mutex};
 
@@ -20,15 +28,31 @@ pub const MODEL: &str = "gemini-2.5-flash";
 pub const REPLY: &str = "Hello from Gemini.";
 pub const PROMPT_TOKENS: u64 = 17;
 pub const OUTPUT_TOKENS: u64 = 5;
+/// The OAuth access token Vertex AI and Code Assist accept.
+pub const ACCESS_TOKEN: &str = "ya29.mock-google-access-token";
 
 /// What the mock saw: (path and query, body, the rule it broke).
 pub type Seen = Arc<Mutex<Vec<(String, Value, Option<String>)>>>;
 
-/// The first `generateContent` rule `body` breaks.
-fn broken_rule(headers: &HeaderMap, body: &Value) -> Option<String> {
-    if headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) != Some(KEY) {
-        return Some("API key not valid".into());
+/// How a layout authenticates.
+#[derive(Clone, Copy)]
+enum Auth {
+    ApiKey,
+    Bearer,
+}
+
+impl Auth {
+    fn ok(self, headers: &HeaderMap) -> bool {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        match self {
+            Auth::ApiKey => header("x-goog-api-key") == Some(KEY),
+            Auth::Bearer => header("authorization") == Some(&format!("Bearer {ACCESS_TOKEN}")),
+        }
     }
+}
+
+/// The first `generateContent` rule `body` breaks.
+fn broken_rule(body: &Value) -> Option<String> {
     let contents = body["contents"].as_array().filter(|c| !c.is_empty())?;
     let mut called: Vec<String> = Vec::new();
     for (i, content) in contents.iter().enumerate() {
@@ -53,16 +77,93 @@ fn broken_rule(headers: &HeaderMap, body: &Value) -> Option<String> {
 async fn generate(
     State(seen): State<Seen>,
     Path(rest): Path<String>,
-    RawQuery(query): RawQuery,
+    query: RawQuery,
     headers: HeaderMap,
-    Json(body): Json<Value>,
+    body: Json<Value>,
 ) -> Response {
-    let rule = if body["contents"].as_array().is_none_or(Vec::is_empty) {
+    answer(&seen, Auth::ApiKey, false, rest, query, &headers, body.0)
+}
+
+async fn vertex(
+    State(seen): State<Seen>,
+    Path((project, location, rest)): Path<(String, String, String)>,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Json<Value>,
+) -> Response {
+    let target = format!("projects/{project}/locations/{location}/publishers/google/models/{rest}");
+    answer(&seen, Auth::Bearer, false, target, query, &headers, body.0)
+}
+
+async fn vertex_express(
+    State(seen): State<Seen>,
+    Path(rest): Path<String>,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Json<Value>,
+) -> Response {
+    answer(
+        &seen,
+        Auth::ApiKey,
+        false,
+        format!("publishers/google/models/{rest}"),
+        query,
+        &headers,
+        body.0,
+    )
+}
+
+async fn code_assist(
+    State(seen): State<Seen>,
+    Path(method): Path<String>,
+    query: RawQuery,
+    headers: HeaderMap,
+    body: Json<Value>,
+) -> Response {
+    let envelope = body.0;
+    let wrapped =
+        envelope["project"].as_str().is_some_and(|p| !p.is_empty()) && envelope["model"].is_string();
+    if !method.starts_with("v1internal:") || !wrapped {
+        let rule = "Code Assist needs model and project around the request".to_owned();
+        seen.lock().unwrap().push((method, envelope, Some(rule.clone())));
+        let error = json!({ "error": { "code": 400, "message": rule, "status": "INVALID_ARGUMENT" } });
+        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+    }
+    let target = format!(
+        "{method}|{}|{}",
+        envelope["model"].as_str().unwrap_or_default(),
+        envelope["project"].as_str().unwrap_or_default()
+    );
+    answer(
+        &seen,
+        Auth::Bearer,
+        true,
+        target,
+        query,
+        &headers,
+        envelope["request"].clone(),
+    )
+}
+
+/// Checks and answers one `generateContent` call; `wrap` puts each answer in Code
+/// Assist's `{"response": …}`.
+fn answer(
+    seen: &Seen,
+    auth: Auth,
+    wrap: bool,
+    target: String,
+    RawQuery(query): RawQuery,
+    headers: &HeaderMap,
+    body: Value,
+) -> Response {
+    let rule = if !auth.ok(headers) {
+        Some("API key not valid".to_owned())
+    } else if body["contents"].as_array().is_none_or(Vec::is_empty) {
         Some("contents is required".to_owned())
     } else {
-        broken_rule(&headers, &body)
+        broken_rule(&body)
     };
-    let target = format!("{rest}?{}", query.unwrap_or_default());
+    let target = format!("{target}?{}", query.unwrap_or_default());
     seen.lock()
         .unwrap()
         .push((target.clone(), body.clone(), rule.clone()));
@@ -70,6 +171,13 @@ async fn generate(
         let error = json!({ "error": { "code": 400, "message": rule, "status": "INVALID_ARGUMENT" } });
         return (StatusCode::BAD_REQUEST, Json(error)).into_response();
     }
+    let envelope = move |value: Value| {
+        if wrap {
+            json!({ "response": value, "traceId": "trace-1" })
+        } else {
+            value
+        }
+    };
     let last = body["contents"]
         .as_array()
         .and_then(|c| c.last())
@@ -86,10 +194,10 @@ async fn generate(
     let usage = json!({ "promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": OUTPUT_TOKENS,
         "totalTokenCount": PROMPT_TOKENS + OUTPUT_TOKENS });
     if !target.contains(":streamGenerateContent") {
-        return Json(json!({
+        return Json(envelope(json!({
             "candidates": [{ "content": { "role": "model", "parts": parts }, "finishReason": "STOP", "index": 0 }],
             "usageMetadata": usage, "modelVersion": MODEL, "responseId": "gem-1",
-        }))
+        })))
         .into_response();
     }
     // One chunk per part; the last carries the finish reason and the final usage.
@@ -104,7 +212,7 @@ async fn generate(
                 chunk["candidates"][0]["finishReason"] = json!("STOP");
                 chunk["usageMetadata"] = usage.clone();
             }
-            Ok(format!("data: {chunk}\r\n\r\n"))
+            Ok(format!("data: {}\r\n\r\n", envelope(chunk)))
         })
         .collect();
     Response::builder()
@@ -113,11 +221,20 @@ async fn generate(
         .expect("a static response")
 }
 
-/// Starts the mock; returns its origin (a Gemini base URL) and what it saw.
+/// Starts the mock; returns its origin (the base URL of every layout) and what it saw.
 pub async fn start() -> (String, Seen) {
     let seen = Seen::default();
     let app = axum::Router::new()
         .route("/v1beta/models/{*rest}", axum::routing::post(generate))
+        .route(
+            "/v1/projects/{project}/locations/{location}/publishers/google/models/{*rest}",
+            axum::routing::post(vertex),
+        )
+        .route(
+            "/v1/publishers/google/models/{*rest}",
+            axum::routing::post(vertex_express),
+        )
+        .route("/{*method}", axum::routing::post(code_assist))
         .with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let origin = format!("http://{}", listener.local_addr().expect("addr"));

@@ -1,0 +1,154 @@
+//! Every Google upstream layout, end to end, on a mock that checks each one's path,
+//! credential and envelope: Vertex AI (project and regional location in the path, a
+//! bearer access token), Vertex express mode (an API key), and the Code Assist API behind
+//! the Gemini CLI and Antigravity subscriptions (`/v1internal:…`, the request wrapped with
+//! the model and the credential's project, answers unwrapped). OpenAI Chat and Anthropic
+//! clients reach each through translation, Gemini clients as is (Vertex) or with the
+//! envelope put on and taken off (Code Assist); usage is recorded from each answer.
+
+mod support;
+
+use ez_control_plane::testing::Backend;
+use ez_test_upstreams::gemini::{self, ACCESS_TOKEN, KEY, MODEL, Seen};
+use serde_json::{Value, json};
+use support::{Gateway, both_backends, sse_events};
+
+both_backends!(every_google_layout_is_reached_by_every_client);
+
+/// A group of `kind` on the mock bound as `default.{public}` with one credential.
+async fn bind(gw: &Gateway, kind: &str, origin: &str, group: Value, credential: Value, public: &str) {
+    let mut body = json!({ "name": public, "type": kind, "base_url": origin, "models": [MODEL] });
+    body.as_object_mut()
+        .unwrap()
+        .extend(group.as_object().unwrap().clone());
+    let group = gw.admin("/admin/provider-groups", body).await;
+    let mut credential = credential;
+    credential["group_id"] = group["id"].clone();
+    gw.admin("/admin/api-keys", credential).await;
+    gw.admin(
+        "/admin/bindings",
+        json!({ "namespace": "default", "public_model": public, "group_id": group["id"], "selector_value": MODEL }),
+    )
+    .await;
+}
+
+fn targets(seen: &Seen, from: usize) -> Vec<String> {
+    seen.lock().unwrap()[from..]
+        .iter()
+        .map(|(t, _, _)| t.clone())
+        .collect()
+}
+
+async fn every_google_layout_is_reached_by_every_client(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let (origin, seen) = gemini::start().await;
+    let vertex = json!({ "google_project": "proj-v", "google_location": "europe-west4" });
+    bind(
+        &gw,
+        "vertex",
+        &origin,
+        vertex,
+        json!({ "api_key": ACCESS_TOKEN }),
+        "vertex",
+    )
+    .await;
+    bind(
+        &gw,
+        "vertex-express",
+        &origin,
+        json!({}),
+        json!({ "api_key": KEY }),
+        "express",
+    )
+    .await;
+    let oauth = json!({ "access_token": ACCESS_TOKEN, "project_id": "cloud-proj-7" });
+    let cli = json!({ "headers_profile": "gemini-cli" });
+    bind(&gw, "gemini-cli", &origin, cli, oauth.clone(), "cli").await;
+    bind(&gw, "antigravity", &origin, json!({}), oauth, "agy").await;
+    gw.cache.refresh().await.unwrap();
+    let key = gw.add_tenant("acme", json!({}), json!({})).await.key;
+    let bearer = format!("Bearer {key}");
+    let openai = [("authorization", bearer.as_str())];
+    let anthropic = [("x-api-key", key.as_str()), ("anthropic-version", "2023-06-01")];
+    let google = [("x-goog-api-key", key.as_str())];
+    let cases = [
+        (
+            "vertex",
+            format!(
+                "projects/proj-v/locations/europe-west4/publishers/google/models/{MODEL}:generateContent"
+            ),
+        ),
+        (
+            "express",
+            format!("publishers/google/models/{MODEL}:generateContent"),
+        ),
+        ("cli", format!("v1internal:generateContent|{MODEL}|cloud-proj-7")),
+        ("agy", format!("v1internal:generateContent|{MODEL}|cloud-proj-7")),
+    ];
+    for (public, path) in &cases {
+        let from = seen.lock().unwrap().len();
+        let chat = json!({ "model": public, "messages": [{ "role": "user", "content": "hi" }] });
+        let (status, text) = gw.post_checked("/v1/chat/completions", &openai, chat).await;
+        assert_eq!(status, 200, "{public}: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            gemini::REPLY,
+            "{public}"
+        );
+        assert_eq!(body["usage"]["prompt_tokens"], gemini::PROMPT_TOKENS, "{public}");
+
+        let streamed = json!({ "model": public, "max_tokens": 64, "stream": true,
+            "messages": [{ "role": "user", "content": "hi" }] });
+        let (status, text) = gw.post_checked("/v1/messages", &anthropic, streamed).await;
+        assert_eq!(status, 200, "{public}: {text}");
+        let deltas: String = sse_events(&text)
+            .iter()
+            .filter_map(|e| e.split_once("data: "))
+            .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|d| d["delta"]["text"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(deltas, gemini::REPLY, "{public}: {text}");
+
+        let native = json!({ "contents": [{ "role": "user", "parts": [{ "text": "hi" }] }] });
+        let url = format!("/v1beta/models/{public}:generateContent");
+        let (status, text) = gw.post_checked(&url, &google, native).await;
+        assert_eq!(status, 200, "{public}: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            body.get("response").is_none(),
+            "the envelope is taken off: {body}"
+        );
+        assert_eq!(
+            body["candidates"][0]["content"]["parts"][0]["text"]
+                .as_str()
+                .map(|t| t.starts_with("Hello")),
+            Some(true)
+        );
+        assert_eq!(body["usageMetadata"]["promptTokenCount"], gemini::PROMPT_TOKENS);
+
+        let reached = targets(&seen, from);
+        assert_eq!(reached.len(), 3, "{public}: {reached:?}");
+        let streamed_path = path.replace(":generateContent", ":streamGenerateContent");
+        assert!(reached[0].starts_with(path.as_str()), "{public}: {reached:?}");
+        assert!(reached[2].starts_with(path.as_str()), "{public}: {reached:?}");
+        assert!(
+            reached[1].starts_with(&streamed_path) && reached[1].contains("alt=sse"),
+            "{public}: {reached:?}"
+        );
+    }
+    let broken = gemini::broken(&seen);
+    assert!(
+        broken.is_empty(),
+        "requests that broke a Google upstream's rules: {broken:?}"
+    );
+    let logs = gw.wait_for_logs(12).await;
+    assert!(
+        logs.iter()
+            .all(|l| l["status_code"] == 200 && l["upstream_format"] == "gemini_generate_content")
+    );
+    assert!(
+        logs.iter().all(|l| l["input_tokens"] == gemini::PROMPT_TOKENS),
+        "{logs:?}"
+    );
+}
