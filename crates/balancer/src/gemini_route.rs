@@ -1,5 +1,5 @@
-//! Gemini's routes, `POST /v1beta/models/{model}:generateContent` and
-//! `:streamGenerateContent?alt=sse` — and the same under `/v1/models/`, which
+//! Gemini's routes, `POST /v1beta/models/{model}:generateContent`,
+//! `:streamGenerateContent?alt=sse` and `:countTokens` — and the same under `/v1/models/`, which
 //! `google-genai` calls when given a base URL — with the key in `x-goog-api-key` or
 //! `?key=`: the model and the stream flag come from the URL, then the request takes the
 //! common path (`proxy::forward`).
@@ -17,6 +17,8 @@ use crate::upstream::Ingress;
 pub struct PathModel {
     pub model: String,
     pub stream: bool,
+    /// `:countTokens` rather than a generation.
+    pub count: bool,
 }
 
 /// `gemini-2.5-flash:streamGenerateContent` with `alt=sse` → the model, streamed.
@@ -38,7 +40,7 @@ pub fn parse(target: &str, query: Option<&str>) -> Result<PathModel, ProxyError>
     }
     let sse = query.is_some_and(|q| q.split('&').any(|pair| pair == "alt=sse"));
     let stream = match method {
-        "generateContent" => false,
+        "generateContent" | "countTokens" => false,
         "streamGenerateContent" if sse => true,
         "streamGenerateContent" => {
             return Err(ProxyError::new(
@@ -52,13 +54,16 @@ pub fn parse(target: &str, query: Option<&str>) -> Result<PathModel, ProxyError>
             return Err(ProxyError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                format!("the gateway serves generateContent and streamGenerateContent, not {method:?}"),
+                format!(
+                    "the gateway serves generateContent, streamGenerateContent and countTokens, not {method:?}"
+                ),
             ));
         }
     };
     Ok(PathModel {
         model: model.to_owned(),
         stream,
+        count: method == "countTokens",
     })
 }
 
@@ -69,8 +74,13 @@ pub async fn generate(
 ) -> Response {
     match parse(&target, req.uri().query()) {
         Ok(path) => {
+            let ingress = if path.count {
+                Ingress::GeminiCountTokens
+            } else {
+                Ingress::Gemini
+            };
             req.extensions_mut().insert(path);
-            forward(&state, Ingress::Gemini, req).await
+            forward(&state, ingress, req).await
         }
         Err(e) => e.into_response(),
     }
@@ -87,9 +97,11 @@ mod tests {
             plain,
             PathModel {
                 model: "gemini-2.5-flash".into(),
-                stream: false
+                stream: false,
+                count: false,
             }
         );
+        assert!(parse("models/gemini-2.5-flash:countTokens", None).unwrap().count);
         let streamed = parse("gemini-2.5-flash:streamGenerateContent", Some("alt=sse&key=k")).unwrap();
         assert!(streamed.stream);
         assert_eq!(parse("ns.model:generateContent", None).unwrap().model, "ns.model");

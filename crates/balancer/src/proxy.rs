@@ -149,9 +149,16 @@ pub fn router(state: BalancerState) -> Router {
         .route("/v1/responses", post(responses))
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
-        .route("/v1beta/models/{*target}", post(crate::gemini_route::generate))
+        .route("/v1beta/models", get(crate::models::list_gemini))
+        .route(
+            "/v1beta/models/{*target}",
+            post(crate::gemini_route::generate).get(crate::models::get_gemini),
+        )
         // google-genai calls `/v1/...` when given a base URL of its own.
-        .route("/v1/models/{*target}", post(crate::gemini_route::generate))
+        .route(
+            "/v1/models/{*target}",
+            post(crate::gemini_route::generate).get(crate::models::get_model),
+        )
         .route("/v1/models", get(crate::models::list))
         .with_state(state)
 }
@@ -498,6 +505,12 @@ async fn send(
             let target = (
                 formats::gemini::endpoint::url(provider, kind, &pick.upstream_model, request.stream),
                 Ingress::Gemini.format(),
+            );
+            (serde_json::to_vec(&request.document), None, target)
+        } else if ingress == Ingress::GeminiCountTokens && ingress.served_by(kind) {
+            let target = (
+                formats::gemini::endpoint::count_url(provider, kind, &pick.upstream_model),
+                ingress.format(),
             );
             (serde_json::to_vec(&request.document), None, target)
         } else if ingress == Ingress::Responses && kind == ProviderType::Codex {

@@ -19,6 +19,8 @@ pub enum Ingress {
     CountTokens,
     /// Gemini `generateContent` / `streamGenerateContent` (model and stream in the URL).
     Gemini,
+    /// Gemini's token counting (`/v1beta/models/{model}:countTokens`).
+    GeminiCountTokens,
 }
 
 impl Ingress {
@@ -32,6 +34,7 @@ impl Ingress {
             Ingress::Messages => "/v1/messages",
             Ingress::CountTokens => "/v1/messages/count_tokens",
             Ingress::Gemini => "/v1beta/models/{model}:generateContent",
+            Ingress::GeminiCountTokens => "/v1beta/models/{model}:countTokens",
         }
     }
 
@@ -45,6 +48,7 @@ impl Ingress {
             Ingress::Messages => "anthropic_messages",
             Ingress::CountTokens => "anthropic_count_tokens",
             Ingress::Gemini => "gemini_generate_content",
+            Ingress::GeminiCountTokens => "gemini_count_tokens",
         }
     }
 
@@ -58,7 +62,7 @@ impl Ingress {
             // Most OpenAI-compatible servers have no Responses API: they get Chat, translated.
             Ingress::Responses => matches!(t, P::OpenAi | P::Azure | P::Codex),
             Ingress::Messages | Ingress::CountTokens => matches!(t, P::Anthropic | P::Claude | P::ClaudeCode),
-            Ingress::Gemini => matches!(
+            Ingress::Gemini | Ingress::GeminiCountTokens => matches!(
                 t,
                 P::Gemini | P::Google | P::AiStudio | P::Vertex | P::VertexExpress
             ),
@@ -94,7 +98,7 @@ pub fn url(provider: &ProviderSnapshot, ingress: Ingress) -> String {
         Ingress::CountTokens if base.ends_with("/v1") => "/messages/count_tokens",
         Ingress::CountTokens => "/v1/messages/count_tokens",
         // Gemini URLs carry the model: `formats::gemini::endpoint::url`.
-        Ingress::Gemini => "",
+        Ingress::Gemini | Ingress::GeminiCountTokens => "",
     };
     let mut url = String::with_capacity(base.len() + path.len());
     url.push_str(base);

@@ -309,4 +309,43 @@ async fn the_model_list_comes_in_the_shape_of_the_clients_sdk(backend: ez_contro
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["claude", "gpt"]);
+
+    // Gemini's list and one model, under /v1beta and (with a Google-style key) /v1.
+    let get = |path: String, header: &'static str| {
+        let req = gw.client.get(format!("{}{path}", gw.base)).header(header, &t.key);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, gemini) = get("/v1beta/models".into(), "x-goog-api-key").await;
+    assert_eq!(status, 200);
+    assert_eq!(gemini["models"][0]["name"], "models/claude", "{gemini}");
+    assert_eq!(
+        gemini["models"][1]["supportedGenerationMethods"],
+        json!(["generateContent", "streamGenerateContent", "countTokens"])
+    );
+    let (_, same) = get("/v1/models".into(), "x-goog-api-key").await;
+    assert_eq!(same, gemini);
+    let (status, one) = get("/v1beta/models/models/gpt".into(), "x-goog-api-key").await;
+    assert_eq!((status, &one["name"]), (200, &json!("models/gpt")));
+    let (status, one) = get("/v1/models/gpt".into(), "authorization").await;
+    assert_eq!(
+        status, 401,
+        "a bare key in authorization is no bearer token: {one}"
+    );
+    let bearer = gw
+        .client
+        .get(format!("{}/v1/models/gpt", gw.base))
+        .bearer_auth(&t.key)
+        .send()
+        .await
+        .unwrap();
+    let one: Value = bearer.json().await.unwrap();
+    assert_eq!((&one["id"], &one["object"]), (&json!("gpt"), &json!("model")));
+    let (status, missing) = get("/v1beta/models/nope".into(), "x-goog-api-key").await;
+    assert_eq!(
+        (status, &missing["error"]["code"]),
+        (404, &json!("model_not_found"))
+    );
 }

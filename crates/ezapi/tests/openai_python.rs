@@ -391,7 +391,9 @@ async fn official_client_works_through_the_gateway(python: String) {
             .all(|(b, _)| b["model"] == CODEX_UPSTREAM_MODEL)
     );
 
-    let plain_stream_tools = (4, 4, 4, 4);
+    // Plain, stream, call and result on each family, and a token count on Anthropic and
+    // Gemini.
+    let expected = (4, 5, 5, 4);
     for (module, script, env) in [
         (
             "google.genai",
@@ -416,7 +418,7 @@ async fn official_client_works_through_the_gateway(python: String) {
                     &python,
                     script,
                     &env,
-                    plain_stream_tools,
+                    expected,
                     "plain, stream, call, result on each family",
                 )
                 .await;

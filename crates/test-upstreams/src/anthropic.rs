@@ -38,6 +38,7 @@ struct Mock {
 pub async fn start(key: &str, seen: Seen) -> String {
     let app = axum::Router::new()
         .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
         .with_state(Mock {
             seen,
             key: key.to_owned(),
@@ -202,6 +203,41 @@ fn answer(body: &Value) -> (Vec<Value>, &'static str) {
         vec![json!({ "type": "text", "text": REPLY_PIECES.concat() })],
         "end_turn",
     )
+}
+
+/// `POST /v1/messages/count_tokens`: the conversation's rules (no `max_tokens`, no
+/// generation settings), answered with [`INPUT_TOKENS`].
+async fn count_tokens(State(mock): State<Mock>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let allowed = [
+        "model",
+        "messages",
+        "system",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "mcp_servers",
+    ];
+    let stray = body
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str())).cloned());
+    let rule = if header("x-api-key") != Some(mock.key.as_str()) {
+        Some("invalid x-api-key".to_owned())
+    } else if let Some(field) = stray {
+        Some(format!("{field}: Extra inputs are not permitted"))
+    } else {
+        let mut as_generation = body.clone();
+        as_generation["max_tokens"] = json!(1);
+        broken_rule(&as_generation)
+    };
+    mock.seen.lock().unwrap().push((body.clone(), rule.clone()));
+    match rule {
+        Some(rule) if rule == "invalid x-api-key" => {
+            error(StatusCode::UNAUTHORIZED, "authentication_error", &rule)
+        }
+        Some(rule) => error(StatusCode::BAD_REQUEST, "invalid_request_error", &rule),
+        None => Json(json!({ "input_tokens": INPUT_TOKENS })).into_response(),
+    }
 }
 
 async fn messages(State(mock): State<Mock>, headers: HeaderMap, Json(body): Json<Value>) -> Response {

@@ -156,6 +156,9 @@ fn answer(
     headers: &HeaderMap,
     body: Value,
 ) -> Response {
+    if target.contains(":countTokens") {
+        return count(seen, auth, target, headers, body);
+    }
     let rule = if !auth.ok(headers) {
         Some("API key not valid".to_owned())
     } else if body["contents"].as_array().is_none_or(Vec::is_empty) {
@@ -219,6 +222,32 @@ fn answer(
         .header("content-type", "text/event-stream")
         .body(Body::from_stream(futures_util::stream::iter(chunks)))
         .expect("a static response")
+}
+
+/// `:countTokens`: the conversation (`contents`, or a whole `generateContentRequest`
+/// naming its model as `models/…`) under the same rules, answered with [`PROMPT_TOKENS`].
+fn count(seen: &Seen, auth: Auth, target: String, headers: &HeaderMap, body: Value) -> Response {
+    let conversation = body.get("generateContentRequest").unwrap_or(&body);
+    let rule = if !auth.ok(headers) {
+        Some("API key not valid".to_owned())
+    } else if conversation["contents"].as_array().is_none_or(Vec::is_empty) {
+        Some("contents is required".to_owned())
+    } else if body.get("generateContentRequest").is_some()
+        && !conversation["model"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("models/"))
+    {
+        Some("generateContentRequest.model must be models/{model}".to_owned())
+    } else {
+        broken_rule(conversation)
+    };
+    seen.lock().unwrap().push((target, body.clone(), rule.clone()));
+    if let Some(rule) = rule {
+        let error = json!({ "error": { "code": 400, "message": rule, "status": "INVALID_ARGUMENT" } });
+        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+    }
+    Json(json!({ "totalTokens": PROMPT_TOKENS, "promptTokensDetails": [{ "modality": "TEXT", "tokenCount": PROMPT_TOKENS }] }))
+        .into_response()
 }
 
 /// Starts the mock; returns its origin (the base URL of every layout) and what it saw.

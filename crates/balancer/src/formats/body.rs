@@ -35,6 +35,7 @@ enum Mode {
         created: i64,
         upstream: Format,
         client: Format,
+        count: bool,
     },
 }
 
@@ -98,6 +99,7 @@ impl<S> TranslatedBody<S> {
                 created,
                 upstream: translation.upstream,
                 client: translation.client,
+                count: translation.count,
             }
         };
         TranslatedBody {
@@ -239,9 +241,17 @@ impl Mode {
                 created,
                 upstream,
                 client,
+                count,
             } => {
                 let value: Value = serde_json::from_slice(kept).unwrap_or(Value::Null);
+                if *count
+                    && *status < 400
+                    && let Some(answer) = super::count::answer(*client, &value)
+                {
+                    return serde_json::to_vec(&answer).unwrap_or_default();
+                }
                 let (decoded, error) = decode_json(*upstream, &value);
+                let decoded = decoded.filter(|_| !*count);
                 for_client(*client, *status, decoded, error, *created)
             }
         }

@@ -12,6 +12,7 @@
 
 pub mod anthropic;
 pub mod body;
+pub mod count;
 pub mod gemini;
 pub mod ir;
 pub mod openai_chat;
@@ -82,7 +83,10 @@ impl Format {
             Ingress::Responses => Some(Format::Responses),
             Ingress::Messages => Some(Format::Messages),
             Ingress::Gemini => Some(Format::Gemini),
-            Ingress::Completions | Ingress::Embeddings | Ingress::CountTokens => None,
+            Ingress::Completions
+            | Ingress::Embeddings
+            | Ingress::CountTokens
+            | Ingress::GeminiCountTokens => None,
         }
     }
 
@@ -127,6 +131,8 @@ pub struct Translation {
     pub upstream_stream: bool,
     /// Whether a Chat client gets a final usage chunk.
     pub include_usage: bool,
+    /// A token count (`count_tokens`, `countTokens`), not a generation.
+    pub count: bool,
 }
 
 impl Translation {
@@ -145,7 +151,7 @@ pub fn translates(ingress: Ingress, t: ProviderType) -> bool {
     matches!(
         (Format::of_ingress(ingress), Format::of_upstream(t)),
         (Some(client), Some(upstream)) if client != upstream || gemini::endpoint::is_code_assist(t)
-    )
+    ) || count::formats(ingress, t).is_some()
 }
 
 /// Where a translated request for `model` goes on `provider`, and the upstream format's
@@ -156,6 +162,18 @@ pub fn target(
     model: &str,
     translation: Translation,
 ) -> (String, &'static str) {
+    if translation.count {
+        return match translation.upstream {
+            Format::Gemini => (
+                gemini::endpoint::count_url(provider, t, model),
+                Ingress::GeminiCountTokens.format(),
+            ),
+            _ => (
+                crate::upstream::url(provider, Ingress::CountTokens),
+                Ingress::CountTokens.format(),
+            ),
+        };
+    }
     let endpoint = translation.upstream.ingress();
     let url = match translation.upstream {
         Format::Gemini => gemini::endpoint::url(provider, t, model, translation.upstream_stream),
@@ -186,6 +204,9 @@ pub fn request(
     model: &str,
     stream: bool,
 ) -> Result<(Value, Translation), Refusal> {
+    if matches!(ingress, Ingress::CountTokens | Ingress::GeminiCountTokens) {
+        return count::request(ingress, t, document, model);
+    }
     let (Some(client), Some(upstream)) = (Format::of_ingress(ingress), Format::of_upstream(t)) else {
         return Err(refuse(
             "model",
@@ -199,6 +220,7 @@ pub fn request(
         stream: request.stream,
         upstream_stream: request.stream,
         include_usage: client == Format::Chat && request.stream_usage,
+        count: false,
     };
     let body = match upstream {
         Format::Chat => openai_chat::encode_request(&request, model),
@@ -252,6 +274,7 @@ pub fn codex_pass_through(
         stream: false,
         upstream_stream: true,
         include_usage: false,
+        count: false,
     });
     Ok((document, collect))
 }

@@ -395,6 +395,7 @@ async fn collect(stream: &'static str, client: Format) -> Value {
         stream: false,
         upstream_stream: true,
         include_usage: false,
+        count: false,
     };
     let body = TranslatedBody::new(futures_util::stream::iter(chunks), 200, translation, 9);
     let parts: Vec<Bytes> = body.map(|c| c.unwrap()).collect().await;

@@ -568,6 +568,7 @@ async fn translate(chunks: Vec<&'static [u8]>, status: u16, stream: bool) -> Str
         stream,
         upstream_stream: stream,
         include_usage: false,
+        count: false,
     };
     let body = TranslatedBody::new(inner, status, translation, 0);
     let parts: Vec<Bytes> = body.map(|c| c.unwrap()).collect().await;

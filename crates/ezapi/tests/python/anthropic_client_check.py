@@ -72,6 +72,12 @@ def tool_round_trip(model, answer):
     return f"{model}: {calls[0].id} -> {got!r}"
 
 
+def count(model, input_tokens):
+    counted = client.messages.count_tokens(model=model, system="Be brief.", messages=MESSAGES)
+    expect(counted.input_tokens == input_tokens, f"{model}: {counted}, expected {input_tokens}")
+    return f"{model}: {counted.input_tokens} tokens"
+
+
 CHECKS = [(f"plain {m}", plain, (m, t, n)) for m, t, n in ROUTES]
 CHECKS += [(f"stream {m}", streamed, (m, t, n)) for m, t, n in ROUTES]
 CHECKS += [
@@ -79,6 +85,9 @@ CHECKS += [
     ("tools gemini-flash", tool_round_trip, ("gemini-flash", "It is 18C.")),
     ("tools gpt-4o-mini", tool_round_trip, ("gpt-4o-mini", "Result: 18C")),
     ("tools codex", tool_round_trip, ("codex", "Result: 18C")),
+    # Counting: Anthropic as is, Gemini translated (OpenAI cannot count).
+    ("count claude-haiku", count, ("claude-haiku", 21)),
+    ("count gemini-flash", count, ("gemini-flash", 17)),
 ]
 
 

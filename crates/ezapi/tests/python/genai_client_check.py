@@ -75,6 +75,21 @@ def tool_round_trip(model, answer):
     return f"{model}: call -> {final.text!r}"
 
 
+def count(model, total):
+    counted = client.models.count_tokens(model=model, contents="How many tokens is this?")
+    expect(counted.total_tokens == total, f"{model}: total_tokens {counted.total_tokens}, expected {total}")
+    return f"{model}: {counted.total_tokens} tokens"
+
+
+def listed():
+    names = sorted(m.name for m in client.models.list())
+    want = sorted(f"models/{m}" for m in [r[0] for r in ROUTES] + ["text-embedding-3-small"])
+    expect(names == want, f"models {names}, expected {want}")
+    one = client.models.get(model="claude-haiku")
+    expect(one.name == "models/claude-haiku", f"model {one}")
+    return f"{len(names)} models"
+
+
 CHECKS = [(f"plain {m}", plain, (m, t, p)) for m, t, p in ROUTES]
 CHECKS += [(f"stream {m}", streamed, (m, t, p)) for m, t, p in ROUTES]
 CHECKS += [
@@ -82,6 +97,10 @@ CHECKS += [
     ("tools claude-haiku", tool_round_trip, ("claude-haiku", "It is 18C in Paris.")),
     ("tools gpt-4o-mini", tool_round_trip, ("gpt-4o-mini", "Result: 18C")),
     ("tools codex", tool_round_trip, ("codex", "Result: 18C")),
+    # Counting: Gemini as is, Anthropic translated (OpenAI cannot count).
+    ("count gemini-flash", count, ("gemini-flash", 17)),
+    ("count claude-haiku", count, ("claude-haiku", 21)),
+    ("models", listed, ()),
 ]
 
 

@@ -33,8 +33,16 @@ pub fn is_code_assist(t: ProviderType) -> bool {
 
 /// The URL of a `generateContent` (or streamed) call for `model` on `provider` of type `t`.
 pub fn url(provider: &ProviderSnapshot, t: ProviderType, model: &str, stream: bool) -> String {
+    at(provider, t, model, method(stream))
+}
+
+/// The URL of a `countTokens` call (the Gemini API and Vertex; Code Assist has its own).
+pub fn count_url(provider: &ProviderSnapshot, t: ProviderType, model: &str) -> String {
+    at(provider, t, model, ":countTokens")
+}
+
+fn at(provider: &ProviderSnapshot, t: ProviderType, model: &str, method: &str) -> String {
     let base = provider.base_url.trim_end_matches('/');
-    let method = method(stream);
     match t {
         ProviderType::Vertex => {
             let location = match provider.google_location.as_str() {
