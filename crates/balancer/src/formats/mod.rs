@@ -224,7 +224,10 @@ pub fn request(
     };
     let body = match upstream {
         Format::Chat => openai_chat::encode_request(&request, model),
-        Format::Messages => anthropic::encode_request(&request, model),
+        Format::Messages => {
+            anthropic::refusals(&request)?;
+            anthropic::encode_request(&request, model)
+        }
         Format::Gemini => gemini::endpoint::wrap(provider, t, model, gemini::encode_request(&request)?),
         Format::Responses => {
             let codex = t == ProviderType::Codex;
@@ -335,3 +338,5 @@ mod tests_responses;
 #[cfg(test)]
 mod tests_reverse;
 
+#[cfg(test)]
+mod tests_roundtrip;

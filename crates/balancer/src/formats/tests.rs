@@ -1,6 +1,7 @@
 //! Table tests of the OpenAI Chat ⇄ IR ⇄ Anthropic Messages pieces: requests with tools,
 //! images and results; answers with tool calls and thinking; a streamed tool call.
 
+use ez_contract::provider::ProviderType;
 use serde_json::{Map, Value, json};
 
 use super::anthropic::{self, EventDecoder};
@@ -167,6 +168,54 @@ fn untranslatable_requests_name_the_field() {
         body.insert("model".into(), json!("m"));
         let refusal = openai_chat::decode_request(&body).expect_err(param);
         assert_eq!(refusal.param, param);
+    }
+    // Reasoning on Anthropic fixes the sampling: a temperature is refused, 1 is fine.
+    let thinking = |extra: Value| {
+        let mut body = object(
+            json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }], "reasoning_effort": "low" }),
+        );
+        body.extend(object(extra));
+        super::request(
+            crate::upstream::Ingress::ChatCompletions,
+            &provider(),
+            ProviderType::Anthropic,
+            &body,
+            "claude-x",
+            false,
+        )
+    };
+    assert_eq!(
+        thinking(json!({ "temperature": 0.2 })).unwrap_err().param,
+        "temperature"
+    );
+    assert_eq!(thinking(json!({ "top_p": 0.5 })).unwrap_err().param, "top_p");
+    assert!(thinking(json!({ "temperature": 1.0, "top_p": 0.97 })).is_ok());
+}
+
+fn provider() -> ez_contract::routing::ProviderSnapshot {
+    ez_contract::routing::ProviderSnapshot {
+        id: 1,
+        name: "claude#1".into(),
+        provider_type: "anthropic".into(),
+        base_url: "https://api.anthropic.com".into(),
+        api_key: "k".into(),
+        google_project: String::new(),
+        google_location: String::new(),
+        group_id: 1,
+        group: "default".into(),
+        models: vec![],
+        status: "active".into(),
+        auto_ban: true,
+        weight: 1,
+        ban_until: 0,
+        ban_reason: String::new(),
+        access_token: String::new(),
+        refresh_token: String::new(),
+        expires_at: 0,
+        account_id: String::new(),
+        project_id: String::new(),
+        static_headers: Default::default(),
+        headers_profile: String::new(),
     }
 }
 

@@ -6,4 +6,6 @@ mod client;
 mod upstream;
 
 pub use client::{EventEncoder, decode_request, encode_error, encode_response};
-pub use upstream::{DEFAULT_MAX_TOKENS, EventDecoder, decode_error, decode_response, encode_request};
+pub use upstream::{
+    DEFAULT_MAX_TOKENS, EventDecoder, decode_error, decode_response, encode_request, refusals,
+};

@@ -79,6 +79,28 @@ fn messages(list: &[Message]) -> Vec<Value> {
 }
 
 /// Encodes `request` for an Anthropic upstream serving `model`.
+/// What Anthropic refuses in a request it could otherwise be sent: with thinking on, a
+/// temperature other than 1 or a `top_p` below 0.95.
+pub fn refusals(request: &Request) -> Result<(), crate::formats::Refusal> {
+    if request.reasoning.is_none() {
+        return Ok(());
+    }
+    if request.temperature.is_some_and(|t| t != 1.0) {
+        return Err(crate::formats::refuse(
+            "temperature",
+            "Anthropic takes no temperature but 1 while reasoning: leave it out or drop the reasoning effort",
+        ));
+    }
+    if request.top_p.is_some_and(|p| p < 0.95) {
+        return Err(crate::formats::refuse(
+            "top_p",
+            "Anthropic takes top_p from 0.95 to 1 while reasoning",
+        ));
+    }
+    Ok(())
+}
+
+/// Encodes `request` for Anthropic (after [`refusals`]).
 pub fn encode_request(request: &Request, model: &str) -> Value {
     let mut body = Map::new();
     body.insert("model".into(), json!(model));

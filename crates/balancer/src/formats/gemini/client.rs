@@ -108,7 +108,12 @@ fn part(p: &Value, at: &str, open: &mut OpenCalls) -> Result<Part, Refusal> {
             )
         })?;
         let body = &response["response"];
-        let content = match body.get("content").or_else(|| body.get("output")) {
+        // A result is `{"content"}` or `{"output"}`; a failure `{"error"}` (Google's convention).
+        let content = match body
+            .get("content")
+            .or_else(|| body.get("output"))
+            .or_else(|| body.get("error"))
+        {
             Some(Value::String(text)) => text.clone(),
             _ => body.to_string(),
         };

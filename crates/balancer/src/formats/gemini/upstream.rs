@@ -39,6 +39,29 @@ fn call_names(request: &Request) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// A turn's parts with its tool results in the order of their calls: Gemini pairs a
+/// result with a call by the function's name and the order of the answers, not by id.
+fn in_call_order<'a>(parts: &[&'a Part], names: &[(&str, &str)]) -> Vec<&'a Part> {
+    let position = |p: &Part| match p {
+        Part::ToolResult { call_id, .. } => names.iter().position(|(id, _)| id == call_id),
+        _ => None,
+    };
+    let mut results: Vec<&Part> = parts.iter().copied().filter(|p| position(p).is_some()).collect();
+    results.sort_by_key(|p| position(p));
+    let mut results = results.into_iter();
+    // Each result keeps its place among the other parts; the results take turns in call order.
+    parts
+        .iter()
+        .map(|p| {
+            if position(p).is_some() {
+                results.next().unwrap_or(p)
+            } else {
+                p
+            }
+        })
+        .collect()
+}
+
 fn part(p: &Part, names: &[(&str, &str)]) -> Result<Option<Value>, Refusal> {
     Ok(Some(match p {
         Part::Text(text) if text.is_empty() => return Ok(None),
@@ -55,7 +78,11 @@ fn part(p: &Part, names: &[(&str, &str)]) -> Result<Option<Value>, Refusal> {
         Part::ToolCall { name, arguments, .. } => {
             json!({ "functionCall": { "name": name, "args": arguments } })
         }
-        Part::ToolResult { call_id, content, .. } => {
+        Part::ToolResult {
+            call_id,
+            content,
+            is_error,
+        } => {
             let name = names
                 .iter()
                 .find(|(id, _)| id == call_id)
@@ -66,7 +93,13 @@ fn part(p: &Part, names: &[(&str, &str)]) -> Result<Option<Value>, Refusal> {
                         &format!("{call_id:?} answers no call of this conversation"),
                     )
                 })?;
-            json!({ "functionResponse": { "name": name, "response": { "content": content } } })
+            // Google's convention for a failed call: the text under `error`.
+            let response = if *is_error {
+                json!({ "error": content })
+            } else {
+                json!({ "content": content })
+            };
+            json!({ "functionResponse": { "name": name, "response": response } })
         }
         // Gemini's thoughts cannot be sent back to it.
         Part::Thinking { .. } => return Ok(None),
@@ -82,27 +115,27 @@ pub fn encode_request(request: &Request) -> Result<Value, Refusal> {
         ));
     }
     let names = call_names(request);
-    let mut contents: Vec<(Role, Vec<Value>)> = Vec::with_capacity(request.messages.len());
+    // Gemini alternates roles: consecutive turns of one role are one content.
+    let mut turns: Vec<(Role, Vec<&Part>)> = Vec::with_capacity(request.messages.len());
     for message in &request.messages {
-        let mut parts = Vec::with_capacity(message.parts.len());
-        for p in &message.parts {
-            if let Some(p) = part(p, &names)? {
-                parts.push(p);
-            }
-        }
-        match contents.last_mut() {
-            Some((role, existing)) if *role == message.role => existing.extend(parts),
-            _ => contents.push((message.role, parts)),
+        match turns.last_mut() {
+            Some((role, parts)) if *role == message.role => parts.extend(&message.parts),
+            _ => turns.push((message.role, message.parts.iter().collect())),
         }
     }
-    let contents: Vec<Value> = contents
-        .into_iter()
-        .filter(|(_, parts)| !parts.is_empty())
-        .map(|(role, parts)| {
+    let mut contents = Vec::with_capacity(turns.len());
+    for (role, parts) in turns {
+        let mut wire = Vec::with_capacity(parts.len());
+        for p in in_call_order(&parts, &names) {
+            if let Some(p) = part(p, &names)? {
+                wire.push(p);
+            }
+        }
+        if !wire.is_empty() {
             let role = if role == Role::User { "user" } else { "model" };
-            json!({ "role": role, "parts": parts })
-        })
-        .collect();
+            contents.push(json!({ "role": role, "parts": wire }));
+        }
+    }
     let mut body = Map::new();
     body.insert("contents".into(), Value::Array(contents));
     if !request.system.is_empty() {
