@@ -25,6 +25,25 @@ pub struct Request {
     pub reasoning: Option<Effort>,
     /// An end-user id for the provider's abuse monitoring.
     pub user: Option<String>,
+    /// The answer must be JSON (structured output).
+    pub output: Option<JsonOutput>,
+}
+
+/// A JSON answer: any JSON object, or one matching a schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonOutput {
+    /// The client's field that asked for it (named when a target cannot do it).
+    pub param: &'static str,
+    pub schema: Option<JsonSchema>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonSchema {
+    pub name: String,
+    /// JSON Schema of the answer.
+    pub schema: Value,
+    /// Whether the provider must follow the schema exactly.
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -95,8 +95,8 @@ fn what_the_ir_cannot_carry_is_refused_by_name() {
         (json!({ "store": true }), "store"),
         (json!({ "tools": [{ "type": "web_search" }] }), "tools[0].type"),
         (
-            json!({ "text": { "format": { "type": "json_schema", "name": "x", "schema": {} } } }),
-            "text.format",
+            json!({ "text": { "format": { "type": "json_schema", "schema": {} } } }),
+            "text.format.name",
         ),
         (
             json!({ "include": ["message.output_text.logprobs"] }),
@@ -420,4 +420,64 @@ async fn a_codex_stream_is_collected_for_a_client_that_wanted_one_answer() {
     // A stream that stops early is an error in the client's shape, not half an answer.
     let cut = collect(&STREAM[..700], Format::Messages).await;
     assert_eq!(cut["type"], "error");
+}
+
+/// JSON output: each format's way of asking, carried to each target that can answer in
+/// JSON; Anthropic cannot, and the client's own field is named.
+#[test]
+fn json_output_reaches_every_target_that_has_it() {
+    use super::{anthropic, gemini, openai_chat};
+    let schema =
+        json!({ "type": "object", "properties": { "city": { "type": "string" } }, "required": ["city"] });
+    let chat = openai_chat::decode_request(&object(json!({
+        "model": "m", "messages": [{ "role": "user", "content": "Where?" }],
+        "response_format": { "type": "json_schema", "json_schema": { "name": "place", "schema": schema, "strict": true } },
+    })))
+    .unwrap();
+    let to_gemini = gemini::encode_request(&chat).unwrap();
+    assert_eq!(
+        to_gemini["generationConfig"]["responseMimeType"],
+        "application/json"
+    );
+    assert_eq!(to_gemini["generationConfig"]["responseJsonSchema"], schema);
+    let to_responses = responses::encode_request(&chat, "gpt-5", false).unwrap();
+    assert_eq!(
+        to_responses["text"]["format"],
+        json!({ "type": "json_schema", "name": "place", "schema": schema, "strict": true })
+    );
+    assert_eq!(anthropic::refusals(&chat).unwrap_err().param, "response_format");
+
+    // Gemini's schema (types in capitals) becomes JSON Schema for OpenAI.
+    let from_gemini = gemini::decode_request(
+        &object(
+            json!({ "contents": [{ "role": "user", "parts": [{ "text": "Where?" }] }],
+            "generationConfig": { "responseMimeType": "application/json",
+                "responseSchema": { "type": "OBJECT", "properties": { "city": { "type": "STRING" } } } } }),
+        ),
+        false,
+    )
+    .unwrap();
+    let to_chat = openai_chat::encode_request(&from_gemini, "gpt-x");
+    assert_eq!(to_chat["response_format"]["type"], "json_schema");
+    assert_eq!(
+        to_chat["response_format"]["json_schema"]["schema"],
+        json!({ "type": "object", "properties": { "city": { "type": "string" } } })
+    );
+    assert_eq!(
+        anthropic::refusals(&from_gemini).unwrap_err().param,
+        "generationConfig.responseMimeType"
+    );
+
+    // Responses' JSON mode becomes Chat's.
+    let from_responses = responses::decode_request(&object(json!({
+        "model": "m", "input": "Where?", "text": { "format": { "type": "json_object" } } })))
+    .unwrap();
+    assert_eq!(
+        openai_chat::encode_request(&from_responses, "gpt-x")["response_format"],
+        json!({ "type": "json_object" })
+    );
+    assert_eq!(
+        anthropic::refusals(&from_responses).unwrap_err().param,
+        "text.format"
+    );
 }

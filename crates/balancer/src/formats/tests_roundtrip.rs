@@ -648,6 +648,7 @@ fn request(domain: Domain) -> impl Strategy<Value = Request> {
                 stream_usage: stream && usage,
                 reasoning,
                 user,
+                output: None,
             }
         },
     )

@@ -313,6 +313,7 @@ pub fn decode_request(document: &Map<String, Value>) -> Result<Request, Refusal>
         stream_usage: false,
         reasoning: reasoning(document.get("thinking"))?,
         user: metadata["user_id"].as_str().map(str::to_owned),
+        output: None,
     })
 }
 

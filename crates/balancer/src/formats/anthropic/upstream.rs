@@ -79,9 +79,15 @@ fn messages(list: &[Message]) -> Vec<Value> {
 }
 
 /// Encodes `request` for an Anthropic upstream serving `model`.
-/// What Anthropic refuses in a request it could otherwise be sent: with thinking on, a
-/// temperature other than 1 or a `top_p` below 0.95.
+/// What Anthropic refuses in a request it could otherwise be sent: a JSON output mode;
+/// with thinking on, a temperature other than 1 or a `top_p` below 0.95.
 pub fn refusals(request: &Request) -> Result<(), crate::formats::Refusal> {
+    if let Some(output) = &request.output {
+        return Err(crate::formats::refuse(
+            output.param,
+            "Anthropic's Messages API has no JSON output mode: ask for JSON in the prompt, or use a route to OpenAI or Gemini",
+        ));
+    }
     if request.reasoning.is_none() {
         return Ok(());
     }

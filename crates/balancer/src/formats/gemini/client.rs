@@ -9,7 +9,8 @@ use serde_json::{Map, Value, json};
 
 use super::upstream::call_id;
 use crate::formats::ir::{
-    Effort, Event, Finish, Image, Message, Part, Request, Response, Role, Tool, ToolChoice, Usage,
+    Effort, Event, Finish, Image, JsonOutput, JsonSchema, Message, Part, Request, Response, Role, Tool,
+    ToolChoice, Usage,
 };
 use crate::formats::{Refusal, StreamEncoder, data, neutral, refuse};
 
@@ -24,7 +25,10 @@ const KNOWN: [&str; 6] = [
 ];
 
 /// `generationConfig` fields this decoder reads.
-const KNOWN_CONFIG: [&str; 6] = [
+const KNOWN_CONFIG: [&str; 9] = [
+    "responseMimeType",
+    "responseSchema",
+    "responseJsonSchema",
     "maxOutputTokens",
     "temperature",
     "topP",
@@ -212,6 +216,42 @@ fn tool_choice(value: &Value) -> Result<Option<ToolChoice>, Refusal> {
     })
 }
 
+/// `responseMimeType: application/json`, with `responseJsonSchema` (JSON Schema) or
+/// `responseSchema` (Gemini's schema, types in capitals) when the answer has a shape.
+fn output(config: &Value) -> Result<Option<JsonOutput>, Refusal> {
+    match config["responseMimeType"].as_str() {
+        None | Some("text/plain") => {
+            if config.get("responseSchema").is_some() || config.get("responseJsonSchema").is_some() {
+                return Err(refuse(
+                    "generationConfig.responseMimeType",
+                    "a schema needs application/json",
+                ));
+            }
+            return Ok(None);
+        }
+        Some("application/json") => {}
+        Some(_) => {
+            return Err(refuse(
+                "generationConfig.responseMimeType",
+                "only text/plain and application/json can be translated",
+            ));
+        }
+    }
+    let schema = match (config.get("responseJsonSchema"), config.get("responseSchema")) {
+        (Some(schema), _) => Some(schema.clone()),
+        (None, Some(schema)) => Some(lower_types(schema.clone())),
+        (None, None) => None,
+    };
+    Ok(Some(JsonOutput {
+        param: "generationConfig.responseMimeType",
+        schema: schema.map(|schema| JsonSchema {
+            name: "response".into(),
+            schema,
+            strict: true,
+        }),
+    }))
+}
+
 /// Decodes a `generateContent` request; `stream` comes from the method in the URL.
 pub fn decode_request(document: &Map<String, Value>, stream: bool) -> Result<Request, Refusal> {
     for (name, value) in document {
@@ -294,6 +334,7 @@ pub fn decode_request(document: &Map<String, Value>, stream: bool) -> Result<Req
         stream_usage: stream,
         reasoning,
         user: None,
+        output: output(&config)?,
     })
 }
 
@@ -490,7 +531,7 @@ mod tests {
                 "safetySettings",
             ),
             (
-                json!({ "contents": user, "generationConfig": { "responseMimeType": "application/json" } }),
+                json!({ "contents": user, "generationConfig": { "responseMimeType": "text/x.enum" } }),
                 "generationConfig.responseMimeType",
             ),
             (

@@ -180,6 +180,12 @@ pub fn encode_request(request: &Request) -> Result<Value, Refusal> {
     if !request.stop.is_empty() {
         generation.insert("stopSequences".into(), json!(request.stop));
     }
+    if let Some(output) = &request.output {
+        generation.insert("responseMimeType".into(), json!("application/json"));
+        if let Some(s) = &output.schema {
+            generation.insert("responseJsonSchema".into(), s.schema.clone());
+        }
+    }
     if let Some(effort) = request.reasoning {
         generation.insert(
             "thinkingConfig".into(),

@@ -4,13 +4,15 @@
 use serde_json::{Map, Value, json};
 
 use crate::formats::ir::{
-    Effort, Event, Finish, Image, Message, Part, Request, Response, Role, Tool, ToolChoice, Usage,
+    Effort, Event, Finish, Image, JsonOutput, JsonSchema, Message, Part, Request, Response, Role, Tool,
+    ToolChoice, Usage,
 };
 use crate::formats::{Refusal, StreamEncoder, data, joined_text, neutral, refuse};
 
 /// Request fields this decoder reads; any other field set to a value that means
 /// something is refused rather than dropped.
-const KNOWN: [&str; 15] = [
+const KNOWN: [&str; 16] = [
+    "response_format",
     "model",
     "messages",
     "max_tokens",
@@ -221,6 +223,38 @@ fn number(document: &Map<String, Value>, name: &str) -> Result<Option<f64>, Refu
     }
 }
 
+/// `response_format`: text (nothing asked), a JSON object, or JSON matching a schema.
+fn output(value: Option<&Value>) -> Result<Option<JsonOutput>, Refusal> {
+    let Some(format) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let schema = match format["type"].as_str() {
+        Some("text") => return Ok(None),
+        Some("json_object") => None,
+        Some("json_schema") => {
+            let spec = &format["json_schema"];
+            let name = spec["name"]
+                .as_str()
+                .ok_or_else(|| refuse("response_format.json_schema.name", "is required"))?;
+            Some(JsonSchema {
+                name: name.to_owned(),
+                schema: spec.get("schema").cloned().unwrap_or_else(|| json!({})),
+                strict: spec["strict"] == Value::Bool(true),
+            })
+        }
+        _ => {
+            return Err(refuse(
+                "response_format.type",
+                "must be text, json_object or json_schema",
+            ));
+        }
+    };
+    Ok(Some(JsonOutput {
+        param: "response_format",
+        schema,
+    }))
+}
+
 /// Decodes a Chat Completions request. Refuses, naming the field, what the IR cannot
 /// carry (several choices, log probabilities, penalties, a response format, audio…).
 pub fn decode_request(document: &Map<String, Value>) -> Result<Request, Refusal> {
@@ -284,6 +318,7 @@ pub fn decode_request(document: &Map<String, Value>) -> Result<Request, Refusal>
         stream_usage: stream && document["stream_options"]["include_usage"] == Value::Bool(true),
         reasoning,
         user: document.get("user").and_then(Value::as_str).map(str::to_owned),
+        output: output(document.get("response_format"))?,
     })
 }
 

@@ -146,6 +146,14 @@ pub fn encode_request(request: &Request, model: &str) -> Value {
         };
         body.insert("tool_choice".into(), choice);
     }
+    if let Some(output) = &request.output {
+        let format = match &output.schema {
+            None => json!({ "type": "json_object" }),
+            Some(s) => json!({ "type": "json_schema",
+                "json_schema": { "name": s.name, "schema": s.schema, "strict": s.strict } }),
+        };
+        body.insert("response_format".into(), format);
+    }
     if let Some(max) = request.max_tokens {
         body.insert("max_tokens".into(), json!(max));
     }

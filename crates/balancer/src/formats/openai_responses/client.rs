@@ -4,7 +4,8 @@
 use serde_json::{Map, Value, json};
 
 use crate::formats::ir::{
-    Effort, Event, Finish, Image, Message, Part, Request, Response, Role, Tool, ToolChoice, Usage,
+    Effort, Event, Finish, Image, JsonOutput, JsonSchema, Message, Part, Request, Response, Role, Tool,
+    ToolChoice, Usage,
 };
 use crate::formats::{Refusal, StreamEncoder, neutral, refuse};
 
@@ -331,14 +332,6 @@ fn check_options(document: &Map<String, Value>) -> Result<(), Refusal> {
             "a translated response cannot be stored: set store to false",
         ));
     }
-    if let Some(format) = document.get("text").and_then(|t| t.get("format"))
-        && format["type"].as_str().is_some_and(|t| t != "text")
-    {
-        return Err(refuse(
-            "text.format",
-            "structured output cannot be translated for this model's provider",
-        ));
-    }
     if let Some(verbosity) = document.get("text").and_then(|t| t.get("verbosity"))
         && !verbosity.is_null()
     {
@@ -361,6 +354,39 @@ fn check_options(document: &Map<String, Value>) -> Result<(), Refusal> {
         return Err(refuse("truncation", "only disabled can be translated"));
     }
     Ok(())
+}
+
+/// `text.format`: text (nothing asked), a JSON object, or JSON matching a schema.
+fn output(document: &Map<String, Value>) -> Result<Option<JsonOutput>, Refusal> {
+    let Some(format) = document
+        .get("text")
+        .and_then(|t| t.get("format"))
+        .filter(|f| !f.is_null())
+    else {
+        return Ok(None);
+    };
+    let schema = match format["type"].as_str() {
+        Some("text") => return Ok(None),
+        Some("json_object") => None,
+        Some("json_schema") => Some(JsonSchema {
+            name: format["name"]
+                .as_str()
+                .ok_or_else(|| refuse("text.format.name", "is required"))?
+                .to_owned(),
+            schema: format.get("schema").cloned().unwrap_or_else(|| json!({})),
+            strict: format["strict"] == Value::Bool(true),
+        }),
+        _ => {
+            return Err(refuse(
+                "text.format.type",
+                "must be text, json_object or json_schema",
+            ));
+        }
+    };
+    Ok(Some(JsonOutput {
+        param: "text.format",
+        schema,
+    }))
 }
 
 /// Decodes a Responses request. Refuses, naming the field, what the IR cannot carry
@@ -397,6 +423,7 @@ pub fn decode_request(document: &Map<String, Value>) -> Result<Request, Refusal>
         stream_usage: false,
         reasoning: reasoning(document.get("reasoning"))?,
         user: document.get("user").and_then(Value::as_str).map(str::to_owned),
+        output: output(document)?,
     })
 }
 

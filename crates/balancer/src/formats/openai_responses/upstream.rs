@@ -143,6 +143,15 @@ pub fn encode_request(request: &Request, model: &str, codex: bool) -> Result<Val
     if let Some(choice) = request.tool_choice.as_ref().filter(|_| !request.tools.is_empty()) {
         body["tool_choice"] = tool_choice(choice);
     }
+    if let Some(output) = &request.output {
+        let format = match &output.schema {
+            None => json!({ "type": "json_object" }),
+            Some(s) => {
+                json!({ "type": "json_schema", "name": s.name, "schema": s.schema, "strict": s.strict })
+            }
+        };
+        body["text"] = json!({ "format": format });
+    }
     if let Some(e) = request.reasoning {
         body["reasoning"] = json!({ "effort": effort(e), "summary": "auto" });
         body["include"] = json!(["reasoning.encrypted_content"]);
