@@ -249,7 +249,7 @@ async fn an_anthropic_client_is_served_by_gemini(backend: Backend) {
     follow["messages"] = json!([
         { "role": "user", "content": "hi" },
         { "role": "assistant", "content": [tool_use] },
-        { "role": "user", "content": [{ "type": "tool_result", "tool_use_id": call["content"][0]["id"], "content": "18C" }] },
+        { "role": "user", "content": [{ "type": "tool_result", "tool_use_id": tool_use["id"], "content": "18C" }] },
     ]);
     let (status, text) = messages(&gw, &key, follow).await;
     assert_eq!(status, 200, "{text}");

@@ -152,3 +152,113 @@ async fn every_google_layout_is_reached_by_every_client(backend: Backend) {
         "{logs:?}"
     );
 }
+
+both_backends!(gemini_3_calls_keep_their_signatures_for_every_client);
+
+/// Gemini 3 refuses a call sent back without its thought signature: a Gemini client's
+/// comes back as it went, an Anthropic client's rides on a thinking block, and a Chat
+/// client (which keeps none) gets the documented validator-skipping signature.
+async fn gemini_3_calls_keep_their_signatures_for_every_client(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let (origin, seen) = gemini::start().await;
+    let group =
+        json!({ "name": "g3", "type": "gemini", "base_url": origin, "models": ["gemini-3-pro-preview"] });
+    let group = gw.admin("/admin/provider-groups", group).await;
+    gw.admin(
+        "/admin/api-keys",
+        json!({ "group_id": group["id"], "api_key": KEY }),
+    )
+    .await;
+    gw.admin(
+        "/admin/bindings",
+        json!({ "namespace": "default", "public_model": "g3", "group_id": group["id"], "selector_value": "gemini-3-pro-preview" }),
+    )
+    .await;
+    gw.cache.refresh().await.unwrap();
+    let key = gw.add_tenant("acme", json!({}), json!({})).await.key;
+    let weather = json!({ "name": "weather", "description": "Weather", "parameters": { "type": "object", "properties": { "city": { "type": "string" } } } });
+
+    // Chat.
+    let bearer = format!("Bearer {key}");
+    let openai = [("authorization", bearer.as_str())];
+    let tools = json!([{ "type": "function", "function": weather }]);
+    let ask =
+        json!({ "model": "g3", "messages": [{ "role": "user", "content": "Weather?" }], "tools": tools });
+    let (status, text) = gw.post_checked("/v1/chat/completions", &openai, ask).await;
+    assert_eq!(status, 200, "{text}");
+    let first: Value = serde_json::from_str(&text).unwrap();
+    let message = &first["choices"][0]["message"];
+    let call_id = message["tool_calls"][0]["id"].clone();
+    let answer = json!({ "model": "g3", "tools": tools, "messages": [
+        { "role": "user", "content": "Weather?" }, message,
+        { "role": "tool", "tool_call_id": call_id, "content": "18C" }] });
+    let (status, text) = gw.post_checked("/v1/chat/completions", &openai, answer).await;
+    assert_eq!(status, 200, "{text}");
+
+    // Anthropic.
+    let anthropic = [("x-api-key", key.as_str()), ("anthropic-version", "2023-06-01")];
+    let tools =
+        json!([{ "name": "weather", "description": "Weather", "input_schema": weather["parameters"] }]);
+    let ask = json!({ "model": "g3", "max_tokens": 100, "tools": tools, "messages": [{ "role": "user", "content": "Weather?" }] });
+    let (status, text) = gw.post_checked("/v1/messages", &anthropic, ask).await;
+    assert_eq!(status, 200, "{text}");
+    let first: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        first["content"][0]["signature"],
+        format!("ez:gemini:{}", gemini::SIGNATURE)
+    );
+    let tool_use = first["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "tool_use")
+        .unwrap()
+        .clone();
+    let answer = json!({ "model": "g3", "max_tokens": 100, "tools": tools, "messages": [
+        { "role": "user", "content": "Weather?" },
+        { "role": "assistant", "content": first["content"] },
+        { "role": "user", "content": [{ "type": "tool_result", "tool_use_id": tool_use["id"], "content": "18C" }] }] });
+    let (status, text) = gw.post_checked("/v1/messages", &anthropic, answer).await;
+    assert_eq!(status, 200, "{text}");
+
+    // Gemini, as is.
+    let google = [("x-goog-api-key", key.as_str())];
+    let tools = json!([{ "functionDeclarations": [weather] }]);
+    let question = json!({ "role": "user", "parts": [{ "text": "Weather?" }] });
+    let (status, text) = gw
+        .post_checked(
+            "/v1beta/models/g3:generateContent",
+            &google,
+            json!({ "contents": [question], "tools": tools }),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+    let first: Value = serde_json::from_str(&text).unwrap();
+    let model_turn = first["candidates"][0]["content"].clone();
+    assert_eq!(model_turn["parts"][0]["thoughtSignature"], gemini::SIGNATURE);
+    let result = json!({ "role": "user", "parts": [{ "functionResponse": { "name": "weather", "response": { "content": "18C" } } }] });
+    let (status, text) = gw
+        .post_checked(
+            "/v1beta/models/g3:generateContent",
+            &google,
+            json!({ "contents": [question, model_turn, result], "tools": tools }),
+        )
+        .await;
+    assert_eq!(status, 200, "{text}");
+
+    let broken = gemini::broken(&seen);
+    assert!(broken.is_empty(), "requests Gemini 3 refused: {broken:?}");
+    let sent: Vec<Value> = seen.lock().unwrap().iter().map(|(_, b, _)| b.clone()).collect();
+    assert_eq!(
+        sent[1]["contents"][1]["parts"][0]["thoughtSignature"],
+        "skip_thought_signature_validator"
+    );
+    assert_eq!(
+        sent[3]["contents"][1]["parts"][0]["thoughtSignature"],
+        gemini::SIGNATURE
+    );
+    assert_eq!(
+        sent[5]["contents"][1]["parts"][0]["thoughtSignature"],
+        gemini::SIGNATURE
+    );
+}

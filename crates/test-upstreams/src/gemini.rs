@@ -30,6 +30,11 @@ pub const PROMPT_TOKENS: u64 = 17;
 pub const OUTPUT_TOKENS: u64 = 5;
 /// The OAuth access token Vertex AI and Code Assist accept.
 pub const ACCESS_TOKEN: &str = "ya29.mock-google-access-token";
+/// The thought signature on the mock's function calls; Gemini 3 models (a model name
+/// starting `gemini-3`) refuse a model turn whose first call comes back without it (or
+/// without the validator-skipping signature Google documents).
+pub const SIGNATURE: &str = "CiQB0e2Kb7mock-thought-signature";
+const SKIP_VALIDATOR: &str = "skip_thought_signature_validator";
 
 /// What the mock saw: (path and query, body, the rule it broke).
 pub type Seen = Arc<Mutex<Vec<(String, Value, Option<String>)>>>;
@@ -69,6 +74,29 @@ fn broken_rule(body: &Value) -> Option<String> {
                     return Some(format!("contents[{i}]: functionResponse {name} answers no call"));
                 }
             }
+        }
+    }
+    None
+}
+
+/// Gemini 3's rule: the first function call of each model turn carries the signature it
+/// was answered with.
+fn unsigned_call(body: &Value) -> Option<String> {
+    for (i, content) in body["contents"].as_array()?.iter().enumerate() {
+        let first_call = content["parts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p.get("functionCall").is_some());
+        if let Some(call) = first_call
+            && !matches!(
+                call["thoughtSignature"].as_str(),
+                Some(SIGNATURE | SKIP_VALIDATOR)
+            )
+        {
+            return Some(format!(
+                "Function call is missing a thought_signature in functionCall parts (contents[{i}])"
+            ));
         }
     }
     None
@@ -163,6 +191,8 @@ fn answer(
         Some("API key not valid".to_owned())
     } else if body["contents"].as_array().is_none_or(Vec::is_empty) {
         Some("contents is required".to_owned())
+    } else if target.contains("gemini-3") {
+        broken_rule(&body).or_else(|| unsigned_call(&body))
     } else {
         broken_rule(&body)
     };
@@ -191,7 +221,9 @@ fn answer(
         .map(str::to_owned);
     let parts: Vec<Value> = match (result, body["tools"].is_array()) {
         (Some(result), _) => vec![json!({ "text": format!("It is {result}.") })],
-        (None, true) => vec![json!({ "functionCall": { "name": "weather", "args": { "city": "Paris" } } })],
+        (None, true) => vec![
+            json!({ "functionCall": { "name": "weather", "args": { "city": "Paris" } }, "thoughtSignature": SIGNATURE }),
+        ],
         (None, false) => vec![json!({ "text": "Hello" }), json!({ "text": " from Gemini." })],
     };
     let usage = json!({ "promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": OUTPUT_TOKENS,

@@ -73,7 +73,7 @@ pub fn request(
         let mut conversation = document.clone();
         conversation.insert("max_tokens".into(), json!(1));
         let request = anthropic::decode_request(&conversation)?;
-        let mut inner = gemini::encode_request(&request)?;
+        let mut inner = gemini::encode_request(&request, model)?;
         if let Some(fields) = inner.as_object_mut() {
             fields.remove("generationConfig");
         }

@@ -5,6 +5,8 @@
 
 use serde_json::Value;
 
+use super::Format;
+
 /// A conversation request, whatever format it came in.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Request {
@@ -75,11 +77,64 @@ pub enum Part {
         is_error: bool,
     },
     /// The model's reasoning, with the provider's signature when it has one (needed to
-    /// send it back to the same provider).
+    /// send it back to the same provider). An empty text with a signature signs the part
+    /// that follows (Gemini signs function calls).
     Thinking {
         text: String,
-        signature: Option<String>,
+        signature: Option<Signature>,
     },
+}
+
+/// A provider's signature of the model's reasoning, and the family that made it: only
+/// that family can check it, so it goes back to that family alone. A client of another
+/// family sees it tagged `ez:<family>:`, so it is known again when the client sends it
+/// back — and never reaches a provider that would refuse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub family: Format,
+    pub value: String,
+}
+
+impl Signature {
+    pub fn new(family: Format, value: impl Into<String>) -> Signature {
+        Signature {
+            family,
+            value: value.into(),
+        }
+    }
+
+    fn tag(family: Format) -> &'static str {
+        match family {
+            Format::Chat => "ez:openai_chat:",
+            Format::Responses => "ez:openai:",
+            Format::Messages => "ez:anthropic:",
+            Format::Gemini => "ez:gemini:",
+        }
+    }
+
+    /// As a client speaking `client` gets it.
+    pub fn shown_to(&self, client: Format) -> String {
+        if client == self.family {
+            self.value.clone()
+        } else {
+            format!("{}{}", Self::tag(self.family), self.value)
+        }
+    }
+
+    /// A signature a client speaking `client` sent back.
+    pub fn read(raw: &str, client: Format) -> Signature {
+        for family in [Format::Responses, Format::Messages, Format::Gemini, Format::Chat] {
+            if let Some(value) = raw.strip_prefix(Self::tag(family)) {
+                return Signature::new(family, value);
+            }
+        }
+        Signature::new(client, raw)
+    }
+
+    /// The provider's text, when `family` made it.
+    pub fn for_family(&self, family: Format) -> Option<&str> {
+        (self.family == family).then_some(self.value.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -158,6 +213,9 @@ pub enum Event {
     },
     Text(String),
     Thinking(String),
+    /// The provider's signature of the reasoning just streamed, or of the part that
+    /// follows (needed to send it back).
+    Signature(Signature),
     ToolCallStart {
         index: usize,
         id: String,
@@ -208,6 +266,13 @@ impl Collector {
                 _ => self.parts.push(Part::Thinking {
                     text: delta,
                     signature: None,
+                }),
+            },
+            Event::Signature(signed) => match self.parts.last_mut() {
+                Some(Part::Thinking { signature, .. }) if signature.is_none() => *signature = Some(signed),
+                _ => self.parts.push(Part::Thinking {
+                    text: String::new(),
+                    signature: Some(signed),
                 }),
             },
             Event::ToolCallStart { index, id, name } => {

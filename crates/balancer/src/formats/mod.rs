@@ -228,7 +228,9 @@ pub fn request(
             anthropic::refusals(&request)?;
             anthropic::encode_request(&request, model)
         }
-        Format::Gemini => gemini::endpoint::wrap(provider, t, model, gemini::encode_request(&request)?),
+        Format::Gemini => {
+            gemini::endpoint::wrap(provider, t, model, gemini::encode_request(&request, model)?)
+        }
         Format::Responses => {
             let codex = t == ProviderType::Codex;
             translation.upstream_stream |= codex;
@@ -337,6 +339,8 @@ mod tests;
 mod tests_responses;
 #[cfg(test)]
 mod tests_reverse;
+#[cfg(test)]
+mod tests_signatures;
 
 #[cfg(test)]
 mod tests_roundtrip;

@@ -233,7 +233,9 @@ fn an_anthropic_answer_becomes_a_chat_completion() {
     });
     let response = anthropic::decode_response(&answer).expect("an answer");
     assert_eq!(response.finish, Finish::ToolCalls);
-    assert!(matches!(&response.parts[0], Part::Thinking { signature: Some(s), .. } if s == "sig"));
+    assert!(
+        matches!(&response.parts[0], Part::Thinking { signature: Some(s), .. } if s.value == "sig" && s.family == super::Format::Messages)
+    );
     let chat = openai_chat::encode_response(&response, 1_700_000_000);
     assert_eq!(
         chat,

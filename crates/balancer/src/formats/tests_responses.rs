@@ -57,7 +57,7 @@ fn a_responses_request_becomes_the_ir() {
         [
             Part::Thinking {
                 text: "Look it up.".into(),
-                signature: Some("gAAA".into())
+                signature: Some(super::ir::Signature::new(Format::Responses, "gAAA"))
             },
             Part::ToolCall {
                 id: "call_1".into(),
@@ -434,7 +434,7 @@ fn json_output_reaches_every_target_that_has_it() {
         "response_format": { "type": "json_schema", "json_schema": { "name": "place", "schema": schema, "strict": true } },
     })))
     .unwrap();
-    let to_gemini = gemini::encode_request(&chat).unwrap();
+    let to_gemini = gemini::encode_request(&chat, "gemini-2.5-flash").unwrap();
     assert_eq!(
         to_gemini["generationConfig"]["responseMimeType"],
         "application/json"

@@ -72,7 +72,7 @@ const FORMATS: [WireFormat; 4] = [
     },
     WireFormat {
         name: "gemini",
-        encode: gemini::encode_request,
+        encode: |ir| gemini::encode_request(ir, MODEL),
         decode: gemini::decode_request,
         normalise: &[
             Norm::JoinSystem,

@@ -16,9 +16,9 @@
 use serde_json::{Map, Value, json};
 
 use crate::formats::ir::{
-    Effort, Event, Finish, Image, Message, Part, Request, Response, Role, Tool, ToolChoice, Usage,
+    Effort, Event, Finish, Image, Message, Part, Request, Response, Role, Signature, Tool, ToolChoice, Usage,
 };
-use crate::formats::{Refusal, StreamEncoder, joined_text, neutral, refuse};
+use crate::formats::{Format, Refusal, StreamEncoder, joined_text, neutral, refuse};
 
 /// Request fields this decoder reads; any other field set to a value that means
 /// something is refused rather than dropped.
@@ -119,7 +119,9 @@ fn block(block: &Value, at: &str) -> Result<Option<Part>, Refusal> {
         },
         Some("thinking") => Part::Thinking {
             text: text("thinking")?,
-            signature: block["signature"].as_str().map(str::to_owned),
+            signature: block["signature"]
+                .as_str()
+                .map(|s| Signature::read(s, Format::Messages)),
         },
         // Encrypted reasoning only Anthropic can read: nothing to carry elsewhere.
         Some("redacted_thinking") => return Ok(None),
@@ -363,7 +365,8 @@ pub fn encode_response(response: &Response) -> Value {
             Part::Text(text) if text.is_empty() => None,
             Part::Text(text) => Some(json!({ "type": "text", "text": text })),
             Part::Thinking { text, signature } => Some(json!({
-                "type": "thinking", "thinking": text, "signature": signature.as_deref().unwrap_or_default(),
+                "type": "thinking", "thinking": text,
+                "signature": signature.as_ref().map(|s| s.shown_to(Format::Messages)).unwrap_or_default(),
             })),
             Part::ToolCall { id, name, arguments } => Some(json!({
                 "type": "tool_use", "id": id, "name": name, "input": tool_input(arguments),
@@ -527,6 +530,18 @@ impl StreamEncoder for EventEncoder {
                 let start = json!({ "type": "thinking", "thinking": "" });
                 let index = self.block(Block::Thinking, start, out);
                 Self::delta(out, index, json!({ "type": "thinking_delta", "thinking": text }));
+            }
+            Event::Signature(signature) => {
+                let start = json!({ "type": "thinking", "thinking": "" });
+                let index = self.block(Block::Thinking, start, out);
+                let signature = signature.shown_to(Format::Messages);
+                Self::delta(
+                    out,
+                    index,
+                    json!({ "type": "signature_delta", "signature": signature }),
+                );
+                // A signature ends its block: what follows opens a new one.
+                self.close(out);
             }
             Event::ToolCallStart { index, id, name } => {
                 let start = json!({ "type": "tool_use", "id": id, "name": name, "input": {} });

@@ -6,10 +6,10 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::formats::StreamDecoder;
 use crate::formats::ir::{
-    Effort, Event, Finish, Image, Message, Part, Request, Response, Role, ToolChoice, Usage,
+    Effort, Event, Finish, Image, Message, Part, Request, Response, Role, Signature, ToolChoice, Usage,
 };
+use crate::formats::{Format, StreamDecoder};
 
 /// Anthropic requires `max_tokens`; this is used when the client set none.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -45,12 +45,11 @@ fn block(part: &Part) -> Option<Value> {
             }
             result
         }
-        Part::Thinking {
-            text,
-            signature: Some(signature),
-        } => json!({ "type": "thinking", "thinking": text, "signature": signature }),
-        // Reasoning without Anthropic's signature cannot be sent back to Anthropic.
-        Part::Thinking { signature: None, .. } => return None,
+        // Only reasoning Anthropic signed can go back to Anthropic.
+        Part::Thinking { text, signature } => {
+            let signature = signature.as_ref()?.for_family(Format::Messages)?;
+            json!({ "type": "thinking", "thinking": text, "signature": signature })
+        }
     })
 }
 
@@ -210,7 +209,9 @@ pub fn decode_response(body: &Value) -> Option<Response> {
             }),
             "thinking" => Some(Part::Thinking {
                 text: b["thinking"].as_str()?.to_owned(),
-                signature: b["signature"].as_str().map(str::to_owned),
+                signature: b["signature"]
+                    .as_str()
+                    .map(|s| Signature::new(Format::Messages, s)),
             }),
             _ => None,
         })
@@ -311,6 +312,10 @@ enum WireDelta<'a> {
         #[serde(borrow)]
         partial_json: Cow<'a, str>,
     },
+    SignatureDelta {
+        #[serde(borrow)]
+        signature: Cow<'a, str>,
+    },
     #[serde(other)]
     Other,
 }
@@ -387,6 +392,9 @@ impl StreamDecoder for EventDecoder {
             WireEvent::ContentBlockDelta { index, delta } => match delta {
                 WireDelta::TextDelta { text } => out.push(Event::Text(text.into_owned())),
                 WireDelta::ThinkingDelta { thinking } => out.push(Event::Thinking(thinking.into_owned())),
+                WireDelta::SignatureDelta { signature } => {
+                    out.push(Event::Signature(Signature::new(Format::Messages, signature)));
+                }
                 WireDelta::InputJsonDelta { partial_json } => {
                     if let Some(call) = self.tool_index(index) {
                         out.push(Event::ToolArguments {

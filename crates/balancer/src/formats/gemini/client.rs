@@ -9,10 +9,10 @@ use serde_json::{Map, Value, json};
 
 use super::upstream::call_id;
 use crate::formats::ir::{
-    Effort, Event, Finish, Image, JsonOutput, JsonSchema, Message, Part, Request, Response, Role, Tool,
-    ToolChoice, Usage,
+    Effort, Event, Finish, Image, JsonOutput, JsonSchema, Message, Part, Request, Response, Role, Signature,
+    Tool, ToolChoice, Usage,
 };
-use crate::formats::{Refusal, StreamEncoder, data, neutral, refuse};
+use crate::formats::{Format, Refusal, StreamEncoder, data, neutral, refuse};
 
 /// Request fields this decoder reads; others with a meaningful value are refused.
 const KNOWN: [&str; 6] = [
@@ -290,13 +290,22 @@ pub fn decode_request(document: &Map<String, Value>, stream: bool) -> Result<Req
             Some("model") => Role::Assistant,
             Some(_) => return Err(refuse(format!("contents[{i}].role"), "must be user or model")),
         };
-        let parts = content["parts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-            .map(|(k, p)| part(p, &format!("contents[{i}].parts[{k}]"), &mut open))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut parts = Vec::new();
+        for (k, p) in content["parts"].as_array().into_iter().flatten().enumerate() {
+            let mut decoded = part(p, &format!("contents[{i}].parts[{k}]"), &mut open)?;
+            if let Some(signed) = p["thoughtSignature"].as_str() {
+                let signed = Signature::read(signed, Format::Gemini);
+                match &mut decoded {
+                    Part::Thinking { signature, .. } => *signature = Some(signed),
+                    // A signed call or text: the signature travels just before it.
+                    _ => parts.push(Part::Thinking {
+                        text: String::new(),
+                        signature: Some(signed),
+                    }),
+                }
+            }
+            parts.push(decoded);
+        }
         messages.push(Message { role, parts });
     }
     let system = match document.get("systemInstruction") {
@@ -364,7 +373,13 @@ fn usage_metadata(u: &Usage) -> Value {
 fn out_part(part: &Part) -> Option<Value> {
     Some(match part {
         Part::Text(text) => json!({ "text": text }),
-        Part::Thinking { text, .. } => json!({ "text": text, "thought": true }),
+        Part::Thinking { text, signature } => {
+            let mut thought = json!({ "text": text, "thought": true });
+            if let Some(signature) = signature {
+                thought["thoughtSignature"] = json!(signature.shown_to(Format::Gemini));
+            }
+            thought
+        }
         Part::ToolCall { name, arguments, .. } => {
             json!({ "functionCall": { "name": name, "args": arguments } })
         }
@@ -374,7 +389,25 @@ fn out_part(part: &Part) -> Option<Value> {
 
 /// Encodes a whole answer as a `GenerateContentResponse`.
 pub fn encode_response(response: &Response) -> Value {
-    let parts: Vec<Value> = response.parts.iter().filter_map(out_part).collect();
+    let mut parts: Vec<Value> = Vec::with_capacity(response.parts.len());
+    let mut pending = None;
+    for part in &response.parts {
+        match part {
+            // A signature of the part that follows goes on that part, as Gemini sends it.
+            Part::Thinking {
+                text,
+                signature: Some(signature),
+            } if text.is_empty() => pending = Some(signature.shown_to(Format::Gemini)),
+            part => {
+                if let Some(mut wire) = out_part(part) {
+                    if let Some(signature) = pending.take() {
+                        wire["thoughtSignature"] = json!(signature);
+                    }
+                    parts.push(wire);
+                }
+            }
+        }
+    }
     json!({
         "candidates": [{ "content": { "role": "model", "parts": parts },
             "finishReason": finish_reason(response.finish), "index": 0 }],
@@ -433,6 +466,10 @@ impl StreamEncoder for ChunkEncoder {
             }
             Event::Text(text) => self.chunk(out, vec![json!({ "text": text })], false),
             Event::Thinking(text) => self.chunk(out, vec![json!({ "text": text, "thought": true })], false),
+            Event::Signature(signature) => {
+                let part = json!({ "text": "", "thought": true, "thoughtSignature": signature.shown_to(Format::Gemini) });
+                self.chunk(out, vec![part], false);
+            }
             Event::ToolCallStart { index, name, .. } => {
                 if self.calls.len() <= index {
                     self.calls.resize(index + 1, (String::new(), String::new()));

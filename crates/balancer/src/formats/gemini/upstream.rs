@@ -8,8 +8,10 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::formats::ir::{Effort, Event, Finish, Image, Part, Request, Response, Role, ToolChoice, Usage};
-use crate::formats::{Refusal, StreamDecoder};
+use crate::formats::ir::{
+    Effort, Event, Finish, Image, Part, Request, Response, Role, Signature, ToolChoice, Usage,
+};
+use crate::formats::{Format, Refusal, StreamDecoder};
 
 pub(super) fn budget(effort: Effort) -> u64 {
     match effort {
@@ -37,6 +39,21 @@ fn call_names(request: &Request) -> Vec<(&str, &str)> {
             _ => None,
         })
         .collect()
+}
+
+/// Gemini 3 refuses a model turn whose first function call is unsigned; a conversation
+/// that began elsewhere (or with a client that keeps no signatures) has none, so that call
+/// gets the validator-skipping signature Google documents for such histories.
+fn sign_first_call(parts: &mut [Value], model: &str) {
+    const SKIP_VALIDATOR: &str = "skip_thought_signature_validator";
+    if !model.starts_with("gemini-3") {
+        return;
+    }
+    if let Some(call) = parts.iter_mut().find(|p| p.get("functionCall").is_some())
+        && call.get("thoughtSignature").is_none()
+    {
+        call["thoughtSignature"] = json!(SKIP_VALIDATOR);
+    }
 }
 
 /// A turn's parts with its tool results in the order of their calls: Gemini pairs a
@@ -101,13 +118,13 @@ fn part(p: &Part, names: &[(&str, &str)]) -> Result<Option<Value>, Refusal> {
             };
             json!({ "functionResponse": { "name": name, "response": response } })
         }
-        // Gemini's thoughts cannot be sent back to it.
+        // Thoughts go back only signed (`encode_request`).
         Part::Thinking { .. } => return Ok(None),
     }))
 }
 
 /// Encodes `request` as a `generateContent` body (the model goes in the URL).
-pub fn encode_request(request: &Request) -> Result<Value, Refusal> {
+pub fn encode_request(request: &Request, model: &str) -> Result<Value, Refusal> {
     if !request.parallel_tool_calls && !request.tools.is_empty() {
         return Err(refuse(
             "parallel_tool_calls",
@@ -126,10 +143,33 @@ pub fn encode_request(request: &Request) -> Result<Value, Refusal> {
     let mut contents = Vec::with_capacity(turns.len());
     for (role, parts) in turns {
         let mut wire = Vec::with_capacity(parts.len());
+        let mut pending = None;
         for p in in_call_order(&parts, &names) {
-            if let Some(p) = part(p, &names)? {
+            if let Part::Thinking { text, signature } = p {
+                // Only Gemini's own signatures go back to Gemini.
+                let signature = signature.as_ref().and_then(|s| s.for_family(Format::Gemini));
+                match signature {
+                    Some(signature) if text.is_empty() => pending = Some(signature),
+                    Some(signature) => {
+                        wire.push(json!({ "text": text, "thought": true, "thoughtSignature": signature }))
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            if let Some(mut p) = part(p, &names)? {
+                if let Some(signature) = pending.take() {
+                    p["thoughtSignature"] = json!(signature);
+                }
                 wire.push(p);
             }
+        }
+        if let Some(signature) = pending {
+            // A signature of nothing that followed: on an empty thought, as Code Assist sends it.
+            wire.push(json!({ "text": "", "thought": true, "thoughtSignature": signature }));
+        }
+        if role == Role::Assistant {
+            sign_first_call(&mut wire, model);
         }
         if !wire.is_empty() {
             let role = if role == Role::User { "user" } else { "model" };
@@ -232,6 +272,16 @@ pub fn decode_response(body: &Value) -> Option<Response> {
     let mut parts = Vec::new();
     let mut calls = 0;
     for p in candidate["content"]["parts"].as_array().into_iter().flatten() {
+        let signature = p["thoughtSignature"]
+            .as_str()
+            .map(|s| Signature::new(Format::Gemini, s));
+        if let Some(signature) = signature.clone().filter(|_| p["thought"] != true) {
+            // A signed call or text: the signature travels just before it.
+            parts.push(Part::Thinking {
+                text: String::new(),
+                signature: Some(signature),
+            });
+        }
         if let Some(call) = p.get("functionCall") {
             let name = call["name"].as_str().unwrap_or_default();
             parts.push(Part::ToolCall {
@@ -246,7 +296,7 @@ pub fn decode_response(body: &Value) -> Option<Response> {
             if p["thought"] == true {
                 parts.push(Part::Thinking {
                     text: text.to_owned(),
-                    signature: None,
+                    signature,
                 });
             } else if let Some(Part::Text(previous)) = parts.last_mut() {
                 // Gemini cuts one text into several parts at will: keep it whole.
@@ -313,6 +363,13 @@ impl StreamDecoder for ChunkDecoder {
         }
         let candidate = &chunk["candidates"][0];
         for p in candidate["content"]["parts"].as_array().into_iter().flatten() {
+            let signature = p["thoughtSignature"]
+                .as_str()
+                .map(|s| Signature::new(Format::Gemini, s));
+            let thought = p["thought"] == true;
+            if let Some(signature) = signature.clone().filter(|_| !thought) {
+                out.push(Event::Signature(signature));
+            }
             if let Some(call) = p.get("functionCall") {
                 let name = call["name"].as_str().unwrap_or_default();
                 let index = self.calls;
@@ -330,11 +387,14 @@ impl StreamDecoder for ChunkDecoder {
                     delta: args.to_string(),
                 });
             } else if let Some(text) = p["text"].as_str().filter(|t| !t.is_empty()) {
-                out.push(if p["thought"] == true {
+                out.push(if thought {
                     Event::Thinking(text.to_owned())
                 } else {
                     Event::Text(text.to_owned())
                 });
+            }
+            if let Some(signature) = signature.filter(|_| thought) {
+                out.push(Event::Signature(signature));
             }
         }
         if let Some(reason) = candidate["finishReason"].as_str() {
@@ -394,7 +454,7 @@ mod tests {
             "max_tokens": 100, "temperature": 0.5, "top_p": 0.9, "stop": ["END"], "reasoning_effort": "low",
         }));
         assert_eq!(
-            encode_request(&request).unwrap(),
+            encode_request(&request, "gemini-2.5-flash").unwrap(),
             json!({
                 "contents": [
                     { "role": "user", "parts": [{ "text": "Weather in Paris?" }, { "inlineData": { "mimeType": "image/jpeg", "data": "/9j/4AAQ" } }] },
@@ -414,15 +474,24 @@ mod tests {
     fn what_gemini_cannot_take_is_refused() {
         let url = ir(json!({ "model": "m", "messages": [{ "role": "user", "content": [
             { "type": "image_url", "image_url": { "url": "https://example.com/a.png" } }] }] }));
-        assert_eq!(encode_request(&url).unwrap_err().param, "image_url");
+        assert_eq!(
+            encode_request(&url, "gemini-2.5-flash").unwrap_err().param,
+            "image_url"
+        );
         let orphan = ir(json!({ "model": "m", "messages": [
             { "role": "user", "content": "x" }, { "role": "tool", "tool_call_id": "nope", "content": "1" }] }));
-        assert_eq!(encode_request(&orphan).unwrap_err().param, "tool_call_id");
+        assert_eq!(
+            encode_request(&orphan, "gemini-2.5-flash").unwrap_err().param,
+            "tool_call_id"
+        );
         let single = ir(
             json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }],
             "tools": [{ "type": "function", "function": { "name": "f" } }], "parallel_tool_calls": false }),
         );
-        assert_eq!(encode_request(&single).unwrap_err().param, "parallel_tool_calls");
+        assert_eq!(
+            encode_request(&single, "gemini-2.5-flash").unwrap_err().param,
+            "parallel_tool_calls"
+        );
     }
 
     #[test]

@@ -456,6 +456,8 @@ impl StreamEncoder for ChunkEncoder {
             }
             Event::Text(text) => self.text_delta(out, "content", &text),
             Event::Thinking(text) => self.text_delta(out, "reasoning_content", &text),
+            // Chat has no place for a reasoning signature.
+            Event::Signature(_) => {}
             Event::ToolCallStart { index, id, name } => self.value_delta(
                 out,
                 &json!({ "tool_calls": [{ "index": index, "id": id, "type": "function",

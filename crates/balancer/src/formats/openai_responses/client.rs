@@ -4,10 +4,10 @@
 use serde_json::{Map, Value, json};
 
 use crate::formats::ir::{
-    Effort, Event, Finish, Image, JsonOutput, JsonSchema, Message, Part, Request, Response, Role, Tool,
-    ToolChoice, Usage,
+    Effort, Event, Finish, Image, JsonOutput, JsonSchema, Message, Part, Request, Response, Role, Signature,
+    Tool, ToolChoice, Usage,
 };
-use crate::formats::{Refusal, StreamEncoder, neutral, refuse};
+use crate::formats::{Format, Refusal, StreamEncoder, neutral, refuse};
 
 /// Request fields this decoder reads; any other field set to a value that means
 /// something is refused rather than dropped.
@@ -200,7 +200,9 @@ fn item(
                 .unwrap_or_default();
             let thinking = Part::Thinking {
                 text,
-                signature: item["encrypted_content"].as_str().map(str::to_owned),
+                signature: item["encrypted_content"]
+                    .as_str()
+                    .map(|s| Signature::read(s, Format::Responses)),
             };
             push(messages, Role::Assistant, thinking);
         }
@@ -495,6 +497,7 @@ pub fn encode_response(response: &Response, created: i64) -> Value {
         match part {
             Part::Text(text) => output.push(message_item(&format!("msg_{k}_{id}"), text, "completed")),
             Part::Thinking { text, signature } => {
+                let signature = signature.as_ref().map(|s| s.shown_to(Format::Responses));
                 output.push(reasoning_item(
                     &format!("rs_{k}_{id}"),
                     text,
@@ -521,8 +524,13 @@ pub fn encode_response(response: &Response, created: i64) -> Value {
 /// The output item being streamed.
 enum Open {
     None,
-    Message { text: String },
-    Reasoning { text: String },
+    Message {
+        text: String,
+    },
+    Reasoning {
+        text: String,
+        signature: Option<Signature>,
+    },
 }
 
 /// Turns IR events into Responses stream events (`response.created`, `output_item.*`,
@@ -595,7 +603,7 @@ impl EventEncoder {
                 );
                 self.output.push(item);
             }
-            Open::Reasoning { text } => {
+            Open::Reasoning { text, signature } => {
                 let item_id = self.item_id("rs", index);
                 let at = json!({ "item_id": item_id, "output_index": index, "summary_index": 0 });
                 let mut done = at.clone();
@@ -604,7 +612,8 @@ impl EventEncoder {
                 let mut part_done = at;
                 part_done["part"] = json!({ "type": "summary_text", "text": text });
                 self.emit(out, "response.reasoning_summary_part.done", part_done);
-                let item = reasoning_item(&item_id, &text, None);
+                let signature = signature.map(|s| s.shown_to(Format::Responses));
+                let item = reasoning_item(&item_id, &text, signature.as_deref());
                 self.emit(
                     out,
                     "response.output_item.done",
@@ -663,7 +672,10 @@ impl EventEncoder {
                 "response.reasoning_summary_part.added",
                 json!({ "item_id": item_id, "output_index": index, "summary_index": 0, "part": part }),
             );
-            self.open = Open::Reasoning { text: String::new() };
+            self.open = Open::Reasoning {
+                text: String::new(),
+                signature: None,
+            };
         }
         let index = self.output.len();
         let item_id = self.item_id("rs", index);
@@ -672,7 +684,7 @@ impl EventEncoder {
             "response.reasoning_summary_text.delta",
             json!({ "item_id": item_id, "output_index": index, "summary_index": 0, "delta": delta }),
         );
-        if let Open::Reasoning { text } = &mut self.open {
+        if let Open::Reasoning { text, .. } = &mut self.open {
             text.push_str(&delta);
         }
     }
@@ -755,6 +767,16 @@ impl StreamEncoder for EventEncoder {
             }
             Event::Text(delta) => self.text(out, delta),
             Event::Thinking(delta) => self.thinking(out, delta),
+            Event::Signature(signed) => {
+                if !matches!(self.open, Open::Reasoning { signature: None, .. }) {
+                    // A signature of its own (Gemini signs calls): an item to carry it.
+                    self.close(out);
+                    self.thinking(out, String::new());
+                }
+                if let Open::Reasoning { signature, .. } = &mut self.open {
+                    *signature = Some(signed);
+                }
+            }
             Event::ToolCallStart { index, id, name } => self.call_start(out, index, id, name),
             Event::ToolArguments { index, delta } => self.arguments(out, index, delta),
             Event::Finish(finish) => self.finish = Some(finish),

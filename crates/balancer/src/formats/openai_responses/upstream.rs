@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::formats::ir::{
-    Effort, Event, Finish, Image, Part, Request, Response, Role, ToolChoice, Usage, tool_arguments,
+    Effort, Event, Finish, Image, Part, Request, Response, Role, Signature, ToolChoice, Usage, tool_arguments,
 };
-use crate::formats::{Refusal, StreamDecoder, refuse};
+use crate::formats::{Format, Refusal, StreamDecoder, refuse};
 
 fn effort(effort: Effort) -> &'static str {
     match effort {
@@ -29,8 +29,8 @@ fn image_url(image: &Image) -> String {
 
 /// The conversation as `input` items: user parts as one message (tool results as
 /// `function_call_output` items), assistant text as `output_text` messages and calls as
-/// `function_call` items. Reasoning from earlier turns is not sent back: its signature
-/// may be another provider's.
+/// `function_call` items; reasoning of earlier turns as `reasoning` items when OpenAI
+/// signed it (`encrypted_content`), else left out (another provider's cannot be read).
 fn input(request: &Request) -> Vec<Value> {
     let mut items = Vec::with_capacity(request.messages.len());
     for message in &request.messages {
@@ -80,7 +80,19 @@ fn input(request: &Request) -> Vec<Value> {
                     };
                     items.push(json!({ "type": "function_call", "call_id": id, "name": name, "arguments": arguments }));
                 }
-                (Role::Assistant, Part::Image(_)) | (_, Part::Thinking { .. }) => {}
+                (_, Part::Thinking { text, signature }) => {
+                    if let Some(encrypted) = signature.as_ref().and_then(|s| s.for_family(Format::Responses))
+                    {
+                        flush(&mut content, &mut items);
+                        let summary: Vec<Value> = if text.is_empty() {
+                            Vec::new()
+                        } else {
+                            vec![json!({ "type": "summary_text", "text": text })]
+                        };
+                        items.push(json!({ "type": "reasoning", "summary": summary, "encrypted_content": encrypted }));
+                    }
+                }
+                (Role::Assistant, Part::Image(_)) => {}
             }
         }
         flush(&mut content, &mut items);
@@ -233,7 +245,9 @@ pub fn decode_response(body: &Value) -> Option<Response> {
             }),
             Some("reasoning") => parts.push(Part::Thinking {
                 text: summary_text(item),
-                signature: item["encrypted_content"].as_str().map(str::to_owned),
+                signature: item["encrypted_content"]
+                    .as_str()
+                    .map(|s| Signature::new(Format::Responses, s)),
             }),
             _ => {}
         }
@@ -270,6 +284,8 @@ enum WireEvent<'a> {
     Created { response: Value },
     #[serde(rename = "response.output_item.added")]
     ItemAdded { output_index: u64, item: Value },
+    #[serde(rename = "response.output_item.done")]
+    ItemDone { item: Value },
     #[serde(rename = "response.output_text.delta", alias = "response.refusal.delta")]
     TextDelta {
         #[serde(borrow)]
@@ -340,7 +356,12 @@ impl StreamDecoder for EventDecoder {
                     name: item["name"].as_str().unwrap_or_default().to_owned(),
                 });
             }
-            WireEvent::ItemAdded { .. } | WireEvent::Other => {}
+            WireEvent::ItemDone { item } if item["type"] == "reasoning" => {
+                if let Some(signature) = item["encrypted_content"].as_str() {
+                    out.push(Event::Signature(Signature::new(Format::Responses, signature)));
+                }
+            }
+            WireEvent::ItemAdded { .. } | WireEvent::ItemDone { .. } | WireEvent::Other => {}
             WireEvent::TextDelta { delta } => out.push(Event::Text(delta.into_owned())),
             WireEvent::ReasoningDelta { delta } => out.push(Event::Thinking(delta.into_owned())),
             WireEvent::ArgumentsDelta { output_index, delta } => {
