@@ -15,6 +15,7 @@ both_backends!(
     what_anthropic_cannot_express_is_refused_before_sending,
     a_failing_openai_credential_fails_over_to_an_anthropic_one,
     the_model_list_comes_in_the_shape_of_the_clients_sdk,
+    reasoning_with_tools_keeps_to_anthropics_thinking_rule,
 );
 
 const UPSTREAM_MODEL: &str = "claude-3-5-haiku-20241022";
@@ -348,4 +349,54 @@ async fn the_model_list_comes_in_the_shape_of_the_clients_sdk(backend: ez_contro
         (status, &missing["error"]["code"]),
         (404, &json!("model_not_found"))
     );
+}
+
+/// With thinking on, Anthropic refuses to continue a tool call whose turn does not open
+/// with its signed thinking — which a Chat client cannot keep: the continuation is sent
+/// without thinking (the mock enforces the rule), the next question with it again.
+async fn reasoning_with_tools_keeps_to_anthropics_thinking_rule(backend: ez_control_plane::testing::Backend) {
+    use ez_test_upstreams::anthropic as mock;
+    let gw = Gateway::start(backend).await;
+    let seen = mock::Seen::default();
+    let origin = mock::start("sk-ant-think", seen.clone()).await;
+    let group = gw
+        .admin(
+            "/admin/provider-groups",
+            json!({ "name": "claude", "type": "anthropic", "base_url": origin, "models": [UPSTREAM_MODEL] }),
+        )
+        .await;
+    gw.admin(
+        "/admin/api-keys",
+        json!({ "group_id": group["id"], "api_key": "sk-ant-think" }),
+    )
+    .await;
+    gw.admin(
+        "/admin/bindings",
+        json!({ "namespace": "default", "public_model": "claude", "group_id": group["id"], "selector_value": UPSTREAM_MODEL }),
+    )
+    .await;
+    gw.cache.refresh().await.unwrap();
+    let t = gw.add_tenant("acme", json!({}), json!({})).await;
+    let tools = json!([{ "type": "function", "function": { "name": "weather", "parameters": { "type": "object" } } }]);
+    let ask = json!({ "model": "claude", "reasoning_effort": "low", "tools": tools,
+        "messages": [{ "role": "user", "content": "Weather?" }] });
+    let (status, text) = chat(&gw, &t.key, ask).await;
+    assert_eq!(status, 200, "{text}");
+    let first: Value = serde_json::from_str(&text).unwrap();
+    let message = first["choices"][0]["message"].clone();
+    let follow = json!({ "model": "claude", "reasoning_effort": "low", "tools": tools, "messages": [
+        { "role": "user", "content": "Weather?" }, message,
+        { "role": "tool", "tool_call_id": message["tool_calls"][0]["id"], "content": "18C" }] });
+    let (status, text) = chat(&gw, &t.key, follow).await;
+    assert_eq!(status, 200, "{text}");
+    let sent: Vec<Value> = seen.lock().unwrap().iter().map(|(b, _)| b.clone()).collect();
+    assert_eq!(sent[0]["thinking"]["type"], "enabled");
+    assert!(sent[1].get("thinking").is_none(), "{}", sent[1]);
+    let broken: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, r)| r.clone())
+        .collect();
+    assert!(broken.is_empty(), "requests Anthropic refused: {broken:?}");
 }

@@ -76,6 +76,17 @@ fn broken_rule(body: &Value) -> Option<String> {
     let Some(messages) = messages else {
         return Some("messages: at least one message is required".into());
     };
+    if body["thinking"]["type"] == "enabled"
+        && let Some(last) = messages.iter().rev().find(|m| m["role"] == "assistant")
+    {
+        let content = blocks(&last["content"]);
+        let called = content.iter().any(|b| b["type"] == "tool_use");
+        if called && content.first().is_none_or(|b| b["type"] != "thinking") {
+            return Some(
+                "messages: Expected `thinking` or `redacted_thinking`, but found `tool_use`. When `thinking` is enabled, a final `assistant` message must start with a thinking block".into(),
+            );
+        }
+    }
     let mut open_calls: Vec<String> = Vec::new();
     for (i, message) in messages.iter().enumerate() {
         let role = message["role"].as_str().unwrap_or_default();

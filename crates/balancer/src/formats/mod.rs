@@ -223,7 +223,18 @@ pub fn request(
         count: false,
     };
     let body = match upstream {
-        Format::Chat => openai_chat::encode_request(&request, model),
+        Format::Chat => {
+            let mut body = openai_chat::encode_request(&request, model);
+            // OpenAI's own models (o-series, GPT-5) take only `max_completion_tokens`;
+            // OpenAI-compatible servers mostly know `max_tokens` alone.
+            if matches!(t, ProviderType::OpenAi | ProviderType::Azure)
+                && let Some(fields) = body.as_object_mut()
+                && let Some(max) = fields.remove("max_tokens")
+            {
+                fields.insert("max_completion_tokens".into(), max);
+            }
+            body
+        }
         Format::Messages => {
             anthropic::refusals(&request)?;
             anthropic::encode_request(&request, model)

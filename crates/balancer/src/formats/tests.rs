@@ -414,3 +414,35 @@ fn an_upstream_error_mid_stream_ends_it_without_done() {
     );
     assert!(!text.contains("[DONE]"), "{text}");
 }
+
+#[test]
+fn openais_own_models_get_max_completion_tokens() {
+    let messages =
+        object(json!({ "model": "m", "max_tokens": 300, "messages": [{ "role": "user", "content": "hi" }] }));
+    let to = |t| {
+        super::request(
+            crate::upstream::Ingress::Messages,
+            &provider(),
+            t,
+            &messages,
+            "gpt-5",
+            false,
+        )
+        .unwrap()
+        .0
+    };
+    let openai = to(ProviderType::OpenAi);
+    assert_eq!(
+        (openai["max_completion_tokens"].as_u64(), openai.get("max_tokens")),
+        (Some(300), None)
+    );
+    assert_eq!(to(ProviderType::Azure)["max_completion_tokens"], 300);
+    let compatible = to(ProviderType::Compatible);
+    assert_eq!(
+        (
+            compatible["max_tokens"].as_u64(),
+            compatible.get("max_completion_tokens")
+        ),
+        (Some(300), None)
+    );
+}

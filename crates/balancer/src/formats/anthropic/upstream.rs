@@ -105,12 +105,29 @@ pub fn refusals(request: &Request) -> Result<(), crate::formats::Refusal> {
     Ok(())
 }
 
-/// Encodes `request` for Anthropic (after [`refusals`]).
+/// Whether Anthropic would take thinking for this conversation: with thinking on, the last
+/// assistant turn, when it called tools, must open with its signed thinking — which a
+/// client of another format (Chat) could not keep.
+fn thinking_fits(messages: &[Message]) -> bool {
+    let Some(last) = messages.iter().rev().find(|m| m.role == Role::Assistant) else {
+        return true;
+    };
+    let called = last.parts.iter().any(|p| matches!(p, Part::ToolCall { .. }));
+    let signed = matches!(
+        last.parts.first(),
+        Some(Part::Thinking { signature: Some(s), .. }) if s.family == Format::Messages
+    );
+    !called || signed
+}
+
+/// Encodes `request` for Anthropic (after [`refusals`]). Reasoning is left out of a
+/// request that continues a tool call without its signed thinking (Anthropic refuses
+/// thinking then); it comes back on the next turn.
 pub fn encode_request(request: &Request, model: &str) -> Value {
     let mut body = Map::new();
     body.insert("model".into(), json!(model));
     let mut max_tokens = request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
-    if let Some(effort) = request.reasoning {
+    if let Some(effort) = request.reasoning.filter(|_| thinking_fits(&request.messages)) {
         let budget = budget(effort);
         // The budget is part of max_tokens: keep the client's room for the answer.
         max_tokens += budget;
