@@ -68,7 +68,7 @@ const FORMATS: [WireFormat; 4] = [
             Norm::BudgetInMaxTokens,
             Norm::NoStreamUsage,
         ],
-        unsaid: &[Unsaid::SamplingWhileReasoning],
+        unsaid: &[Unsaid::SamplingWhileReasoning, Unsaid::ReasoningAfterUnsignedCall],
     },
     WireFormat {
         name: "gemini",
@@ -110,6 +110,9 @@ enum Unsaid {
     UserId,
     /// Anthropic: a temperature (other than 1) or a low `top_p` while reasoning.
     SamplingWhileReasoning,
+    /// Anthropic: reasoning in a request that continues a tool call made without signed
+    /// thinking (Anthropic refuses it; the encoder leaves it out for that turn).
+    ReasoningAfterUnsignedCall,
 }
 
 /// `ir` without what one of `formats` cannot say.
@@ -131,6 +134,12 @@ fn said_by(ir: &Request, formats: &[&WireFormat]) -> Request {
                 ir.top_p = None;
             }
             Unsaid::SamplingWhileReasoning => {}
+            Unsaid::ReasoningAfterUnsignedCall => {
+                let last = ir.messages.iter().rev().find(|m| m.role == Role::Assistant);
+                if last.is_some_and(|m| m.parts.iter().any(|p| matches!(p, Part::ToolCall { .. }))) {
+                    ir.reasoning = None;
+                }
+            }
         }
     }
     ir

@@ -254,37 +254,24 @@ pub fn decode_error(body: &Value) -> Option<(String, String)> {
     Some((code.to_owned(), message.to_owned()))
 }
 
-/// One Anthropic stream event, read without building a JSON tree (strings are borrowed
-/// from the event's text unless they hold escapes).
+/// One Anthropic stream event, read in one pass without building a JSON tree: every
+/// event kind's fields side by side (serde's tagged enums would buffer the event first),
+/// strings borrowed from the event's text unless they hold escapes.
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum WireEvent<'a> {
-    MessageStart {
-        #[serde(borrow)]
-        message: WireMessage<'a>,
-    },
-    ContentBlockStart {
-        index: u64,
-        #[serde(borrow)]
-        content_block: WireBlock<'a>,
-    },
-    ContentBlockDelta {
-        index: u64,
-        #[serde(borrow)]
-        delta: WireDelta<'a>,
-    },
-    MessageDelta {
-        #[serde(borrow, default)]
-        delta: WireMessageDelta<'a>,
-        #[serde(default)]
-        usage: Option<Value>,
-    },
-    MessageStop,
-    Error {
-        error: Value,
-    },
-    #[serde(other)]
-    Other,
+struct WireEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    index: u64,
+    #[serde(borrow)]
+    message: Option<WireMessage<'a>>,
+    #[serde(borrow)]
+    content_block: Option<WireBlock<'a>>,
+    /// A block's delta, or the message's (`stop_reason`).
+    #[serde(borrow)]
+    delta: Option<WireDelta<'a>>,
+    usage: Option<Value>,
+    error: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -298,48 +285,30 @@ struct WireMessage<'a> {
 }
 
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum WireBlock<'a> {
-    Text {
-        #[serde(borrow, default)]
-        text: Cow<'a, str>,
-    },
-    ToolUse {
-        #[serde(borrow, default)]
-        id: Cow<'a, str>,
-        #[serde(borrow, default)]
-        name: Cow<'a, str>,
-    },
-    #[serde(other)]
-    Other,
+struct WireBlock<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Cow<'a, str>,
+    #[serde(borrow, default)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    name: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum WireDelta<'a> {
-    TextDelta {
-        #[serde(borrow)]
-        text: Cow<'a, str>,
-    },
-    ThinkingDelta {
-        #[serde(borrow)]
-        thinking: Cow<'a, str>,
-    },
-    InputJsonDelta {
-        #[serde(borrow)]
-        partial_json: Cow<'a, str>,
-    },
-    SignatureDelta {
-        #[serde(borrow)]
-        signature: Cow<'a, str>,
-    },
-    #[serde(other)]
-    Other,
-}
-
-#[derive(Deserialize, Default)]
-struct WireMessageDelta<'a> {
-    #[serde(borrow, default)]
+struct WireDelta<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    partial_json: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    signature: Option<Cow<'a, str>>,
+    #[serde(borrow)]
     stop_reason: Option<Cow<'a, str>>,
 }
 
@@ -362,6 +331,35 @@ impl EventDecoder {
             .map(|(_, i)| *i)
     }
 
+    fn block_delta(&mut self, index: u64, delta: WireDelta, out: &mut Vec<Event>) {
+        match delta.kind.as_ref() {
+            "text_delta" => out.extend(delta.text.map(|t| Event::Text(t.into_owned()))),
+            "thinking_delta" => out.extend(delta.thinking.map(|t| Event::Thinking(t.into_owned()))),
+            "signature_delta" => {
+                if let Some(signature) = delta.signature {
+                    out.push(Event::Signature(Signature::new(Format::Messages, signature)));
+                }
+            }
+            "input_json_delta" => {
+                if let (Some(call), Some(partial)) = (self.tool_index(index), delta.partial_json) {
+                    out.push(Event::ToolArguments {
+                        index: call,
+                        delta: partial.into_owned(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn fail(&mut self, error: &Value, out: &mut Vec<Event>) {
+        let (code, message) = decode_error(&json!({ "error": error }))
+            .unwrap_or_else(|| ("upstream_error".into(), "the upstream failed".into()));
+        out.push(Event::Error { code, message });
+        self.ended = true;
+        out.push(Event::End);
+    }
+
     fn end(&mut self, out: &mut Vec<Event>) {
         if !self.ended {
             self.ended = true;
@@ -377,72 +375,56 @@ impl StreamDecoder for EventDecoder {
             Ok(event) => event,
             // The gateway's own error event (`{"error": {…}}`) has no `type`.
             Err(_) if name == "error" => match serde_json::from_str::<Value>(data) {
-                Ok(value) => WireEvent::Error {
-                    error: value["error"].clone(),
-                },
+                Ok(value) => return self.fail(&value["error"], out),
                 Err(_) => return,
             },
             Err(_) => return,
         };
-        match event {
-            WireEvent::MessageStart { message } => {
+        match event.kind.as_ref() {
+            "message_start" => {
+                let Some(message) = event.message else { return };
                 self.usage = usage(&message.usage);
                 out.push(Event::Start {
                     id: message.id.into_owned(),
                     model: message.model.into_owned(),
                 });
             }
-            WireEvent::ContentBlockStart { index, content_block } => match content_block {
-                WireBlock::ToolUse { id, name } => {
-                    let call = self.tool_calls;
-                    self.tool_calls += 1;
-                    self.tool_blocks.push((index, call));
-                    out.push(Event::ToolCallStart {
-                        index: call,
-                        id: id.into_owned(),
-                        name: name.into_owned(),
-                    });
-                }
-                WireBlock::Text { text } if !text.is_empty() => out.push(Event::Text(text.into_owned())),
-                WireBlock::Text { .. } | WireBlock::Other => {}
-            },
-            WireEvent::ContentBlockDelta { index, delta } => match delta {
-                WireDelta::TextDelta { text } => out.push(Event::Text(text.into_owned())),
-                WireDelta::ThinkingDelta { thinking } => out.push(Event::Thinking(thinking.into_owned())),
-                WireDelta::SignatureDelta { signature } => {
-                    out.push(Event::Signature(Signature::new(Format::Messages, signature)));
-                }
-                WireDelta::InputJsonDelta { partial_json } => {
-                    if let Some(call) = self.tool_index(index) {
-                        out.push(Event::ToolArguments {
+            "content_block_start" => {
+                let Some(block) = event.content_block else { return };
+                match block.kind.as_ref() {
+                    "tool_use" => {
+                        let call = self.tool_calls;
+                        self.tool_calls += 1;
+                        self.tool_blocks.push((event.index, call));
+                        out.push(Event::ToolCallStart {
                             index: call,
-                            delta: partial_json.into_owned(),
+                            id: block.id.into_owned(),
+                            name: block.name.into_owned(),
                         });
                     }
+                    "text" if !block.text.is_empty() => out.push(Event::Text(block.text.into_owned())),
+                    _ => {}
                 }
-                WireDelta::Other => {}
-            },
-            WireEvent::MessageDelta { delta, usage: later } => {
-                if let Some(later) = later.as_ref().filter(|u| u.is_object()) {
+            }
+            "content_block_delta" => {
+                let Some(delta) = event.delta else { return };
+                self.block_delta(event.index, delta, out);
+            }
+            "message_delta" => {
+                if let Some(later) = event.usage.as_ref().filter(|u| u.is_object()) {
                     let later = usage(later);
                     self.usage.output = self.usage.output.max(later.output);
                     self.usage.input = self.usage.input.max(later.input);
                     self.usage.cache_read = self.usage.cache_read.max(later.cache_read);
                     self.usage.cache_write = self.usage.cache_write.max(later.cache_write);
                 }
-                if let Some(reason) = delta.stop_reason {
+                if let Some(reason) = event.delta.and_then(|d| d.stop_reason) {
                     out.push(Event::Finish(finish(Some(&reason))));
                 }
             }
-            WireEvent::MessageStop => self.end(out),
-            WireEvent::Error { error } => {
-                let (code, message) = decode_error(&json!({ "error": error }))
-                    .unwrap_or_else(|| ("upstream_error".into(), "the upstream failed".into()));
-                out.push(Event::Error { code, message });
-                self.ended = true;
-                out.push(Event::End);
-            }
-            WireEvent::Other => {}
+            "message_stop" => self.end(out),
+            "error" => self.fail(event.error.as_ref().unwrap_or(&Value::Null), out),
+            _ => {}
         }
     }
 

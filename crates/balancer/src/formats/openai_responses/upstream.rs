@@ -277,47 +277,46 @@ pub fn decode_error(body: &Value) -> Option<(String, String)> {
     Some((code.to_owned(), message.to_owned()))
 }
 
+/// One Responses stream event, read in one pass: every event kind's fields side by side
+/// (serde's tagged enums would buffer each event, whole responses included, first); the
+/// parts of the response snapshot nobody reads are skipped, not built.
 #[derive(Deserialize)]
-#[serde(tag = "type")]
-enum WireEvent<'a> {
-    #[serde(rename = "response.created")]
-    Created { response: Value },
-    #[serde(rename = "response.output_item.added")]
-    ItemAdded { output_index: u64, item: Value },
-    #[serde(rename = "response.output_item.done")]
-    ItemDone { item: Value },
-    #[serde(rename = "response.output_text.delta", alias = "response.refusal.delta")]
-    TextDelta {
-        #[serde(borrow)]
-        delta: Cow<'a, str>,
-    },
-    #[serde(
-        rename = "response.reasoning_summary_text.delta",
-        alias = "response.reasoning_text.delta"
-    )]
-    ReasoningDelta {
-        #[serde(borrow)]
-        delta: Cow<'a, str>,
-    },
-    #[serde(rename = "response.function_call_arguments.delta")]
-    ArgumentsDelta {
-        output_index: u64,
-        #[serde(borrow)]
-        delta: Cow<'a, str>,
-    },
-    #[serde(rename = "response.completed", alias = "response.incomplete")]
-    Completed { response: Value },
-    #[serde(rename = "response.failed")]
-    Failed { response: Value },
-    #[serde(rename = "error")]
-    Error {
-        #[serde(default)]
-        code: Option<String>,
-        #[serde(default)]
-        message: Option<String>,
-    },
-    #[serde(other)]
-    Other,
+struct WireEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    output_index: u64,
+    #[serde(borrow)]
+    delta: Option<Cow<'a, str>>,
+    item: Option<WireItem>,
+    response: Option<WireResponse>,
+    code: Option<String>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireItem {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    call_id: String,
+    #[serde(default)]
+    name: String,
+    encrypted_content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    incomplete_details: Value,
+    #[serde(default)]
+    usage: Value,
+    #[serde(default)]
+    error: Value,
 }
 
 /// Reads Responses stream events into IR events, keeping which output item is which
@@ -342,44 +341,60 @@ impl StreamDecoder for EventDecoder {
         let Ok(event) = serde_json::from_str::<WireEvent>(data) else {
             return;
         };
-        match event {
-            WireEvent::Created { response } => out.push(Event::Start {
-                id: response["id"].as_str().unwrap_or_default().to_owned(),
-                model: response["model"].as_str().unwrap_or_default().to_owned(),
-            }),
-            WireEvent::ItemAdded { output_index, item } if item["type"] == "function_call" => {
-                let index = self.calls.len();
-                self.calls.push((output_index, index));
-                out.push(Event::ToolCallStart {
-                    index,
-                    id: item["call_id"].as_str().unwrap_or_default().to_owned(),
-                    name: item["name"].as_str().unwrap_or_default().to_owned(),
+        match event.kind.as_ref() {
+            "response.created" => {
+                let Some(response) = event.response else { return };
+                out.push(Event::Start {
+                    id: response.id,
+                    model: response.model,
                 });
             }
-            WireEvent::ItemDone { item } if item["type"] == "reasoning" => {
-                if let Some(signature) = item["encrypted_content"].as_str() {
+            "response.output_item.added" => {
+                let Some(item) = event.item.filter(|i| i.kind == "function_call") else {
+                    return;
+                };
+                let index = self.calls.len();
+                self.calls.push((event.output_index, index));
+                out.push(Event::ToolCallStart {
+                    index,
+                    id: item.call_id,
+                    name: item.name,
+                });
+            }
+            "response.output_item.done" => {
+                let signature = event
+                    .item
+                    .filter(|i| i.kind == "reasoning")
+                    .and_then(|i| i.encrypted_content);
+                if let Some(signature) = signature {
                     out.push(Event::Signature(Signature::new(Format::Responses, signature)));
                 }
             }
-            WireEvent::ItemAdded { .. } | WireEvent::ItemDone { .. } | WireEvent::Other => {}
-            WireEvent::TextDelta { delta } => out.push(Event::Text(delta.into_owned())),
-            WireEvent::ReasoningDelta { delta } => out.push(Event::Thinking(delta.into_owned())),
-            WireEvent::ArgumentsDelta { output_index, delta } => {
-                if let Some(&(_, index)) = self.calls.iter().find(|(o, _)| *o == output_index) {
+            "response.output_text.delta" | "response.refusal.delta" => {
+                out.extend(event.delta.map(|d| Event::Text(d.into_owned())));
+            }
+            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+                out.extend(event.delta.map(|d| Event::Thinking(d.into_owned())));
+            }
+            "response.function_call_arguments.delta" => {
+                let call = self.calls.iter().find(|(o, _)| *o == event.output_index);
+                if let (Some(&(_, index)), Some(delta)) = (call, event.delta) {
                     out.push(Event::ToolArguments {
                         index,
                         delta: delta.into_owned(),
                     });
                 }
             }
-            WireEvent::Completed { response } => {
-                out.push(Event::Finish(finish(&response, !self.calls.is_empty())));
-                out.push(Event::Usage(usage(&response["usage"])));
+            "response.completed" | "response.incomplete" => {
+                let Some(response) = event.response else { return };
+                let shape = json!({ "incomplete_details": response.incomplete_details });
+                out.push(Event::Finish(finish(&shape, !self.calls.is_empty())));
+                out.push(Event::Usage(usage(&response.usage)));
                 self.ended = true;
                 out.push(Event::End);
             }
-            WireEvent::Failed { response } => {
-                let error = &response["error"];
+            "response.failed" => {
+                let error = event.response.map(|r| r.error).unwrap_or_default();
                 let code = error["code"].as_str().unwrap_or("upstream_error").to_owned();
                 let message = error["message"]
                     .as_str()
@@ -387,11 +402,12 @@ impl StreamDecoder for EventDecoder {
                     .to_owned();
                 self.fail(out, code, message);
             }
-            WireEvent::Error { code, message } => self.fail(
+            "error" => self.fail(
                 out,
-                code.unwrap_or_else(|| "upstream_error".into()),
-                message.unwrap_or_else(|| "the upstream failed".into()),
+                event.code.unwrap_or_else(|| "upstream_error".into()),
+                event.message.unwrap_or_else(|| "the upstream failed".into()),
             ),
+            _ => {}
         }
     }
 
