@@ -199,12 +199,7 @@ impl SseWatch {
 
 /// The end (exclusive) of the first complete event: after a blank line.
 fn event_end(buf: &[u8]) -> Option<usize> {
-    let lf = memmem::find(buf, b"\n\n").map(|i| i + 2);
-    let crlf = memmem::find(buf, b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    crate::formats::sse::event_end(buf).map(|(len, separator)| len + separator)
 }
 
 /// The `data:` lines of an event, joined by newlines.

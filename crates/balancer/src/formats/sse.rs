@@ -50,14 +50,20 @@ impl SseReader {
     }
 }
 
-/// Where the first event ends: (its length, the separator's length).
-fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let lf = memchr::memmem::find(buf, b"\n\n").map(|i| (i, 2));
-    let crlf = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
+/// Where the first event ends: (its length, the separator's length) — a blank line, `\n\n`
+/// or `\r\n\r\n`. One pass that stops at the first end found, so a chunk of many events
+/// is not searched again for each.
+pub(crate) fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    for i in memchr::memchr_iter(b'\n', buf) {
+        match buf.get(i + 1) {
+            Some(b'\n') => return Some((i, 2)),
+            Some(b'\r') if i > 0 && buf[i - 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') => {
+                return Some((i - 1, 4));
+            }
+            _ => {}
+        }
     }
+    None
 }
 
 fn parse(text: &str, f: &mut impl FnMut(&str, &str)) {
