@@ -3,6 +3,7 @@
 //! and forwards the request, streaming the answer back. It never touches the database.
 
 pub mod auth;
+pub mod azure;
 pub mod bans;
 pub mod body;
 pub mod cache;

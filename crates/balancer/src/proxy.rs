@@ -515,13 +515,19 @@ async fn send(
             (serde_json::to_vec(&request.document), None, target)
         } else if ingress == Ingress::Responses && kind == ProviderType::Codex {
             let (document, collect) = formats::codex_pass_through(&request.document, &pick.upstream_model)?;
-            let target = (upstream::url(provider, ingress), ingress.format());
+            let target = (
+                upstream::url(provider, ingress, &pick.upstream_model),
+                ingress.format(),
+            );
             (serde_json::to_vec(&document), collect, target)
         } else if ingress.served_by(kind) {
+            let target = (
+                upstream::url(provider, ingress, &pick.upstream_model),
+                ingress.format(),
+            );
             request
                 .document
                 .insert("model".into(), Value::String(pick.upstream_model));
-            let target = (upstream::url(provider, ingress), ingress.format());
             (serde_json::to_vec(&request.document), None, target)
         } else {
             let (body, translation) = formats::request(

@@ -83,10 +83,10 @@ pub fn provider_type(provider: &ProviderSnapshot) -> Option<ProviderType> {
         .find(|t| t.as_str() == provider.provider_type)
 }
 
-/// The upstream URL for `ingress` on `provider`. OpenAI-format base URLs include the
-/// version (`https://api.openai.com/v1`; Azure's v1 API `https://…/openai/v1`);
-/// Anthropic's do not (`https://api.anthropic.com`).
-pub fn url(provider: &ProviderSnapshot, ingress: Ingress) -> String {
+/// The upstream URL for `ingress` and the upstream `model` on `provider`. OpenAI-format
+/// base URLs include the version (`https://api.openai.com/v1`); Anthropic's do not
+/// (`https://api.anthropic.com`); Azure's name a layout of their own (`azure.rs`).
+pub fn url(provider: &ProviderSnapshot, ingress: Ingress, model: &str) -> String {
     let base = provider.base_url.trim_end_matches('/');
     let path = match ingress {
         Ingress::ChatCompletions => "/chat/completions",
@@ -100,6 +100,9 @@ pub fn url(provider: &ProviderSnapshot, ingress: Ingress) -> String {
         // Gemini URLs carry the model: `formats::gemini::endpoint::url`.
         Ingress::Gemini | Ingress::GeminiCountTokens => "",
     };
+    if provider.provider_type == ProviderType::Azure.as_str() {
+        return crate::azure::url(&provider.base_url, path, model);
+    }
     let mut url = String::with_capacity(base.len() + path.len());
     url.push_str(base);
     url.push_str(path);
@@ -228,22 +231,25 @@ mod tests {
     fn urls_follow_each_format() {
         let openai = provider("openai", "https://api.openai.com/v1/");
         assert_eq!(
-            url(&openai, Ingress::ChatCompletions),
+            url(&openai, Ingress::ChatCompletions, "m"),
             "https://api.openai.com/v1/chat/completions"
         );
         assert_eq!(
-            url(&openai, Ingress::Responses),
+            url(&openai, Ingress::Responses, "m"),
             "https://api.openai.com/v1/responses"
         );
         let anthropic = provider("anthropic", "https://api.anthropic.com");
         assert_eq!(
-            url(&anthropic, Ingress::Messages),
+            url(&anthropic, Ingress::Messages, "m"),
             "https://api.anthropic.com/v1/messages"
         );
         let proxy = provider("anthropic", "https://proxy.local/v1");
-        assert_eq!(url(&proxy, Ingress::Messages), "https://proxy.local/v1/messages");
         assert_eq!(
-            url(&anthropic, Ingress::CountTokens),
+            url(&proxy, Ingress::Messages, "m"),
+            "https://proxy.local/v1/messages"
+        );
+        assert_eq!(
+            url(&anthropic, Ingress::CountTokens, "m"),
             "https://api.anthropic.com/v1/messages/count_tokens"
         );
     }

@@ -126,6 +126,7 @@ both_backends!(
     rate_limit_refusals_add_up_across_balancers_reporting_apart,
     messages_reach_anthropic_providers_with_their_auth,
     embeddings_for_an_anthropic_only_model_are_unsupported,
+    azure_groups_use_deployment_urls_or_the_v1_api,
     responses_pass_through_to_openai_groups,
     a_429_whose_body_never_ends_fails_over_in_time,
     a_closed_port_is_named_in_the_log_record_but_not_to_the_client,
@@ -999,6 +1000,56 @@ async fn messages_reach_anthropic_providers_with_their_auth(backend: Backend) {
         tokens(stream_log),
         (11, 6),
         "input from message_start, output from message_delta"
+    );
+}
+
+/// Azure: deployment URLs with the base URL's `api-version`, the route's upstream model
+/// naming the deployment; the v1 API without one; the key as `api-key` either way.
+async fn azure_groups_use_deployment_urls_or_the_v1_api(backend: Backend) {
+    let gw = start(backend).await;
+    let origin = gw.mock.origin.clone();
+    for (public, base_url) in [
+        ("classic", format!("{origin}?api-version=2024-10-21")),
+        ("v1", format!("{origin}/openai/v1")),
+    ] {
+        let group = gw
+            .admin(
+                "/admin/provider-groups",
+                json!({ "name": public, "type": "azure", "base_url": base_url, "models": ["gpt-4o-prod"] }),
+            )
+            .await;
+        gw.admin(
+            "/admin/api-keys",
+            json!({ "group_id": group["id"], "api_key": "azure-key-0001" }),
+        )
+        .await;
+        gw.admin(
+            "/admin/bindings",
+            json!({ "namespace": "default", "public_model": public, "group_id": group["id"], "selector_value": "gpt-4o-prod" }),
+        )
+        .await;
+    }
+    gw.cache.refresh().await.unwrap();
+    let t = tenant(&gw).await;
+    for public in ["classic", "v1"] {
+        let (status, _, text) = gw
+            .call(
+                reqwest::Method::POST,
+                "/v1/chat/completions",
+                &t.key,
+                Some(json!({ "model": public, "messages": [{ "role": "user", "content": "hi" }] })),
+            )
+            .await;
+        assert_eq!(status, 200, "{public}: {text}");
+    }
+    let seen = gw.mock.requests();
+    assert_eq!(seen[0].path, "/openai/deployments/gpt-4o-prod/chat/completions");
+    assert_eq!(seen[0].query, "api-version=2024-10-21");
+    assert_eq!(seen[1].path, "/openai/v1/chat/completions");
+    assert_eq!(seen[1].query, "");
+    assert!(
+        seen.iter()
+            .all(|s| s.headers["api-key"] == "azure-key-0001" && s.headers.get("authorization").is_none())
     );
 }
 

@@ -169,7 +169,7 @@ pub fn target(
                 Ingress::GeminiCountTokens.format(),
             ),
             _ => (
-                crate::upstream::url(provider, Ingress::CountTokens),
+                crate::upstream::url(provider, Ingress::CountTokens, model),
                 Ingress::CountTokens.format(),
             ),
         };
@@ -177,7 +177,7 @@ pub fn target(
     let endpoint = translation.upstream.ingress();
     let url = match translation.upstream {
         Format::Gemini => gemini::endpoint::url(provider, t, model, translation.upstream_stream),
-        _ => crate::upstream::url(provider, endpoint),
+        _ => crate::upstream::url(provider, endpoint, model),
     };
     (url, endpoint.format())
 }

@@ -34,6 +34,7 @@ fn credential(headers: &HeaderMap) -> String {
     header("authorization")
         .map(|v| v.strip_prefix("Bearer ").unwrap_or(v))
         .or_else(|| header("x-api-key"))
+        .or_else(|| header("api-key"))
         .unwrap_or_default()
         .to_owned()
 }
@@ -48,6 +49,7 @@ fn signature(credential: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub path: String,
+    pub query: String,
     pub credential: String,
     pub headers: HeaderMap,
     pub body: Value,
@@ -65,6 +67,7 @@ impl MockState {
         let credential = credential(headers);
         self.seen.lock().unwrap().push(Seen {
             path: uri.path().to_owned(),
+            query: uri.query().unwrap_or_default().to_owned(),
             credential: credential.clone(),
             headers: headers.clone(),
             body: body.clone(),
@@ -509,6 +512,12 @@ impl MockUpstream {
         let state = MockState::default();
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(mock_chat))
+            // Azure OpenAI: deployment URLs and the v1 API.
+            .route(
+                "/openai/deployments/{deployment}/chat/completions",
+                post(mock_chat),
+            )
+            .route("/openai/v1/chat/completions", post(mock_chat))
             .route("/v1/embeddings", post(mock_embeddings))
             .route("/v1/responses", post(mock_responses))
             .route("/v1/messages", post(mock_messages))
