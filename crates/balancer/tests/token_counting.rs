@@ -16,38 +16,12 @@ both_backends!(tokens_are_counted_where_a_family_can_count);
 
 const CLAUDE_KEY: &str = "sk-ant-count-1";
 
-async fn bind(
-    gw: &Gateway,
-    kind: &str,
-    origin: &str,
-    extra: Value,
-    credential: Value,
-    public: &str,
-    model: &str,
-) {
-    let mut group = json!({ "name": public, "type": kind, "base_url": origin, "models": [model] });
-    group
-        .as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    let group = gw.admin("/admin/provider-groups", group).await;
-    let mut credential = credential;
-    credential["group_id"] = group["id"].clone();
-    gw.admin("/admin/api-keys", credential).await;
-    gw.admin(
-        "/admin/bindings",
-        json!({ "namespace": "default", "public_model": public, "group_id": group["id"], "selector_value": model }),
-    )
-    .await;
-}
-
 async fn tokens_are_counted_where_a_family_can_count(backend: Backend) {
     let gw = Gateway::start(backend).await;
     let (origin, gemini_seen) = gemini::start().await;
     let claude_seen = mock_anthropic::Seen::default();
     let claude = mock_anthropic::start(CLAUDE_KEY, claude_seen.clone()).await;
-    bind(
-        &gw,
+    gw.bind(
         "gemini",
         &origin,
         json!({}),
@@ -57,8 +31,7 @@ async fn tokens_are_counted_where_a_family_can_count(backend: Backend) {
     )
     .await;
     let vertex = json!({ "google_project": "proj-c", "google_location": "us-central1" });
-    bind(
-        &gw,
+    gw.bind(
         "vertex",
         &origin,
         vertex,
@@ -67,8 +40,7 @@ async fn tokens_are_counted_where_a_family_can_count(backend: Backend) {
         MODEL,
     )
     .await;
-    bind(
-        &gw,
+    gw.bind(
         "anthropic",
         &claude,
         json!({}),

@@ -15,23 +15,6 @@ use support::{Gateway, both_backends, sse_events};
 
 both_backends!(every_google_layout_is_reached_by_every_client);
 
-/// A group of `kind` on the mock bound as `default.{public}` with one credential.
-async fn bind(gw: &Gateway, kind: &str, origin: &str, group: Value, credential: Value, public: &str) {
-    let mut body = json!({ "name": public, "type": kind, "base_url": origin, "models": [MODEL] });
-    body.as_object_mut()
-        .unwrap()
-        .extend(group.as_object().unwrap().clone());
-    let group = gw.admin("/admin/provider-groups", body).await;
-    let mut credential = credential;
-    credential["group_id"] = group["id"].clone();
-    gw.admin("/admin/api-keys", credential).await;
-    gw.admin(
-        "/admin/bindings",
-        json!({ "namespace": "default", "public_model": public, "group_id": group["id"], "selector_value": MODEL }),
-    )
-    .await;
-}
-
 fn targets(seen: &Seen, from: usize) -> Vec<String> {
     seen.lock().unwrap()[from..]
         .iter()
@@ -43,28 +26,30 @@ async fn every_google_layout_is_reached_by_every_client(backend: Backend) {
     let gw = Gateway::start(backend).await;
     let (origin, seen) = gemini::start().await;
     let vertex = json!({ "google_project": "proj-v", "google_location": "europe-west4" });
-    bind(
-        &gw,
+    gw.bind(
         "vertex",
         &origin,
         vertex,
         json!({ "api_key": ACCESS_TOKEN }),
         "vertex",
+        MODEL,
     )
     .await;
-    bind(
-        &gw,
+    gw.bind(
         "vertex-express",
         &origin,
         json!({}),
         json!({ "api_key": KEY }),
         "express",
+        MODEL,
     )
     .await;
     let oauth = json!({ "access_token": ACCESS_TOKEN, "project_id": "cloud-proj-7" });
     let cli = json!({ "headers_profile": "gemini-cli" });
-    bind(&gw, "gemini-cli", &origin, cli, oauth.clone(), "cli").await;
-    bind(&gw, "antigravity", &origin, json!({}), oauth, "agy").await;
+    gw.bind("gemini-cli", &origin, cli, oauth.clone(), "cli", MODEL)
+        .await;
+    gw.bind("antigravity", &origin, json!({}), oauth, "agy", MODEL)
+        .await;
     gw.cache.refresh().await.unwrap();
     let key = gw.add_tenant("acme", json!({}), json!({})).await.key;
     let bearer = format!("Bearer {key}");

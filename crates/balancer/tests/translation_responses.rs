@@ -26,25 +26,6 @@ const CLAUDE_KEY: &str = "sk-ant-upstream-7";
 const CODEX_TOKEN: &str = "codex-access-token-1";
 const TOOLS: &str = "weather";
 
-/// A group of `kind` at `base_url` with one credential (`credential` fields), bound as
-/// `default.{public}` to `model`.
-async fn bind(gw: &Gateway, kind: &str, base_url: &str, credential: Value, public: &str, model: &str) {
-    let mut group = json!({ "name": public, "type": kind, "base_url": base_url, "models": [model] });
-    if kind == "codex" {
-        group["headers_profile"] = "codex".into();
-    }
-    let group = gw.admin("/admin/provider-groups", group).await;
-    let mut credential = credential;
-    credential["group_id"] = group["id"].clone();
-    gw.admin("/admin/api-keys", credential).await;
-    gw.admin(
-        "/admin/bindings",
-        json!({ "namespace": "default", "public_model": public, "group_id": group["id"], "selector_value": model }),
-    )
-    .await;
-    gw.cache.refresh().await.unwrap();
-}
-
 fn weather_tool() -> Value {
     json!({ "type": "function", "name": TOOLS, "description": "Weather of a city",
         "parameters": { "type": "object", "properties": { "city": { "type": "string" } }, "required": ["city"] } })
@@ -66,10 +47,10 @@ async fn a_responses_client_is_served_by_anthropic(backend: Backend) {
     let gw = Gateway::start(backend).await;
     let seen = mock_anthropic::Seen::default();
     let origin = mock_anthropic::start(CLAUDE_KEY, seen.clone()).await;
-    bind(
-        &gw,
+    gw.bind(
         "anthropic",
         &origin,
+        json!({}),
         json!({ "api_key": CLAUDE_KEY }),
         "claude",
         "claude-sonnet-4-5",
@@ -180,7 +161,15 @@ async fn chat_and_anthropic_clients_are_served_by_codex(backend: Backend) {
     let seen = mock_responses::Seen::default();
     let base = mock_responses::start(CODEX_TOKEN, Flavour::Codex, seen.clone()).await;
     let credential = json!({ "access_token": CODEX_TOKEN, "refresh_token": "rt-1", "account_id": "acct-9" });
-    bind(&gw, "codex", &base, credential, "codex", "gpt-5-codex").await;
+    gw.bind(
+        "codex",
+        &base,
+        json!({ "headers_profile": "codex" }),
+        credential,
+        "codex",
+        "gpt-5-codex",
+    )
+    .await;
     let key = gw.add_tenant("acme", json!({}), json!({})).await.key;
     let bearer = format!("Bearer {key}");
     let auth = [("authorization", bearer.as_str())];
@@ -282,10 +271,10 @@ async fn a_stored_conversation_is_refused_unless_the_upstream_keeps_it(backend: 
     let gw = Gateway::start(backend).await;
     let claude_seen = mock_anthropic::Seen::default();
     let origin = mock_anthropic::start(CLAUDE_KEY, claude_seen.clone()).await;
-    bind(
-        &gw,
+    gw.bind(
         "anthropic",
         &origin,
+        json!({}),
         json!({ "api_key": CLAUDE_KEY }),
         "claude",
         "claude-sonnet-4-5",
@@ -293,10 +282,10 @@ async fn a_stored_conversation_is_refused_unless_the_upstream_keeps_it(backend: 
     .await;
     let platform_seen = mock_responses::Seen::default();
     let base = mock_responses::start("sk-openai-1", Flavour::Platform, platform_seen.clone()).await;
-    bind(
-        &gw,
+    gw.bind(
         "openai",
         &base,
+        json!({}),
         json!({ "api_key": "sk-openai-1" }),
         "gpt",
         "gpt-5",
@@ -326,10 +315,10 @@ async fn a_responses_client_reaches_codex_in_its_own_format(backend: Backend) {
     let gw = Gateway::start(backend).await;
     let seen = mock_responses::Seen::default();
     let base = mock_responses::start(CODEX_TOKEN, Flavour::Codex, seen.clone()).await;
-    bind(
-        &gw,
+    gw.bind(
         "codex",
         &base,
+        json!({ "headers_profile": "codex" }),
         json!({ "access_token": CODEX_TOKEN }),
         "codex",
         "gpt-5-codex",

@@ -11,7 +11,7 @@ use crate::redact::{MaskedUrl, Redacted, RedactedHeaders};
 
 /// `config:providers` field = credential id; one per credential (APIKey). Its `Debug`
 /// redacts the secrets (see the impl below).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderSnapshot {
     pub id: i64,
     /// `{group name}#{id}`.

@@ -8,4 +8,5 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod openai_chat;
+mod openai_rules;
 pub mod responses;

@@ -32,6 +32,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
+use crate::openai_rules::{Rule, invalid_type, invalid_value, need, need_string};
+
 /// The plain answer, piece by piece when streamed.
 pub const REPLY_PIECES: [&str; 5] = ["Hello", " from", " the", " mock", " upstream."];
 /// The prompt tokens of every answer.
@@ -88,64 +90,8 @@ pub fn broken(seen: &Seen) -> Vec<String> {
         .collect()
 }
 
-/// A broken rule in OpenAI's words: the error's `message`, `param` and `code`.
-#[derive(Debug)]
-struct Rule {
-    message: String,
-    param: Option<String>,
-    code: Option<&'static str>,
-}
-
-impl Rule {
-    /// `param` and `code` may be empty (null in the answer).
-    fn new(message: impl Into<String>, param: &str, code: &'static str) -> Rule {
-        Rule {
-            message: message.into(),
-            param: Some(param.to_owned()).filter(|p| !p.is_empty()),
-            code: Some(code).filter(|c| !c.is_empty()),
-        }
-    }
-
-    fn respond(self, status: StatusCode) -> Response {
-        let error = json!({ "error": { "message": self.message, "type": "invalid_request_error",
-            "param": self.param, "code": self.code } });
-        (status, Json(error)).into_response()
-    }
-}
-
-fn missing(param: &str) -> Rule {
-    let message = format!("Missing required parameter: '{param}'.");
-    Rule::new(message, param, "missing_required_parameter")
-}
-
 fn no_model() -> Rule {
     Rule::new("you must provide a model parameter", "", "")
-}
-
-fn invalid_type(param: &str, expected: &str, got: &Value) -> Rule {
-    let got = match got {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_f64() => "a decimal",
-        Value::Number(_) => "an integer",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
-    let message = format!("Invalid type for '{param}': expected {expected}, but got {got} instead.");
-    Rule::new(message, param, "invalid_type")
-}
-
-fn invalid_value(param: &str, got: &str, supported: &[&str]) -> Rule {
-    let quoted: Vec<String> = supported.iter().map(|s| format!("'{s}'")).collect();
-    let supported = match quoted.as_slice() {
-        [one] => one.clone(),
-        [first, second] => format!("{first} and {second}"),
-        [rest @ .., last] => format!("{}, and {last}", rest.join(", ")),
-        [] => String::new(),
-    };
-    let message = format!("Invalid value: '{got}'. Supported values are: {supported}.");
-    Rule::new(message, param, "invalid_value")
 }
 
 fn empty_array(param: &str) -> Rule {
@@ -154,20 +100,6 @@ fn empty_array(param: &str) -> Rule {
          but got an empty array instead."
     );
     Rule::new(message, param, "empty_array")
-}
-
-/// `value[key]` (at `at`, e.g. `messages[2].`) is present and passes `ok`.
-fn need(value: &Value, key: &str, at: &str, expected: &str, ok: fn(&Value) -> bool) -> Result<(), Rule> {
-    match &value[key] {
-        Value::Null => Err(missing(&format!("{at}{key}"))),
-        field if !ok(field) => Err(invalid_type(&format!("{at}{key}"), expected, field)),
-        _ => Ok(()),
-    }
-}
-
-fn need_string<'a>(value: &'a Value, key: &str, at: &str) -> Result<&'a str, Rule> {
-    need(value, key, at, "a string", Value::is_string)?;
-    Ok(value[key].as_str().unwrap_or_default())
 }
 
 /// The first rule a chat completions `body` breaks (the key aside), in OpenAI's words, as

@@ -27,6 +27,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
+use crate::openai_rules::{Rule, invalid_type, invalid_value, missing, need, need_string};
+
 pub const REPLY_PIECES: [&str; 3] = ["Hello", " from", " Codex."];
 pub const INPUT_TOKENS: u64 = 19;
 pub const CACHED_TOKENS: u64 = 4;
@@ -91,84 +93,6 @@ pub fn broken(seen: &Seen) -> Vec<String> {
         .collect()
 }
 
-/// A broken rule in OpenAI's words: the error's `message`, `param` and `code`.
-#[derive(Debug)]
-struct Rule {
-    message: String,
-    param: Option<String>,
-    code: Option<&'static str>,
-    /// Answered in the Codex backend's `{"detail": …}` shape.
-    detail: bool,
-}
-
-impl Rule {
-    /// `param` and `code` may be empty (null in the answer).
-    fn new(message: String, param: &str, code: &'static str) -> Rule {
-        let param = Some(param.to_owned()).filter(|p| !p.is_empty());
-        let code = Some(code).filter(|c| !c.is_empty());
-        Rule {
-            message,
-            param,
-            code,
-            detail: false,
-        }
-    }
-
-    fn respond(self, status: StatusCode) -> Response {
-        if self.detail {
-            return (status, Json(json!({ "detail": self.message }))).into_response();
-        }
-        let error = json!({ "error": { "message": self.message, "type": "invalid_request_error",
-            "param": self.param, "code": self.code } });
-        (status, Json(error)).into_response()
-    }
-}
-
-fn missing(param: &str) -> Rule {
-    let message = format!("Missing required parameter: '{param}'.");
-    Rule::new(message, param, "missing_required_parameter")
-}
-
-fn invalid_type(param: &str, expected: &str, got: &Value) -> Rule {
-    let got = match got {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_f64() => "a decimal",
-        Value::Number(_) => "an integer",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
-    let message = format!("Invalid type for '{param}': expected {expected}, but got {got} instead.");
-    Rule::new(message, param, "invalid_type")
-}
-
-fn invalid_value(param: &str, got: &str, supported: &[&str]) -> Rule {
-    let quoted: Vec<String> = supported.iter().map(|s| format!("'{s}'")).collect();
-    let supported = match quoted.as_slice() {
-        [one] => one.clone(),
-        [first, second] => format!("{first} and {second}"),
-        [rest @ .., last] => format!("{}, and {last}", rest.join(", ")),
-        [] => String::new(),
-    };
-    let message = format!("Invalid value: '{got}'. Supported values are: {supported}.");
-    Rule::new(message, param, "invalid_value")
-}
-
-/// `value[key]` (at `at`, e.g. `input[2].`) is present and passes `ok`.
-fn need(value: &Value, key: &str, at: &str, expected: &str, ok: fn(&Value) -> bool) -> Result<(), Rule> {
-    match &value[key] {
-        Value::Null => Err(missing(&format!("{at}{key}"))),
-        field if !ok(field) => Err(invalid_type(&format!("{at}{key}"), expected, field)),
-        _ => Ok(()),
-    }
-}
-
-fn need_string<'a>(value: &'a Value, key: &str, at: &str) -> Result<&'a str, Rule> {
-    need(value, key, at, "a string", Value::is_string)?;
-    Ok(value[key].as_str().unwrap_or_default())
-}
-
 /// The first rule `body` breaks (the key aside), in the words of the flavour's upstream, as
 /// [`Seen`] records it: lets a test check a body without sending it.
 pub fn broken_rule(body: &Value, flavour: Flavour) -> Option<String> {
@@ -213,14 +137,14 @@ fn api_rule(body: &Value) -> Result<(), Rule> {
     if need_string(body, "model", "")?.is_empty() {
         let message = "Invalid 'model': empty string. Expected a string with minimum length 1, \
                        but got an empty string instead.";
-        return Err(Rule::new(message.into(), "model", "empty_string"));
+        return Err(Rule::new(message, "model", "empty_string"));
     }
     match &body["input"] {
         Value::String(_) => {}
         Value::Array(items) if items.is_empty() => {
             let message = "Invalid 'input': empty array. Expected an array with minimum length 1, \
                            but got an empty array instead.";
-            return Err(Rule::new(message.into(), "input", "empty_array"));
+            return Err(Rule::new(message, "input", "empty_array"));
         }
         Value::Array(items) => check_input(items)?,
         Value::Null => return Err(missing("input")),

@@ -308,6 +308,17 @@ pub(crate) fn neutral(name: &str, value: &Value) -> bool {
     }
 }
 
+/// A number field of the client's request (`null` or absent: none).
+pub(crate) fn number(document: &Map<String, Value>, name: &str) -> Result<Option<f64>, Refusal> {
+    match document.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| refuse(name, "must be a number")),
+    }
+}
+
 pub(crate) fn refuse(param: impl Into<String>, why: &str) -> Refusal {
     let param = param.into();
     Refusal {

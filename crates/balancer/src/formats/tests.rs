@@ -194,28 +194,9 @@ fn untranslatable_requests_name_the_field() {
 
 fn provider() -> ez_contract::routing::ProviderSnapshot {
     ez_contract::routing::ProviderSnapshot {
-        id: 1,
-        name: "claude#1".into(),
         provider_type: "anthropic".into(),
         base_url: "https://api.anthropic.com".into(),
-        api_key: "k".into(),
-        google_project: String::new(),
-        google_location: String::new(),
-        group_id: 1,
-        group: "default".into(),
-        models: vec![],
-        status: "active".into(),
-        auto_ban: true,
-        weight: 1,
-        ban_until: 0,
-        ban_reason: String::new(),
-        access_token: String::new(),
-        refresh_token: String::new(),
-        expires_at: 0,
-        account_id: String::new(),
-        project_id: String::new(),
-        static_headers: Default::default(),
-        headers_profile: String::new(),
+        ..Default::default()
     }
 }
 

@@ -855,6 +855,34 @@ impl Gateway {
         }
     }
 
+    /// A provider group of `kind` at `base_url` (plus the fields of `extra`) serving
+    /// `model`, with one credential (the fields of `credential`), bound as
+    /// `default.{public}`; the balancer's snapshot is refreshed.
+    pub async fn bind(
+        &self,
+        kind: &str,
+        base_url: &str,
+        extra: Value,
+        credential: Value,
+        public: &str,
+        model: &str,
+    ) {
+        let mut group = json!({ "name": public, "type": kind, "base_url": base_url, "models": [model] });
+        if let (Some(group), Some(extra)) = (group.as_object_mut(), extra.as_object()) {
+            group.extend(extra.clone());
+        }
+        let group = self.admin("/admin/provider-groups", group).await;
+        let mut credential = credential;
+        credential["group_id"] = group["id"].clone();
+        self.admin("/admin/api-keys", credential).await;
+        self.admin(
+            "/admin/bindings",
+            json!({ "namespace": "default", "public_model": public, "group_id": group["id"], "selector_value": model }),
+        )
+        .await;
+        self.cache.refresh().await.unwrap();
+    }
+
     /// An Anthropic group on the mock (base URL without `/v1`, as Anthropic's) with one
     /// credential `api_key`, serving `claude-3-5-haiku-20241022` bound as
     /// `default.{public}`; the balancer's snapshot is refreshed. Returns the credential id.

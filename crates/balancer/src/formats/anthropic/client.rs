@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::formats::ir::{
     Effort, Event, Finish, Image, Message, Part, Request, Response, Role, Signature, Tool, ToolChoice, Usage,
 };
-use crate::formats::{Format, Refusal, StreamEncoder, joined_text, neutral, refuse};
+use crate::formats::{Format, Refusal, StreamEncoder, joined_text, neutral, number, refuse};
 
 /// Request fields this decoder reads; any other field set to a value that means
 /// something is refused rather than dropped.
@@ -228,16 +228,6 @@ fn tool_choice(value: &Value) -> Result<(Option<ToolChoice>, bool), Refusal> {
         Some(choice),
         value["disable_parallel_tool_use"] != Value::Bool(true),
     ))
-}
-
-fn number(document: &Map<String, Value>, name: &str) -> Result<Option<f64>, Refusal> {
-    match document.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| refuse(name, "must be a number")),
-    }
 }
 
 fn reasoning(thinking: Option<&Value>) -> Result<Option<Effort>, Refusal> {

@@ -101,34 +101,14 @@ pub fn unwrap(body: &Value) -> &Value {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     fn provider(base: &str, location: &str) -> ProviderSnapshot {
         ProviderSnapshot {
-            id: 1,
-            name: "g#1".into(),
-            provider_type: String::new(),
             base_url: base.into(),
-            api_key: String::new(),
             google_project: "proj-1".into(),
             google_location: location.into(),
-            group_id: 1,
-            group: "default".into(),
-            models: vec![],
-            status: "active".into(),
-            auto_ban: true,
-            weight: 1,
-            ban_until: 0,
-            ban_reason: String::new(),
-            access_token: String::new(),
-            refresh_token: String::new(),
-            expires_at: 0,
-            account_id: String::new(),
-            project_id: String::new(),
-            static_headers: BTreeMap::new(),
-            headers_profile: String::new(),
+            ..ProviderSnapshot::default()
         }
     }
 

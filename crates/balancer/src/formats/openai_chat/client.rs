@@ -7,7 +7,7 @@ use crate::formats::ir::{
     Effort, Event, Finish, Image, JsonOutput, JsonSchema, Message, Part, Request, Response, Role, Tool,
     ToolChoice, Usage,
 };
-use crate::formats::{Refusal, StreamEncoder, data, joined_text, neutral, refuse};
+use crate::formats::{Refusal, StreamEncoder, data, joined_text, neutral, number, refuse};
 
 /// Request fields this decoder reads; any other field set to a value that means
 /// something is refused rather than dropped.
@@ -211,16 +211,6 @@ fn tool_choice(value: &Value) -> Result<Option<ToolChoice>, Refusal> {
             ));
         }
     }))
-}
-
-fn number(document: &Map<String, Value>, name: &str) -> Result<Option<f64>, Refusal> {
-    match document.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| refuse(name, "must be a number")),
-    }
 }
 
 /// `response_format`: text (nothing asked), a JSON object, or JSON matching a schema.

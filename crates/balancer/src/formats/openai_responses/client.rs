@@ -7,7 +7,7 @@ use crate::formats::ir::{
     Effort, Event, Finish, Image, JsonOutput, JsonSchema, Message, Part, Request, Response, Role, Signature,
     Tool, ToolChoice, Usage,
 };
-use crate::formats::{Format, Refusal, StreamEncoder, neutral, refuse};
+use crate::formats::{Format, Refusal, StreamEncoder, neutral, number, refuse};
 
 /// Request fields this decoder reads; any other field set to a value that means
 /// something is refused rather than dropped.
@@ -189,17 +189,8 @@ fn item(
             push(messages, Role::User, result);
         }
         "reasoning" => {
-            let text = item["summary"]
-                .as_array()
-                .map(|s| {
-                    s.iter()
-                        .filter_map(|p| p["text"].as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n\n")
-                })
-                .unwrap_or_default();
             let thinking = Part::Thinking {
-                text,
+                text: super::summary_text(item),
                 signature: item["encrypted_content"]
                     .as_str()
                     .map(|s| Signature::read(s, Format::Responses)),
@@ -287,16 +278,6 @@ fn tool_choice(value: &Value) -> Result<Option<ToolChoice>, Refusal> {
             ));
         }
     }))
-}
-
-fn number(document: &Map<String, Value>, name: &str) -> Result<Option<f64>, Refusal> {
-    match document.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| refuse(name, "must be a number")),
-    }
 }
 
 fn reasoning(value: Option<&Value>) -> Result<Option<Effort>, Refusal> {

@@ -209,18 +209,6 @@ fn finish(response: &Value, has_calls: bool) -> Finish {
     }
 }
 
-fn summary_text(item: &Value) -> String {
-    item["summary"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter_map(|p| p["text"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n\n")
-        })
-        .unwrap_or_default()
-}
-
 /// Decodes a `response` object (`None` when the body is not one).
 pub fn decode_response(body: &Value) -> Option<Response> {
     if body["object"] != "response" {
@@ -244,7 +232,7 @@ pub fn decode_response(body: &Value) -> Option<Response> {
                 arguments: tool_arguments(item["arguments"].as_str().unwrap_or_default()),
             }),
             Some("reasoning") => parts.push(Part::Thinking {
-                text: summary_text(item),
+                text: super::summary_text(item),
                 signature: item["encrypted_content"]
                     .as_str()
                     .map(|s| Signature::new(Format::Responses, s)),
