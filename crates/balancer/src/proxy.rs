@@ -500,56 +500,16 @@ async fn send(
         trace.record.upstream_model = pick.upstream_model.clone();
         trace.record.group_id = Some(provider.group_id);
         trace.record.api_key_id = Some(provider.id);
-        let (payload, translation, (url, format)) = if ingress == Ingress::Gemini && ingress.served_by(kind) {
-            // The model is in the URL; the body passes as it came.
-            let target = (
-                formats::gemini::endpoint::url(provider, kind, &pick.upstream_model, request.stream),
-                Ingress::Gemini.format(),
-            );
-            (serde_json::to_vec(&request.document), None, target)
-        } else if ingress == Ingress::GeminiCountTokens && ingress.served_by(kind) {
-            let target = (
-                formats::gemini::endpoint::count_url(provider, kind, &pick.upstream_model),
-                ingress.format(),
-            );
-            (serde_json::to_vec(&request.document), None, target)
-        } else if ingress == Ingress::Responses && kind == ProviderType::Codex {
-            let (document, collect) = formats::codex_pass_through(&request.document, &pick.upstream_model)?;
-            let target = (
-                upstream::url(provider, ingress, &pick.upstream_model),
-                ingress.format(),
-            );
-            (serde_json::to_vec(&document), collect, target)
-        } else if ingress.served_by(kind) {
-            let target = (
-                upstream::url(provider, ingress, &pick.upstream_model),
-                ingress.format(),
-            );
-            request
-                .document
-                .insert("model".into(), Value::String(pick.upstream_model));
-            (serde_json::to_vec(&request.document), None, target)
-        } else {
-            let (body, translation) = formats::request(
-                ingress,
-                provider,
-                kind,
-                &request.document,
-                &pick.upstream_model,
-                request.stream,
-            )?;
-            let translation = translation.without_usage_chunk(strip_usage_chunk);
-            let target = formats::target(provider, kind, &pick.upstream_model, translation);
-            (serde_json::to_vec(&body), Some(translation), target)
-        };
-        format.clone_into(&mut trace.record.upstream_format);
-        let payload = payload.map_err(|_| {
-            ProxyError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "the body could not be re-encoded",
-            )
-        })?;
+        let attempt = attempt_body(
+            ingress,
+            provider,
+            kind,
+            &mut request,
+            pick.upstream_model,
+            strip_usage_chunk,
+        )?;
+        attempt.format.clone_into(&mut trace.record.upstream_format);
+        let (url, payload, translation) = (attempt.url, attempt.body, attempt.translation);
         let outgoing = state
             .http
             .post(url)
@@ -592,6 +552,71 @@ async fn send(
         }
     }
     Err(last_error)
+}
+
+/// What one attempt sends, and how its answer reaches the client.
+struct AttemptBody {
+    url: String,
+    body: Vec<u8>,
+    /// The upstream format's name, for the log record.
+    format: &'static str,
+    translation: Option<Translation>,
+}
+
+/// The client's request for `model` on `provider` (of type `kind`): passed through when
+/// the upstream speaks the client's format (the model rewritten, or in the URL for
+/// Gemini; the Codex backend's rules applied), else translated (`formats`).
+fn attempt_body(
+    ingress: Ingress,
+    provider: &ProviderSnapshot,
+    kind: ProviderType,
+    request: &mut ClientRequest,
+    model: String,
+    strip_usage_chunk: bool,
+) -> Result<AttemptBody, ProxyError> {
+    let encoded = |body: Result<Vec<u8>, serde_json::Error>| {
+        body.map_err(|_| {
+            ProxyError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body could not be re-encoded",
+            )
+        })
+    };
+    let passed = |url: String, body: Vec<u8>, translation| AttemptBody {
+        url,
+        body,
+        format: ingress.format(),
+        translation,
+    };
+    if ingress == Ingress::Gemini && ingress.served_by(kind) {
+        let url = formats::gemini::endpoint::url(provider, kind, &model, request.stream);
+        return Ok(passed(url, encoded(serde_json::to_vec(&request.document))?, None));
+    }
+    if ingress == Ingress::GeminiCountTokens && ingress.served_by(kind) {
+        let url = formats::gemini::endpoint::count_url(provider, kind, &model);
+        return Ok(passed(url, encoded(serde_json::to_vec(&request.document))?, None));
+    }
+    if ingress == Ingress::Responses && kind == ProviderType::Codex {
+        let (document, collect) = formats::codex_pass_through(&request.document, &model)?;
+        let url = upstream::url(provider, ingress, &model);
+        return Ok(passed(url, encoded(serde_json::to_vec(&document))?, collect));
+    }
+    if ingress.served_by(kind) {
+        let url = upstream::url(provider, ingress, &model);
+        request.document.insert("model".into(), Value::String(model));
+        return Ok(passed(url, encoded(serde_json::to_vec(&request.document))?, None));
+    }
+    let (body, translation) =
+        formats::request(ingress, provider, kind, &request.document, &model, request.stream)?;
+    let translation = translation.without_usage_chunk(strip_usage_chunk);
+    let (url, format) = formats::target(provider, kind, &model, translation);
+    Ok(AttemptBody {
+        url,
+        body: encoded(serde_json::to_vec(&body))?,
+        format,
+        translation: Some(translation),
+    })
 }
 
 /// A credential's refusal: banned when the verdict says so, logged, and the error the
