@@ -199,6 +199,8 @@ impl From<ProviderError> for ApiError {
             }
             ProviderError::UnknownPreset => ApiError::unprocessable("unknown_preset", message),
             ProviderError::CorruptType(_) => ApiError::internal(message),
+            ProviderError::NotSubscription(_) => ApiError::unprocessable("not_a_subscription_group", message),
+            ProviderError::TooManyFiles(_) => ApiError::bad_request("too_many_files", message),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod client_ip;
 pub mod config_doc;
+pub mod credential_import;
 pub mod error;
 pub mod listener;
 pub mod masking;

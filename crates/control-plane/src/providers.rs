@@ -39,6 +39,13 @@ pub enum ProviderError {
     UnknownPreset,
     #[error("stored provider type {0:?} is unknown")]
     CorruptType(String),
+    /// Credential files import into subscription groups only.
+    #[error(
+        "a {0} group takes API keys: credential files import into claude-code, codex, gemini-cli and antigravity groups"
+    )]
+    NotSubscription(String),
+    #[error("at most {0} files per import")]
+    TooManyFiles(usize),
 }
 
 pub type ProviderResult<T> = Result<T, ProviderError>;

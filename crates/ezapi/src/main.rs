@@ -83,6 +83,28 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Subscription credentials.
+    Credentials {
+        #[command(subcommand)]
+        action: CredentialsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CredentialsCommand {
+    /// Import the credential files the official tools write — Claude Code
+    /// `.credentials.json`, Codex `auth.json`, Gemini CLI `oauth_creds.json`, Antigravity's
+    /// — and CLIProxyAPI's per-account files into a subscription group. Each file is
+    /// recognised by its content; a file of an account the group has already updates that
+    /// credential. Prints a JSON report: created, updated or refused (with the reason) per file.
+    Import {
+        /// The subscription group's name.
+        #[arg(long)]
+        group: String,
+        /// The credential files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// `--listen` of the commands that serve on `server.listen`.
@@ -264,6 +286,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
+        Command::Credentials {
+            action: CredentialsCommand::Import { group, files },
+        } => import_credentials(&config, &group, &files).await,
         Command::ControlPlane { .. } => {
             if config.redis.url.is_none() {
                 anyhow::bail!(
@@ -273,6 +298,61 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             serve_control_plane(config, false).await
         }
     }
+}
+
+/// `ezapi credentials import`: the files read (each up to the import's size limit) and
+/// imported through the same code as `POST /admin/api-keys/import`.
+async fn import_credentials(config: &Config, group: &str, paths: &[PathBuf]) -> anyhow::Result<()> {
+    use ez_control_plane::credential_import::{self, ImportFile, ImportRequest, MAX_FILE, MAX_FILES};
+    let store = ez_control_plane::open_store(config).await?;
+    let groups = store.all_groups().await?;
+    let Some(found) = groups.iter().find(|g| g.name == group) else {
+        let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        anyhow::bail!("no provider group {group:?} (groups: {})", names.join(", "));
+    };
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        let mut content = Vec::new();
+        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // One byte over the limit is enough to know the file is refused.
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_FILE as u64 + 1), &mut content)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let content = String::from_utf8(content).unwrap_or_else(|_| String::from("(not UTF-8 text)"));
+        files.push(ImportFile {
+            name: path.display().to_string(),
+            content,
+        });
+    }
+    let bus = ez_control_plane::open_bus(config).await?;
+    let cp = ControlPlane::build(config, store.clone(), bus).await?;
+    let mut reports = Vec::new();
+    while !files.is_empty() {
+        let batch: Vec<ImportFile> = files.drain(..files.len().min(MAX_FILES)).collect();
+        let request = ImportRequest {
+            group_id: found.id,
+            files: batch,
+        };
+        let report = credential_import::import(&cp.state, request)
+            .await
+            .map_err(|e| anyhow::anyhow!("import refused: {e}"))?;
+        eprintln!(
+            "{}: {} created, {} updated, {} refused",
+            found.name, report.created, report.updated, report.refused
+        );
+        reports.push(report);
+    }
+    let json = match reports.as_slice() {
+        [one] => serde_json::to_string_pretty(one),
+        many => serde_json::to_string_pretty(many),
+    };
+    println!("{}", json.context("encoding the report")?);
+    if config.redis.url.is_none() {
+        eprintln!(
+            "note: no redis.url is configured; a running `ezapi serve` picks the credentials up at its next restart or on POST /admin/sync"
+        );
+    }
+    store.close().await;
+    Ok(())
 }
 
 /// Runs the control plane, and with `with_balancer` (`ezapi serve`) the data plane's

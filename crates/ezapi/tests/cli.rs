@@ -721,3 +721,50 @@ async fn a_split_balancer_serves_from_the_bus() {
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM ends the balancer cleanly");
 }
+
+#[tokio::test]
+async fn credential_files_import_from_the_command_line() {
+    let dir = temp_dir();
+    let client = reqwest::Client::new();
+    let server = Server::start(&dir, &[]);
+    let admin = server.printed_admin_token().expect("admin token");
+    let (status, group) = call(
+        &client,
+        reqwest::Method::POST,
+        server.url("/admin/provider-groups"),
+        &admin,
+        Some(json!({ "name": "codex-pool", "type": "codex", "models": ["gpt-5-codex"] })),
+    )
+    .await;
+    assert_eq!(status, 201, "{group}");
+    assert!(server.terminate().success());
+
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../control-plane/tests/fixtures/credentials");
+    let out = ezapi(&dir, &[])
+        .args(["credentials", "import", "--group", "codex-pool"])
+        .arg(fixtures.join("codex-auth.json"))
+        .arg(fixtures.join("claude-code.credentials.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("codex-pool: 1 created, 0 updated, 1 refused"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(report["files"][0]["outcome"], "created");
+    assert_eq!(report["files"][1]["outcome"], "refused");
+
+    let unknown = ezapi(&dir, &[])
+        .args(["credentials", "import", "--group", "nope"])
+        .arg(fixtures.join("codex-auth.json"))
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        said.contains("no provider group") && said.contains("(groups: codex-pool)"),
+        "{said}"
+    );
+}

@@ -8,6 +8,7 @@ use utoipa::IntoParams;
 
 use super::{ApiJson, ApiPath, ApiQuery, Page, PageQuery};
 use crate::auth::AdminAuth;
+use crate::credential_import::{ImportReport, ImportRequest};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::providers::{self, ApiKeyView, CreateApiKeyRequest, UpdateApiKeyRequest};
 use crate::spec::CREDENTIAL_STATUSES;
@@ -107,4 +108,19 @@ pub async fn delete_api_key(
 ) -> ApiResult<StatusCode> {
     providers::delete_api_key(&state, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Imports OAuth credential files (Claude Code `.credentials.json`, Codex `auth.json`,
+/// Gemini CLI `oauth_creds.json`, Antigravity's, CLIProxyAPI's per-account files) into a
+/// subscription group: a report per file — created, updated (same account) or refused
+/// with the reason. A refused file writes nothing.
+#[utoipa::path(post, path = "/admin/api-keys/import", tag = "admin", security(("bearer" = [])),
+    request_body = ImportRequest,
+    responses((status = 200, body = ImportReport), (status = "4XX", body = ErrorEnvelope)))]
+pub async fn import_api_keys(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ImportRequest>,
+) -> ApiResult<Json<ImportReport>> {
+    Ok(Json(crate::credential_import::import(&state, req).await?))
 }

@@ -145,6 +145,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
             provider_groups::delete_provider_group
         ))
         .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
+        .routes(routes!(api_keys::import_api_keys))
         .routes(routes!(
             api_keys::get_api_key,
             api_keys::update_api_key,
