@@ -105,10 +105,15 @@ impl JsonBodyWatch {
     }
 }
 
-/// The value of the last `"usage":` in `bytes`, read as one JSON value.
+/// The value of the last `"usage":` (or Gemini's `"usageMetadata":`) in `bytes`, read as
+/// one JSON value.
 fn usage_after_last_key(bytes: &[u8]) -> Option<Usage> {
-    let at = memmem::rfind(bytes, b"\"usage\"")?;
-    let rest = &bytes[at + b"\"usage\"".len()..];
+    let found = [&b"\"usage\""[..], &b"\"usageMetadata\""[..]]
+        .into_iter()
+        .filter_map(|key| memmem::rfind(bytes, key).map(|at| (at, key)))
+        .max_by_key(|(at, _)| *at);
+    let (at, key) = found?;
+    let rest = &bytes[at + key.len()..];
     let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
     if rest[colon] != b':' {
         return None;
@@ -117,7 +122,8 @@ fn usage_after_last_key(bytes: &[u8]) -> Option<Usage> {
         .into_iter::<Value>()
         .next()?
         .ok()?;
-    extract(&serde_json::json!({ "usage": value }))
+    let name = std::str::from_utf8(&key[1..key.len() - 1]).ok()?;
+    extract(&serde_json::json!({ name: value }))
 }
 
 /// Splits an SSE stream into events as chunks arrive, reads usage from the events that
@@ -300,6 +306,21 @@ mod tests {
         }
         assert!(watch.body().is_none());
         assert_eq!(watch.usage(), Some(Usage { input: 12, output: 0 }));
+        // Gemini's large answers: `usageMetadata`, found in the tail too.
+        let mut gemini = JsonBodyWatch::default();
+        let body = format!(
+            "{{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"{big}\"}}]}}}}],\"usageMetadata\":{{\"promptTokenCount\":30,\"candidatesTokenCount\":9000}},\"modelVersion\":\"gemini-2.5-pro\"}}"
+        );
+        for chunk in body.as_bytes().chunks(8192) {
+            gemini.observe(chunk);
+        }
+        assert_eq!(
+            gemini.usage(),
+            Some(Usage {
+                input: 30,
+                output: 9000
+            })
+        );
 
         let mut small = JsonBodyWatch::default();
         small.observe(br#"{"usage":{"input_tokens":1,"output_tokens":2}}"#);
