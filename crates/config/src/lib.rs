@@ -86,6 +86,23 @@ pub struct Config {
     pub model_registry: ModelRegistryConfig,
     pub log_writer: LogWriterConfig,
     pub balancer: BalancerConfig,
+    pub token_refresh: TokenRefreshConfig,
+}
+
+/// The refresh of subscription credentials' OAuth access tokens before they expire.
+#[derive(Debug, Clone)]
+pub struct TokenRefreshConfig {
+    pub enabled: bool,
+    /// How often credentials are checked.
+    pub interval: Duration,
+    /// A token expiring within this time is refreshed.
+    pub refresh_before: Duration,
+    /// Refreshes in flight at once.
+    pub max_concurrency: usize,
+    pub claude_code_token_url: String,
+    pub codex_token_url: String,
+    pub gemini_cli_token_url: String,
+    pub antigravity_token_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -514,6 +531,39 @@ impl RawConfig {
             )?,
         };
 
+        let tr = &self.token_refresh;
+        let token_url = |option: &'static str, url: &str| -> Result<String, ConfigError> {
+            if url.starts_with("https://") || url.starts_with("http://") {
+                Ok(url.to_owned())
+            } else {
+                Err(invalid(option, "must be an http(s) URL"))
+            }
+        };
+        let token_refresh = TokenRefreshConfig {
+            enabled: tr.enabled,
+            interval: positive_duration("token_refresh.interval", &tr.interval)?,
+            refresh_before: positive_duration("token_refresh.refresh_before", &tr.refresh_before)?,
+            max_concurrency: match tr.max_concurrency {
+                1..=256 => tr.max_concurrency,
+                _ => {
+                    return Err(invalid(
+                        "token_refresh.max_concurrency",
+                        "must be between 1 and 256",
+                    ));
+                }
+            },
+            claude_code_token_url: token_url(
+                "token_refresh.claude_code_token_url",
+                &tr.claude_code_token_url,
+            )?,
+            codex_token_url: token_url("token_refresh.codex_token_url", &tr.codex_token_url)?,
+            gemini_cli_token_url: token_url("token_refresh.gemini_cli_token_url", &tr.gemini_cli_token_url)?,
+            antigravity_token_url: token_url(
+                "token_refresh.antigravity_token_url",
+                &tr.antigravity_token_url,
+            )?,
+        };
+
         let model_registry = ModelRegistryConfig {
             refresh_every: positive_duration(
                 "model_registry.refresh_every",
@@ -594,6 +644,7 @@ impl RawConfig {
         };
 
         Ok(Config {
+            token_refresh,
             log_writer,
             balancer,
             sync_outbox,

@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub model_registry: RawModelRegistry,
     pub log_writer: RawLogWriter,
     pub balancer: RawBalancer,
+    pub token_refresh: RawTokenRefresh,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -178,6 +179,34 @@ impl Default for RawSyncOutbox {
             batch_size: 100,
             max_retries: 10,
             bus_check_interval: DurationValue::Text("10s".into()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTokenRefresh {
+    pub enabled: bool,
+    pub interval: DurationValue,
+    pub refresh_before: DurationValue,
+    pub max_concurrency: usize,
+    pub claude_code_token_url: String,
+    pub codex_token_url: String,
+    pub gemini_cli_token_url: String,
+    pub antigravity_token_url: String,
+}
+
+impl Default for RawTokenRefresh {
+    fn default() -> Self {
+        RawTokenRefresh {
+            enabled: true,
+            interval: DurationValue::Text("30s".into()),
+            refresh_before: DurationValue::Text("10m".into()),
+            max_concurrency: 8,
+            claude_code_token_url: "https://console.anthropic.com/v1/oauth/token".into(),
+            codex_token_url: "https://auth.openai.com/oauth/token".into(),
+            gemini_cli_token_url: "https://oauth2.googleapis.com/token".into(),
+            antigravity_token_url: "https://oauth2.googleapis.com/token".into(),
         }
     }
 }

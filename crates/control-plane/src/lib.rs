@@ -25,6 +25,7 @@ pub mod store;
 pub mod sync;
 pub mod tenants;
 pub mod testing;
+pub mod token_refresh;
 pub mod usage;
 pub mod validation;
 
@@ -92,6 +93,7 @@ pub struct ControlPlane {
     outbox: ez_config::SyncOutboxConfig,
     model_refresh: std::time::Duration,
     log_writer: ez_config::LogWriterConfig,
+    token_refresh: ez_config::TokenRefreshConfig,
 }
 
 impl ControlPlane {
@@ -136,6 +138,7 @@ impl ControlPlane {
             outbox: config.sync_outbox.clone(),
             model_refresh: config.model_registry.refresh_every,
             log_writer: config.log_writer.clone(),
+            token_refresh: config.token_refresh.clone(),
         })
     }
 
@@ -165,6 +168,12 @@ impl ControlPlane {
             store: self.state.store.clone(),
             days: self.log_writer.retention_days,
         }));
+        if self.token_refresh.enabled {
+            scheduler.add(token_refresh::TokenRefresh::new(
+                self.state.clone(),
+                self.token_refresh.clone(),
+            ));
+        }
         scheduler
     }
 

@@ -16,11 +16,12 @@ pub const JOB_RUNS: &str = "ezapi_job_runs_total";
 pub const LOG_BATCHES_REFUSED: &str = "ezapi_log_batches_refused_total";
 pub const LOG_RECORDS_WRITTEN: &str = "ezapi_log_records_written_total";
 pub const LOG_RECORDS_REJECTED: &str = "ezapi_log_records_rejected_total";
+pub const TOKEN_REFRESHES: &str = "ezapi_token_refreshes_total";
 
 /// Every family the control plane, its listener and its middleware expose. A test pins
 /// this list: renaming a family breaks operators' dashboards and alerts, so it must be
 /// deliberate.
-pub const FAMILIES: [&str; 12] = [
+pub const FAMILIES: [&str; 13] = [
     HTTP_REQUESTS,
     HTTP_REQUEST_DURATION,
     HTTP_CONNECTIONS_OPEN,
@@ -33,11 +34,16 @@ pub const FAMILIES: [&str; 12] = [
     LOG_BATCHES_REFUSED,
     LOG_RECORDS_WRITTEN,
     LOG_RECORDS_REJECTED,
+    TOKEN_REFRESHES,
 ];
 
 /// Registers the description (`# HELP`) of every family with the installed recorder
 /// (done by `middleware::install_recorder`). Idempotent.
 pub fn describe() {
+    describe_counter!(
+        TOKEN_REFRESHES,
+        "Subscription credentials' token refreshes, by provider and outcome (refreshed, skipped, revoked, failed)"
+    );
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests answered, by method, matched route and status"

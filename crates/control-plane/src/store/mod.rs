@@ -15,6 +15,7 @@ mod outbox;
 mod providers;
 mod settings;
 pub mod sqlite_files;
+mod token_refresh;
 mod usage;
 
 use std::sync::Arc;

@@ -21,4 +21,5 @@ mod routing_config;
 mod secrets_at_rest;
 mod suspension;
 mod tenancy;
+mod token_refresh;
 mod wrong_credential;

@@ -1,0 +1,161 @@
+//! The scheduled refresh of subscription credentials' OAuth access tokens (`token_refresh`
+//! in the configuration): every `interval`, each active `claude-code`, `codex`,
+//! `gemini-cli` and `antigravity` credential whose token expires within `refresh_before`
+//! is refreshed at its provider's token endpoint (`oauth`), at most `max_concurrency` at
+//! once. A lease in the database makes it one refresh per credential however many control
+//! planes share the database; the credential is re-read inside the lease, so a loser
+//! never refreshes what a winner just did. The new access token — and a rotated refresh
+//! token, in the same write — is stored and synced to the bus like any credential change.
+//! A revoked refresh token (`invalid_grant`) marks the credential `auto_disabled` with the
+//! reason; a transient failure keeps the working token and retries with backoff.
+
+pub mod oauth;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ez_config::TokenRefreshConfig;
+use ez_contract::provider::ProviderType;
+use ez_contract::time::now_unix;
+use futures_util::StreamExt;
+
+use crate::providers::{self, UpdateApiKeyRequest};
+use crate::scheduler::Job;
+use crate::state::AppState;
+
+/// How long a refresh may hold its lease (the token endpoint's timeout and the write).
+const LEASE: i64 = 60;
+/// Credentials looked at per run.
+const BATCH: i64 = 1000;
+/// The longest wait between retries after transient failures.
+const MAX_BACKOFF: i64 = 15 * 60;
+
+/// What one credential's refresh came to (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Refreshed,
+    /// Another control plane holds the lease, or refreshed it meanwhile.
+    Skipped,
+    Revoked,
+    Failed,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Refreshed => "refreshed",
+            Outcome::Skipped => "skipped",
+            Outcome::Revoked => "revoked",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+pub struct TokenRefresh {
+    pub state: AppState,
+    pub config: TokenRefreshConfig,
+    http: reqwest::Client,
+}
+
+impl TokenRefresh {
+    pub fn new(state: AppState, config: TokenRefreshConfig) -> Arc<TokenRefresh> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Arc::new(TokenRefresh { state, config, http })
+    }
+
+    /// Refreshes every credential due now; returns each one's outcome.
+    pub async fn refresh_due(&self) -> anyhow::Result<Vec<(i64, Outcome)>> {
+        let now = now_unix();
+        let due_by = now + self.config.refresh_before.as_secs() as i64;
+        let due = self.state.store.due_refreshes(now, due_by, BATCH).await?;
+        let outcomes = futures_util::stream::iter(due)
+            .map(|(id, failures)| async move { (id, self.refresh_one(id, failures).await) })
+            .buffer_unordered(self.config.max_concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        let mut done = Vec::with_capacity(outcomes.len());
+        for (id, outcome) in outcomes {
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    tracing::warn!(credential = id, error = %e, "token refresh: storing the result failed");
+                    Outcome::Failed
+                }
+            };
+            done.push((id, outcome));
+        }
+        Ok(done)
+    }
+
+    async fn refresh_one(&self, id: i64, failures: i64) -> anyhow::Result<Outcome> {
+        let store = &self.state.store;
+        let now = now_unix();
+        if !store.take_refresh_lease(id, now, now + LEASE).await? {
+            return Ok(Outcome::Skipped);
+        }
+        // Inside the lease: what another control plane may have stored meanwhile.
+        let key = store.get_api_key(id).await?;
+        let group = store.get_group(key.group_id).await?;
+        let due_by = now + self.config.refresh_before.as_secs() as i64;
+        let kind: Option<ProviderType> = group.provider_type.parse().ok();
+        let (Some(kind), true) = (kind, key.expires_at.is_none_or(|t| t < due_by)) else {
+            store.end_refresh_lease(id, 0, 0).await?;
+            return Ok(Outcome::Skipped);
+        };
+        let outcome = match oauth::refresh(&self.http, &self.config, kind, key.refresh_token.expose()).await {
+            Ok(tokens) => {
+                let update = UpdateApiKeyRequest {
+                    access_token: Some(tokens.access_token),
+                    refresh_token: tokens.refresh_token,
+                    expires_at: Some(tokens.expires_in.map(|s| now_unix() + s)),
+                    ..UpdateApiKeyRequest::default()
+                };
+                providers::update_api_key(&self.state, id, update).await?;
+                store.end_refresh_lease(id, 0, 0).await?;
+                tracing::info!(credential = id, provider = kind.as_str(), "token refreshed");
+                Outcome::Refreshed
+            }
+            Err(oauth::Failure::Revoked(why)) => {
+                let update = UpdateApiKeyRequest {
+                    status: Some("auto_disabled".into()),
+                    ban_reason: Some(format!("token refresh refused: {why}")),
+                    ..UpdateApiKeyRequest::default()
+                };
+                providers::update_api_key(&self.state, id, update).await?;
+                store.end_refresh_lease(id, 0, 0).await?;
+                tracing::warn!(credential = id, provider = kind.as_str(), reason = %why, "token refresh refused; credential disabled");
+                Outcome::Revoked
+            }
+            Err(oauth::Failure::Transient(why)) => {
+                let wait = (self.config.interval.as_secs() as i64).max(1) << failures.clamp(0, 10);
+                store
+                    .end_refresh_lease(id, now_unix() + wait.min(MAX_BACKOFF), failures + 1)
+                    .await?;
+                tracing::warn!(credential = id, provider = kind.as_str(), reason = %why, retry_in_s = wait.min(MAX_BACKOFF), "token refresh failed; the token in use stays");
+                Outcome::Failed
+            }
+        };
+        metrics::counter!(crate::metrics::TOKEN_REFRESHES, "provider" => kind.as_str(), "outcome" => outcome.label())
+            .increment(1);
+        Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl Job for TokenRefresh {
+    fn name(&self) -> &'static str {
+        "token_refresh"
+    }
+
+    fn interval(&self) -> Duration {
+        self.config.interval
+    }
+
+    async fn run_once(&self) -> anyhow::Result<()> {
+        self.refresh_due().await.map(|_| ())
+    }
+}

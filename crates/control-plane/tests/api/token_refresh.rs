@@ -1,0 +1,178 @@
+//! The token refresh job against a mock token server: a credential about to expire gets a
+//! new access token and its rotated refresh token in one write, synced to the bus; a
+//! revoked refresh token disables the credential with the provider's reason; a transient
+//! failure keeps the working token and backs off; racing refreshers make exactly one call
+//! per credential (the lease).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ez_contract::time::now_unix;
+use ez_control_plane::testing::{Backend, TestDatabase, test_bus};
+use ez_control_plane::token_refresh::{Outcome, TokenRefresh};
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::TestApp;
+
+both_backends!(
+    expiring_tokens_are_refreshed_revoked_ones_disable,
+    racing_refreshers_call_once_per_credential
+);
+
+#[derive(Clone, Default)]
+struct Mock {
+    calls: Arc<AtomicUsize>,
+}
+
+/// Claude's token endpoint: `rt-good…` → a new token and a rotated refresh token;
+/// `rt-revoked` → `invalid_grant`; anything else → 503.
+async fn token(State(mock): State<Mock>, Json(body): Json<Value>) -> Response {
+    let n = mock.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    assert_eq!(body["grant_type"], "refresh_token");
+    assert_eq!(body["client_id"], "9d1c250a-e61b-44d9-88ed-5944d1962f5e");
+    match body["refresh_token"].as_str().unwrap_or_default() {
+        rt if rt.starts_with("rt-good") => Json(json!({
+            "token_type": "Bearer", "access_token": format!("at-new-{n}"),
+            "refresh_token": format!("{rt}-rotated"), "expires_in": 28800,
+        }))
+        .into_response(),
+        "rt-revoked" => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "invalid_grant", "error_description": "Refresh token not found or invalid" })),
+        )
+            .into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "upstream connect error").into_response(),
+    }
+}
+
+async fn start_mock() -> (String, Mock) {
+    let mock = Mock::default();
+    let app = axum::Router::new()
+        .route("/v1/oauth/token", axum::routing::post(token))
+        .with_state(mock.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/oauth/token", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, mock)
+}
+
+async fn app_with(backend: Backend, token_url: &str) -> TestApp {
+    let db = TestDatabase::create(backend).await;
+    let bus = test_bus(backend).await;
+    let url = token_url.to_owned();
+    TestApp::start_with(db, bus, move |config| {
+        config.token_refresh.claude_code_token_url = url
+    })
+    .await
+}
+
+async fn credential(app: &TestApp, group: i64, refresh_token: &str, expires_in: i64) -> i64 {
+    app.admin_post(
+        "/admin/api-keys",
+        json!({ "group_id": group, "access_token": format!("at-old-{refresh_token}"),
+            "refresh_token": refresh_token, "expires_at": now_unix() + expires_in }),
+    )
+    .await
+    .expect(201)
+    .id()
+}
+
+async fn claude_group(app: &TestApp) -> i64 {
+    app.admin_post(
+        "/admin/provider-groups",
+        json!({ "name": "claude-pool", "type": "claude-code", "models": ["claude-sonnet-4-5"] }),
+    )
+    .await
+    .expect(201)
+    .id()
+}
+
+fn refresher(app: &TestApp, token_url: &str) -> Arc<TokenRefresh> {
+    let mut config = ez_config::Config::defaults().token_refresh;
+    config.claude_code_token_url = token_url.to_owned();
+    TokenRefresh::new(app.state.clone(), config)
+}
+
+async fn expiring_tokens_are_refreshed_revoked_ones_disable(backend: Backend) {
+    let (url, mock) = start_mock().await;
+    let app = app_with(backend, &url).await;
+    let group = claude_group(&app).await;
+    let good = credential(&app, group, "rt-good", 30).await;
+    let revoked = credential(&app, group, "rt-revoked", 30).await;
+    let flaky = credential(&app, group, "rt-flaky", 30).await;
+    let fresh = credential(&app, group, "rt-good-fresh", 6 * 3600).await;
+
+    let refresh = refresher(&app, &url);
+    let mut outcomes = refresh.refresh_due().await.unwrap();
+    outcomes.sort();
+    let mut expected = vec![
+        (good, Outcome::Refreshed),
+        (revoked, Outcome::Revoked),
+        (flaky, Outcome::Failed),
+    ];
+    expected.sort();
+    assert_eq!(outcomes, expected, "the fresh credential ({fresh}) is not due");
+    assert_eq!(mock.calls.load(Ordering::SeqCst), 3);
+
+    // The new token and the rotated refresh token, stored together and on the bus.
+    let stored = app.state.store.get_api_key(good).await.unwrap();
+    assert!(stored.access_token.expose().starts_with("at-new-"));
+    assert_eq!(stored.refresh_token.expose(), "rt-good-rotated");
+    assert!(stored.expires_at.is_some_and(|t| t > now_unix() + 28000));
+    let bus = app.bus_snapshot().await;
+    assert!(
+        bus.values()
+            .flat_map(|f| f.values())
+            .any(|v| v.contains(stored.access_token.expose())),
+        "synced"
+    );
+
+    // Revoked: disabled, the provider's reason kept.
+    let disabled = app
+        .admin_get(&format!("/admin/api-keys/{revoked}"))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(disabled["status"], "auto_disabled");
+    assert!(
+        disabled["ban_reason"].as_str().unwrap().contains("invalid_grant"),
+        "{disabled}"
+    );
+    // Transient: the working token stays, and the retry waits (no call right away).
+    let kept = app.state.store.get_api_key(flaky).await.unwrap();
+    assert_eq!(kept.access_token.expose(), "at-old-rt-flaky");
+    assert_eq!(kept.status, "active");
+    let again = refresh.refresh_due().await.unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(mock.calls.load(Ordering::SeqCst), 3);
+}
+
+async fn racing_refreshers_call_once_per_credential(backend: Backend) {
+    let (url, mock) = start_mock().await;
+    let app = app_with(backend, &url).await;
+    let group = claude_group(&app).await;
+    for n in 0..50 {
+        credential(&app, group, &format!("rt-good-{n}"), 20).await;
+    }
+    // Two refreshers on one database, as two control planes would be.
+    let (a, b) = (refresher(&app, &url), refresher(&app, &url));
+    let (ra, rb) = tokio::join!(a.refresh_due(), b.refresh_due());
+    let refreshed = ra
+        .unwrap()
+        .into_iter()
+        .chain(rb.unwrap())
+        .filter(|(_, o)| *o == Outcome::Refreshed)
+        .count();
+    assert_eq!(refreshed, 50);
+    assert_eq!(mock.calls.load(Ordering::SeqCst), 50, "one call per credential");
+    // Nothing is due any more.
+    assert!(a.refresh_due().await.unwrap().is_empty());
+    assert_eq!(mock.calls.load(Ordering::SeqCst), 50);
+}
