@@ -13,6 +13,7 @@
 pub mod anthropic;
 pub mod body;
 pub mod count;
+mod function_tools;
 pub mod gemini;
 pub mod ir;
 pub mod openai_chat;

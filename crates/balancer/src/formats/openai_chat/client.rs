@@ -3,9 +3,9 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::formats::function_tools::{self, Layout};
 use crate::formats::ir::{
-    Effort, Event, Finish, Image, JsonOutput, JsonSchema, Message, Part, Request, Response, Role, Tool,
-    ToolChoice, Usage,
+    Effort, Event, Finish, Image, JsonOutput, JsonSchema, Message, Part, Request, Response, Role, Usage,
 };
 use crate::formats::{Refusal, StreamEncoder, data, joined_text, neutral, number, refuse};
 
@@ -156,63 +156,6 @@ fn messages(list: &Value, system: &mut Vec<String>) -> Result<Vec<Message>, Refu
     Ok(out)
 }
 
-fn tools(list: &Value) -> Result<Vec<Tool>, Refusal> {
-    let Some(list) = list.as_array() else {
-        return Ok(Vec::new());
-    };
-    list.iter()
-        .enumerate()
-        .map(|(i, tool)| {
-            let at = format!("tools[{i}]");
-            if tool["type"].as_str() != Some("function") {
-                return Err(refuse(
-                    format!("{at}.type"),
-                    "only function tools can be translated",
-                ));
-            }
-            let function = &tool["function"];
-            let name = function["name"]
-                .as_str()
-                .ok_or_else(|| refuse(format!("{at}.function.name"), "is required"))?;
-            if function.get("strict") == Some(&Value::Bool(true)) {
-                return Err(refuse(
-                    format!("{at}.function.strict"),
-                    "strict schemas cannot be translated",
-                ));
-            }
-            Ok(Tool {
-                name: name.to_owned(),
-                description: function["description"].as_str().map(str::to_owned),
-                parameters: match &function["parameters"] {
-                    Value::Null => json!({ "type": "object", "properties": {} }),
-                    schema => schema.clone(),
-                },
-            })
-        })
-        .collect()
-}
-
-fn tool_choice(value: &Value) -> Result<Option<ToolChoice>, Refusal> {
-    Ok(Some(match value {
-        Value::Null => return Ok(None),
-        Value::String(s) if s == "auto" => ToolChoice::Auto,
-        Value::String(s) if s == "none" => ToolChoice::None,
-        Value::String(s) if s == "required" => ToolChoice::Required,
-        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
-            let name = value["function"]["name"]
-                .as_str()
-                .ok_or_else(|| refuse("tool_choice.function.name", "is required"))?;
-            ToolChoice::Named(name.to_owned())
-        }
-        _ => {
-            return Err(refuse(
-                "tool_choice",
-                "must be auto, none, required or a function",
-            ));
-        }
-    }))
-}
-
 /// `response_format`: text (nothing asked), a JSON object, or JSON matching a schema.
 fn output(value: Option<&Value>) -> Result<Option<JsonOutput>, Refusal> {
     let Some(format) = value.filter(|v| !v.is_null()) else {
@@ -297,8 +240,11 @@ pub fn decode_request(document: &Map<String, Value>) -> Result<Request, Refusal>
     Ok(Request {
         system,
         messages,
-        tools: tools(document.get("tools").unwrap_or(&Value::Null))?,
-        tool_choice: tool_choice(document.get("tool_choice").unwrap_or(&Value::Null))?,
+        tools: function_tools::tools(document.get("tools").unwrap_or(&Value::Null), Layout::Nested)?,
+        tool_choice: function_tools::tool_choice(
+            document.get("tool_choice").unwrap_or(&Value::Null),
+            Layout::Nested,
+        )?,
         parallel_tool_calls: document.get("parallel_tool_calls") != Some(&Value::Bool(false)),
         max_tokens,
         temperature: number(document, "temperature")?,

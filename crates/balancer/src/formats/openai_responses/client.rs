@@ -3,9 +3,10 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::formats::function_tools::{self, Layout};
 use crate::formats::ir::{
     Effort, Event, Finish, Image, JsonOutput, JsonSchema, Message, Part, Request, Response, Role, Signature,
-    Tool, ToolChoice, Usage,
+    Usage,
 };
 use crate::formats::{Format, Refusal, StreamEncoder, neutral, number, refuse};
 
@@ -224,62 +225,6 @@ fn input(value: &Value, system: &mut Vec<String>) -> Result<Vec<Message>, Refusa
     Ok(messages)
 }
 
-fn tools(list: &Value) -> Result<Vec<Tool>, Refusal> {
-    let Some(list) = list.as_array() else {
-        return Ok(Vec::new());
-    };
-    list.iter()
-        .enumerate()
-        .map(|(i, tool)| {
-            let at = format!("tools[{i}]");
-            if tool["type"].as_str() != Some("function") {
-                return Err(refuse(
-                    format!("{at}.type"),
-                    "only function tools can be translated",
-                ));
-            }
-            let name = tool["name"]
-                .as_str()
-                .ok_or_else(|| refuse(format!("{at}.name"), "is required"))?;
-            if tool.get("strict") == Some(&Value::Bool(true)) {
-                return Err(refuse(
-                    format!("{at}.strict"),
-                    "strict schemas cannot be translated",
-                ));
-            }
-            Ok(Tool {
-                name: name.to_owned(),
-                description: tool["description"].as_str().map(str::to_owned),
-                parameters: match &tool["parameters"] {
-                    Value::Null => json!({ "type": "object", "properties": {} }),
-                    schema => schema.clone(),
-                },
-            })
-        })
-        .collect()
-}
-
-fn tool_choice(value: &Value) -> Result<Option<ToolChoice>, Refusal> {
-    Ok(Some(match value {
-        Value::Null => return Ok(None),
-        Value::String(s) if s == "auto" => ToolChoice::Auto,
-        Value::String(s) if s == "none" => ToolChoice::None,
-        Value::String(s) if s == "required" => ToolChoice::Required,
-        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
-            let name = value["name"]
-                .as_str()
-                .ok_or_else(|| refuse("tool_choice.name", "is required"))?;
-            ToolChoice::Named(name.to_owned())
-        }
-        _ => {
-            return Err(refuse(
-                "tool_choice",
-                "must be auto, none, required or a function",
-            ));
-        }
-    }))
-}
-
 fn reasoning(value: Option<&Value>) -> Result<Option<Effort>, Refusal> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Ok(None);
@@ -395,8 +340,11 @@ pub fn decode_request(document: &Map<String, Value>) -> Result<Request, Refusal>
     Ok(Request {
         system,
         messages,
-        tools: tools(document.get("tools").unwrap_or(&Value::Null))?,
-        tool_choice: tool_choice(document.get("tool_choice").unwrap_or(&Value::Null))?,
+        tools: function_tools::tools(document.get("tools").unwrap_or(&Value::Null), Layout::Flat)?,
+        tool_choice: function_tools::tool_choice(
+            document.get("tool_choice").unwrap_or(&Value::Null),
+            Layout::Flat,
+        )?,
         parallel_tool_calls: document.get("parallel_tool_calls") != Some(&Value::Bool(false)),
         max_tokens,
         temperature: number(document, "temperature")?,
