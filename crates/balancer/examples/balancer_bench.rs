@@ -464,6 +464,7 @@ async fn fill_bus(bus: &dyn ConfigBus, upstream: &str, keys: usize) -> Result<()
                 weight: 1,
                 ban_until: 0,
                 ban_reason: String::new(),
+                cooling_until: 0,
                 access_token: String::new(),
                 refresh_token: String::new(),
                 expires_at: 0,

@@ -536,6 +536,9 @@ fn credential_usage((id, t): &(i64, CredentialTotals)) -> CredentialUsage {
         api_key_id: *id,
         requests: t.requests,
         success_requests: t.success,
+        last_used_at: 0,
+        last_error: None,
+        window: None,
     }
 }
 

@@ -217,6 +217,7 @@ mod tests {
             weight: 1,
             ban_until: 0,
             ban_reason: String::new(),
+            cooling_until: 0,
             access_token: "oauth-token".into(),
             refresh_token: String::new(),
             expires_at: 0,

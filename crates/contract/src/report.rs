@@ -67,6 +67,10 @@ pub mod limits {
     pub const ERROR_CODE: usize = 64;
     pub const ERROR_MESSAGE: usize = 1_000;
     pub const CLIENT_IP: usize = 64;
+    /// A credential's `last_error` ([`super::CredentialUsage`]).
+    pub const LAST_ERROR: usize = 256;
+    /// A usage window's name ([`super::QuotaWindow`]).
+    pub const WINDOW_NAME: usize = 32;
 }
 
 /// `value` without control characters (NUL included: PostgreSQL refuses it in text),
@@ -167,17 +171,53 @@ pub struct KeyUsageBatch {
 }
 
 /// Use of one upstream credential since the last flush.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CredentialUsage {
     pub api_key_id: i64,
     pub requests: i64,
     pub success_requests: i64,
+    /// Unix second of the newest attempt on the credential in this report; 0 = none.
+    #[serde(default)]
+    pub last_used_at: i64,
+    /// The newest failed attempt's cause, as the gateway words it (e.g. `upstream 401:
+    /// authentication_error`, `connection refused`; never upstream text), at most
+    /// [`limits::LAST_ERROR`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The newest usage window the upstream announced for the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<QuotaWindow>,
+}
+
+/// A usage window an upstream announced for a credential (Anthropic's unified rate-limit
+/// headers, Codex's usage-limit headers, a Gemini `RESOURCE_EXHAUSTED` with retry info):
+/// routing state, never a ban. While `cooling_until` is in the future the credential is
+/// skipped; it comes back by itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct QuotaWindow {
+    /// The provider's name of the window (`5h`, `7d`, `primary`, `secondary`,
+    /// `per_minute`, …), at most [`limits::WINDOW_NAME`] bytes.
+    pub name: String,
+    /// Percent of the window used (0–100), when the provider says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_percent: Option<f64>,
+    /// Unix second the window resets, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<i64>,
+    /// Unix second until which the credential is skipped (the window is exhausted);
+    /// absent while it has room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooling_until: Option<i64>,
+    /// Unix second the balancer saw it.
+    pub observed_at: i64,
 }
 
 /// `POST /internal/apikey-stats/flush`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CredentialUsageBatch {

@@ -36,6 +36,10 @@ pub struct ProviderSnapshot {
     /// Unix seconds; 0 = not banned. A credential is skipped while it is in the future.
     pub ban_until: i64,
     pub ban_reason: String,
+    /// Unix seconds; 0 = not cooling. An upstream announced an exhausted usage window:
+    /// the credential is skipped until then (routing state, not a ban).
+    #[serde(default)]
+    pub cooling_until: i64,
     pub access_token: String,
     pub refresh_token: String,
     /// Unix seconds when `access_token` expires; 0 = unknown.
@@ -66,6 +70,7 @@ impl std::fmt::Debug for ProviderSnapshot {
             .field("weight", &self.weight)
             .field("ban_until", &self.ban_until)
             .field("ban_reason", &self.ban_reason)
+            .field("cooling_until", &self.cooling_until)
             .field("access_token", &Redacted(&self.access_token))
             .field("refresh_token", &Redacted(&self.refresh_token))
             .field("expires_at", &self.expires_at)
@@ -181,6 +186,7 @@ mod tests {
             weight: 1,
             ban_until: 0,
             ban_reason: String::new(),
+            cooling_until: 0,
             access_token: "oauth-access-0004".into(),
             refresh_token: "oauth-refresh-0005".into(),
             expires_at: 0,
