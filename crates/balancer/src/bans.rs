@@ -34,6 +34,15 @@ impl LocalBans {
         !bans.is_empty() && bans.get(&credential_id).is_some_and(|until| *until > now)
     }
 
+    /// The Unix second `credential_id`'s ban ends (0: none known).
+    pub fn until(&self, credential_id: i64) -> i64 {
+        let bans = self.until.load();
+        if bans.is_empty() {
+            return 0;
+        }
+        bans.get(&credential_id).copied().unwrap_or(0)
+    }
+
     /// Bans `credential_id` until `until` (a longer ban in place is kept); ended bans
     /// are forgotten on the way.
     pub fn ban(&self, credential_id: i64, until: i64, now: i64) {

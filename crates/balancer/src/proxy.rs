@@ -24,7 +24,7 @@ use ipnet::IpNet;
 use serde_json::{Map, Value};
 
 use crate::auth;
-use crate::bans::BanPolicy;
+use crate::bans::{BanPolicy, LocalBans};
 use crate::body::{ObservedBody, Trace};
 use crate::cache::SnapshotCache;
 use crate::error::ProxyError;
@@ -32,6 +32,7 @@ use crate::formats::{self, Translation};
 use crate::metrics::GroupMetrics;
 use crate::rate::RateLimiter;
 use crate::refusal::{Cause, Verdict};
+use crate::renewal::Renewals;
 use crate::report::Reporter;
 use crate::response_headers;
 use crate::route::{self, RouteError};
@@ -106,7 +107,11 @@ pub struct BalancerState {
     http: reqwest::Client,
     pub(crate) settings: Arc<ProxySettings>,
     bans: Arc<BanPolicy>,
+    /// Credentials whose usage window an upstream announced exhausted, until it resets:
+    /// skipped at once here, before the control plane syncs `cooling_until` to all.
+    cooling: Arc<LocalBans>,
     rate: Arc<RateLimiter>,
+    renewals: Arc<Renewals>,
 }
 
 impl BalancerState {
@@ -129,13 +134,16 @@ impl BalancerState {
             settings.ban_window,
             reporter.clone(),
         );
+        let renewals = Renewals::new(reporter.sink().clone(), cache.clone());
         Ok(BalancerState {
             cache,
             reporter,
             http,
             settings: Arc::new(settings),
             bans: Arc::new(bans),
+            cooling: Arc::new(LocalBans::default()),
             rate: Arc::new(RateLimiter::default()),
+            renewals: Arc::new(renewals),
         })
     }
 }
@@ -473,23 +481,51 @@ async fn send(
     );
     // Whether the last attempt failed (a success returns): the next pick fails over.
     let mut failed_attempt = false;
-    for _ in 0..state.settings.max_attempts.max(1) {
-        let now = now_unix();
-        let pick = {
-            let mut rng = rand::thread_rng();
-            route::pick(snapshot, binding, group, now, &mut rng, |id, p| {
-                !tried.contains(&id) && !state.bans.is_banned(id, now) && speaks(p)
-            })
-        };
-        let Some(pick) = pick else { break };
-        if std::mem::take(&mut failed_attempt)
-            && let Some(group) = &trace.upstream
-        {
-            group.failed_over();
-        }
-        tried.insert(pick.credential_id);
-        let Some(provider) = snapshot.providers.get(&pick.credential_id) else {
-            continue;
+    // A credential whose refused access token was just renewed: tried again once, from
+    // the snapshot holding the new token, before failing over.
+    let mut retry: Option<(Arc<Snapshot>, i64, String)> = None;
+    let mut attempts = 0;
+    // The soonest end of a cooling that kept a credential out (`i64::MAX`: none did).
+    let cooling_ends = std::cell::Cell::new(i64::MAX);
+    loop {
+        let held = retry.take();
+        let (provider, upstream_model) = match &held {
+            Some((fresh, id, model)) => match fresh.providers.get(id) {
+                Some(provider) => (provider, model.clone()),
+                None => continue,
+            },
+            None => {
+                if attempts >= state.settings.max_attempts.max(1) {
+                    break;
+                }
+                attempts += 1;
+                let now = now_unix();
+                let pick = {
+                    let mut rng = rand::thread_rng();
+                    route::pick(snapshot, binding, group, now, &mut rng, |id, p| {
+                        if tried.contains(&id) || state.bans.is_banned(id, now) || !speaks(p) {
+                            return false;
+                        }
+                        let cooling = p.cooling_until.max(state.cooling.until(id));
+                        if cooling > now {
+                            cooling_ends.set(cooling_ends.get().min(cooling));
+                            return false;
+                        }
+                        true
+                    })
+                };
+                let Some(pick) = pick else { break };
+                if std::mem::take(&mut failed_attempt)
+                    && let Some(group) = &trace.upstream
+                {
+                    group.failed_over();
+                }
+                tried.insert(pick.credential_id);
+                let Some(provider) = snapshot.providers.get(&pick.credential_id) else {
+                    continue;
+                };
+                (provider, pick.upstream_model)
+            }
         };
         let Some(kind) = upstream::provider_type(provider) else {
             continue;
@@ -497,7 +533,7 @@ async fn send(
         trace.upstream = snapshot.upstream_metrics.get(&provider.group_id).cloned();
         trace.upstream_failure = None;
         failed_attempt = true;
-        trace.record.upstream_model = pick.upstream_model.clone();
+        trace.record.upstream_model.clone_from(&upstream_model);
         trace.record.group_id = Some(provider.group_id);
         trace.record.api_key_id = Some(provider.id);
         let attempt = attempt_body(
@@ -505,7 +541,7 @@ async fn send(
             provider,
             kind,
             &mut request,
-            pick.upstream_model,
+            upstream_model.clone(),
             strip_usage_chunk,
         )?;
         attempt.format.clone_into(&mut trace.record.upstream_format);
@@ -523,13 +559,19 @@ async fn send(
         let sent = Instant::now();
         let response = match tokio::time::timeout(wait, outgoing.send()).await {
             Err(_) => {
-                state.reporter.note_failed_attempt(provider.id);
-                last_error = UpstreamFailure::timed_out(provider, wait).report(provider, trace);
+                let failure = UpstreamFailure::timed_out(provider, wait);
+                state
+                    .reporter
+                    .note_failed_attempt(provider.id, &failure.to_string());
+                last_error = failure.report(provider, trace);
                 continue;
             }
             Ok(Err(e)) => {
-                state.reporter.note_failed_attempt(provider.id);
-                last_error = UpstreamFailure::from_error(provider, e).report(provider, trace);
+                let failure = UpstreamFailure::from_error(provider, e);
+                state
+                    .reporter
+                    .note_failed_attempt(provider.id, &failure.to_string());
+                last_error = failure.report(provider, trace);
                 continue;
             }
             Ok(Ok(response)) => response,
@@ -541,17 +583,73 @@ async fn send(
         match classify(response, read_by).await {
             Classified::Pass(response) => {
                 state.bans.answered(provider.id);
+                if kind.is_subscription()
+                    && let Some(window) = crate::quota::from_headers(response.headers(), now_unix())
+                {
+                    note_window(state, provider.id, window);
+                }
                 // A translated stream is the upstream's own: nothing in it to strip.
                 let strip = strip_usage_chunk && translation.is_none();
                 return Ok((response, strip, translation));
             }
-            Classified::Refused { verdict, retry_after } => {
-                state.reporter.note_failed_attempt(provider.id);
+            Classified::Refused { verdict, .. }
+                if held.is_none()
+                    && verdict.status() == Some(401)
+                    && Renewals::applies(provider, kind)
+                    && state.renewals.renew(provider).await =>
+            {
+                retry = Some((state.cache.snapshot(), provider.id, upstream_model));
+            }
+            Classified::Refused {
+                verdict,
+                retry_after,
+                window,
+            } => {
+                if let Some(window) = window {
+                    note_window(state, provider.id, window);
+                }
+                state
+                    .reporter
+                    .note_failed_attempt(provider.id, &refusal_words(&verdict));
                 last_error = refused(state, provider, &verdict, retry_after, trace.upstream.as_deref());
             }
         }
     }
+    if tried.is_empty() && cooling_ends.get() != i64::MAX {
+        return Err(all_cooling(cooling_ends.get()));
+    }
     Err(last_error)
+}
+
+/// A usage window an upstream announced for credential `id`: reported, and, when it is
+/// exhausted, the credential cools here at once.
+fn note_window(state: &BalancerState, id: i64, window: ez_contract::report::QuotaWindow) {
+    if let Some(until) = window.cooling_until {
+        state.cooling.ban(id, until, now_unix());
+        tracing::info!(credential = id, window = %window.name, until, "usage window exhausted; the credential cools until it resets");
+    }
+    state.reporter.note_window(id, window);
+}
+
+/// A refusal as a credential's `last_error`: status and marker, never upstream text.
+fn refusal_words(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::BanNow(refusal) | Verdict::Suspect(refusal) => refusal.reason(),
+        Verdict::FailOver(cause) => cause.client_error(None).message,
+        Verdict::Answer => String::new(),
+    }
+}
+
+/// Every credential of the route is cooling (their usage windows are exhausted): the
+/// client may come back when the first one resets.
+fn all_cooling(ends: i64) -> ProxyError {
+    let mut e = ProxyError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "upstream_quota_cooling",
+        "every upstream credential of this model has used up its usage window; retry after the reset",
+    );
+    e.retry_after = Some(u64::try_from(ends - now_unix()).unwrap_or(1).max(1));
+    e
 }
 
 /// What one attempt sends, and how its answer reaches the client.

@@ -97,6 +97,16 @@ pub enum Verdict {
     Suspect(Refusal),
 }
 
+impl Verdict {
+    /// The upstream's status, for a refusal that blames the credential.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Verdict::BanNow(refusal) | Verdict::Suspect(refusal) => Some(refusal.status),
+            Verdict::Answer | Verdict::FailOver(_) => None,
+        }
+    }
+}
+
 /// A refusal that blames the credential, with the marker that said so (one of the
 /// constants below, so a ban reason never carries upstream text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

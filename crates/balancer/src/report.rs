@@ -16,7 +16,7 @@ use ez_bus::{BusWrite, ConfigBus};
 use ez_contract::bus_keys::{self, KeyCounter, MasterCounter};
 use ez_contract::report::{
     CredentialBan, CredentialUsage, CredentialUsageBatch, KeyUsage, KeyUsageBatch, LogBatch, LogRecord,
-    MAX_BATCH_ITEMS, ReportError, ReportSink,
+    MAX_BATCH_ITEMS, QuotaWindow, ReportError, ReportSink,
 };
 use ez_contract::time::now_unix;
 use tokio::sync::watch;
@@ -61,10 +61,31 @@ struct MasterTotals {
     limit: i64,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct CredentialTotals {
     requests: i64,
     success: i64,
+    /// Unix second of the newest attempt.
+    last_used: i64,
+    /// The newest failed attempt's cause (the gateway's words).
+    last_error: Option<String>,
+    /// The newest usage window the upstream announced.
+    window: Option<QuotaWindow>,
+}
+
+impl CredentialTotals {
+    /// Adds `newer`'s counts; its newest facts win.
+    fn absorb(&mut self, newer: CredentialTotals) {
+        self.requests += newer.requests;
+        self.success += newer.success;
+        self.last_used = self.last_used.max(newer.last_used);
+        if newer.last_error.is_some() {
+            self.last_error = newer.last_error;
+        }
+        if newer.window.is_some() {
+            self.window = newer.window;
+        }
+    }
 }
 
 /// Log records waiting for delivery, bounded in records and bytes (oldest dropped).
@@ -144,10 +165,11 @@ impl Pending {
             e.tokens += t.tokens;
             e.last_access = e.last_access.max(t.last_access);
         }
-        for (id, t) in credentials {
+        for (id, older) in credentials {
+            // What was kept is older than what came meanwhile.
             let e = self.credentials.entry(id).or_default();
-            e.requests += t.requests;
-            e.success += t.success;
+            let newer = std::mem::replace(e, older);
+            e.absorb(newer);
         }
     }
 }
@@ -187,6 +209,11 @@ impl Reporter {
             sink,
             bus,
         })
+    }
+
+    /// Where reports go: the control plane.
+    pub fn sink(&self) -> &Arc<dyn ReportSink> {
+        &self.sink
     }
 
     /// Report items the control plane refused as malformed (dropped one by one).
@@ -249,6 +276,7 @@ impl Reporter {
         if let Some(id) = r.api_key_id {
             let credential = pending.credentials.entry(id).or_default();
             credential.requests += 1;
+            credential.last_used = credential.last_used.max(r.created_at);
             if r.status_code < 400 && r.error_code.is_none() {
                 credential.success += 1;
             }
@@ -271,9 +299,21 @@ impl Reporter {
         }
     }
 
-    /// A credential tried for a request that then went to another one (it failed).
-    pub fn note_failed_attempt(&self, credential_id: i64) {
-        self.lock().credentials.entry(credential_id).or_default().requests += 1;
+    /// A credential tried for a request that then went to another one: it failed, for
+    /// `why` (the gateway's words: a cause class, never upstream text).
+    pub fn note_failed_attempt(&self, credential_id: i64, why: &str) {
+        let mut pending = self.lock();
+        let credential = pending.credentials.entry(credential_id).or_default();
+        credential.requests += 1;
+        credential.last_used = credential.last_used.max(now_unix());
+        let mut why = why.to_owned();
+        ez_contract::report::clean_text(&mut why, ez_contract::report::limits::LAST_ERROR);
+        credential.last_error = Some(why);
+    }
+
+    /// The newest usage window `credential_id`'s upstream announced.
+    pub fn note_window(&self, credential_id: i64, window: QuotaWindow) {
+        self.lock().credentials.entry(credential_id).or_default().window = Some(window);
     }
 
     /// Queues a ban for the control plane (which persists it and syncs every balancer).
@@ -536,9 +576,9 @@ fn credential_usage((id, t): &(i64, CredentialTotals)) -> CredentialUsage {
         api_key_id: *id,
         requests: t.requests,
         success_requests: t.success,
-        last_used_at: 0,
-        last_error: None,
-        window: None,
+        last_used_at: t.last_used,
+        last_error: t.last_error.clone(),
+        window: t.window.clone(),
     }
 }
 

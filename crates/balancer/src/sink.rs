@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ez_contract::report::{
-    CredentialBan, CredentialUsageBatch, KeyUsageBatch, LogBatch, ReportError, ReportSink,
+    CredentialBan, CredentialUsageBatch, KeyUsageBatch, LogBatch, RefreshAnswer, RefreshOutcome,
+    RefreshRequest, ReportError, ReportSink,
 };
 use reqwest::StatusCode;
 use serde::Serialize;
@@ -31,6 +32,11 @@ impl HttpSink {
     }
 
     async fn post(&self, path: &str, body: &impl Serialize) -> Result<(), ReportError> {
+        self.send(path, body).await.map(drop)
+    }
+
+    /// Posts `body`; the successful response, or why not.
+    async fn send(&self, path: &str, body: &impl Serialize) -> Result<reqwest::Response, ReportError> {
         let mut request = self.client.post(format!("{}{path}", self.base_url)).json(body);
         if let Some(token) = &self.token {
             request = request.header("x-internal-token", token);
@@ -41,7 +47,7 @@ impl HttpSink {
             .map_err(|e| ReportError::Unavailable(e.without_url().to_string()))?;
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            return Ok(response);
         }
         let text = response.text().await.unwrap_or_default();
         let detail = format!("{path}: {status} {}", text.chars().take(300).collect::<String>());
@@ -77,5 +83,16 @@ impl ReportSink for HttpSink {
 
     async fn ban(&self, ban: &CredentialBan) -> Result<(), ReportError> {
         self.post("/internal/apikey-bans", ban).await
+    }
+
+    async fn refresh(&self, id: i64, request: &RefreshRequest) -> Result<RefreshOutcome, ReportError> {
+        let response = self
+            .send(&format!("/internal/apikeys/{id}/refresh"), request)
+            .await?;
+        let answer: RefreshAnswer = response
+            .json()
+            .await
+            .map_err(|e| ReportError::Unavailable(e.without_url().to_string()))?;
+        Ok(answer.outcome)
     }
 }

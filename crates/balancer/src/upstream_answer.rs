@@ -11,6 +11,9 @@ use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt, future};
 use reqwest::header;
 
+use ez_contract::report::QuotaWindow;
+use ez_contract::time::now_unix;
+
 use crate::refusal::{ErrorFacts, Verdict, verdict};
 
 /// Error bodies are small; a larger 4xx body is no structured error (it passes on).
@@ -21,10 +24,12 @@ pub enum Classified {
     /// For the client, as the upstream sent it.
     Pass(reqwest::Response),
     /// Not for the client: `verdict` is never [`Verdict::Answer`]. `retry_after` is the
-    /// upstream's `Retry-After` in seconds (1–3600), when it sent one.
+    /// upstream's `Retry-After` in seconds (1–3600), when it sent one; `window` the usage
+    /// window the refusal announces (`quota.rs`).
     Refused {
         verdict: Verdict,
         retry_after: Option<u64>,
+        window: Option<QuotaWindow>,
     },
 }
 
@@ -38,12 +43,16 @@ pub async fn classify(response: reqwest::Response, read_by: tokio::time::Instant
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|s| s.clamp(1, 3600));
-    let refused = |verdict| Classified::Refused { verdict, retry_after };
+    let refused = |verdict, window| Classified::Refused {
+        verdict,
+        retry_after,
+        window,
+    };
     if !(400..=499).contains(&status) {
         // Successes pass unread; redirects and server errors need no body to decide.
         return match verdict(status, &ErrorFacts::default()) {
             Verdict::Answer => Classified::Pass(response),
-            other => refused(other),
+            other => refused(other, None),
         };
     }
     let peeked = Peeked::read(response, read_by).await;
@@ -54,7 +63,11 @@ pub async fn classify(response: reqwest::Response, read_by: tokio::time::Instant
     };
     match verdict(status, &facts) {
         Verdict::Answer => Classified::Pass(peeked.into_response()),
-        other => refused(other),
+        other => {
+            let body: &[u8] = if peeked.complete { &peeked.head } else { b"" };
+            let window = crate::quota::from_refusal(status, &peeked.headers, body, now_unix());
+            refused(other, window)
+        }
     }
 }
 

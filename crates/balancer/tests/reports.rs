@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use ez_balancer::Reporter;
 use ez_balancer::report::Outcome;
 use ez_contract::report::{
-    CredentialBan, CredentialUsageBatch, KeyUsageBatch, LogBatch, LogRecord, MAX_BATCH_ITEMS, ReportError,
-    ReportSink,
+    CredentialBan, CredentialUsageBatch, KeyUsageBatch, LogBatch, LogRecord, MAX_BATCH_ITEMS, RefreshOutcome,
+    RefreshRequest, ReportError, ReportSink,
 };
 use ez_control_plane::testing::Backend;
 use serde_json::json;
@@ -81,6 +81,11 @@ impl ReportSink for Switch {
     async fn ban(&self, ban: &CredentialBan) -> Result<(), ReportError> {
         self.check()?;
         self.inner.ban(ban).await
+    }
+
+    async fn refresh(&self, id: i64, request: &RefreshRequest) -> Result<RefreshOutcome, ReportError> {
+        self.check()?;
+        self.inner.refresh(id, request).await
     }
 }
 

@@ -237,6 +237,56 @@ pub struct CredentialBan {
     pub reason: String,
 }
 
+/// `POST /internal/apikeys/{id}/refresh`: a balancer met a 401 with a subscription
+/// credential's access token and asks for a new one now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// [`token_fingerprint`] of the access token the upstream refused: when the stored
+    /// token is another one, somebody refreshed it already and it is used as is.
+    pub token_fingerprint: String,
+}
+
+/// What a refresh asked for by a balancer came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshOutcome {
+    /// A new access token is stored and synced: retry with it.
+    Refreshed,
+    /// The stored token is not the one refused (refreshed meanwhile): retry with it.
+    Current,
+    /// The refresh token is revoked: the credential is disabled.
+    Revoked,
+    /// The token endpoint failed, or another refresh held the credential too long.
+    Failed,
+    /// The credential has no refresh token, or is not of a subscription type, or token
+    /// refresh is disabled on the control plane.
+    NotRefreshable,
+}
+
+impl RefreshOutcome {
+    /// Whether the credential may now hold a token other than the refused one.
+    pub fn renewed(self) -> bool {
+        matches!(self, RefreshOutcome::Refreshed | RefreshOutcome::Current)
+    }
+}
+
+/// `POST /internal/apikeys/{id}/refresh`'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RefreshAnswer {
+    pub outcome: RefreshOutcome,
+}
+
+/// Names an access token without revealing it: the first 16 hex digits of its SHA-256.
+pub fn token_fingerprint(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(token.as_bytes());
+    hex::encode(&digest[..8])
+}
+
 /// Why a report was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReportError {
@@ -257,6 +307,9 @@ pub trait ReportSink: Send + Sync + 'static {
     async fn key_usage(&self, batch: &KeyUsageBatch) -> Result<(), ReportError>;
     async fn credential_usage(&self, batch: &CredentialUsageBatch) -> Result<(), ReportError>;
     async fn ban(&self, ban: &CredentialBan) -> Result<(), ReportError>;
+    /// Asks the control plane to refresh credential `id`'s access token now (single
+    /// flight across control planes); answers once the outcome is stored and synced.
+    async fn refresh(&self, id: i64, request: &RefreshRequest) -> Result<RefreshOutcome, ReportError>;
 }
 
 #[cfg(test)]

@@ -227,6 +227,25 @@ impl From<ImportError> for ApiError {
     }
 }
 
+impl From<crate::token_refresh::RefreshError> for ApiError {
+    fn from(err: crate::token_refresh::RefreshError) -> ApiError {
+        use crate::token_refresh::RefreshError;
+        match err {
+            RefreshError::InvalidFingerprint => {
+                ApiError::invalid_field("token_fingerprint", "must be 16 lower-case hex digits")
+            }
+            RefreshError::NotFound => ApiError::not_found("api key"),
+            RefreshError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "a token refresh could not be carried out");
+                ApiError::unavailable(
+                    "refresh_unavailable",
+                    "the refresh cannot be carried out now; retry later",
+                )
+            }
+        }
+    }
+}
+
 impl From<IngestError> for ApiError {
     fn from(err: IngestError) -> ApiError {
         match err {

@@ -129,6 +129,7 @@ impl ControlPlane {
                 stats_token: config.internal.stats_token.clone(),
                 allow_anonymous: config.internal.allow_anonymous,
             }),
+            token_refresh: Arc::new(config.token_refresh.clone()),
         };
         Ok(ControlPlane {
             state,

@@ -21,6 +21,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub log_writer: Arc<LogWriter>,
     pub internal: Arc<InternalAccess>,
+    /// `token_refresh`: also what a balancer's refresh request (`/internal/apikeys/{id}/refresh`) uses.
+    pub token_refresh: Arc<ez_config::TokenRefreshConfig>,
 }
 
 /// Who may call `/internal/*`: the holder of `internal.stats_token`; anyone when no token

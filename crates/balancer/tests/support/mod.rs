@@ -704,9 +704,20 @@ impl Gateway {
         settings: ProxySettings,
         bus: Arc<dyn ez_bus::ConfigBus>,
     ) -> Gateway {
+        Gateway::start_configured(backend, settings, bus, |_| {}).await
+    }
+
+    /// A gateway whose control plane's configuration `configure` adjusts.
+    pub async fn start_configured(
+        backend: Backend,
+        settings: ProxySettings,
+        bus: Arc<dyn ez_bus::ConfigBus>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Gateway {
         let db = TestDatabase::create(backend).await;
         let mut config = Config::defaults();
         config.auth.admin_token = Some(ez_contract::SecretToken::from_plaintext(ADMIN));
+        configure(&mut config);
         let store = Store::connect(&db.url, db.kind.clone(), 5).await.unwrap();
         store.migrate().await.unwrap();
         let cp = ControlPlane::build(&config, store, bus.clone()).await.unwrap();
@@ -728,6 +739,20 @@ impl Gateway {
             cp,
             _db: db,
         }
+    }
+
+    /// Another control plane on this gateway's database and bus (as a second instance
+    /// of the control plane in production), configured like this one plus `configure`.
+    pub async fn second_control_plane(&self, configure: impl FnOnce(&mut Config)) -> ControlPlane {
+        let mut config = Config::defaults();
+        config.auth.admin_token = Some(ez_contract::SecretToken::from_plaintext(ADMIN));
+        configure(&mut config);
+        let store = Store::connect(&self._db.url, self._db.kind.clone(), 5)
+            .await
+            .unwrap();
+        ControlPlane::build(&config, store, self.cache.bus().clone())
+            .await
+            .unwrap()
     }
 
     /// Ships what the balancer recorded and stores the log records (what the reporter

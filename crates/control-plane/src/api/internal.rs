@@ -2,9 +2,12 @@
 //! `X-Internal-Token`.
 
 use axum::Json;
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
-use ez_contract::report::{CredentialBan, CredentialUsageBatch, KeyUsageBatch, LogBatch};
+use ez_contract::report::{
+    CredentialBan, CredentialUsageBatch, KeyUsageBatch, LogBatch, RefreshAnswer, RefreshRequest,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -91,4 +94,23 @@ pub async fn ban_credential(
 ) -> ApiResult<Json<Accepted>> {
     usage::ban_credential(&state, ban).await?;
     Ok(Json(Accepted { accepted: 1 }))
+}
+
+/// A balancer met a 401 with a subscription credential's access token: refresh it now.
+/// Single flight: one refresh per credential however many balancers and control planes
+/// ask (a lease in the database); when the stored token is no longer the refused one
+/// (`token_fingerprint`), it is used as is (`current`). Answers once the new token is
+/// stored and synced to the bus.
+#[utoipa::path(post, path = "/internal/apikeys/{id}/refresh", tag = "internal", security(("internal_token" = [])),
+    params(("id" = i64, Path, description = "Credential id")),
+    request_body = RefreshRequest,
+    responses((status = 200, body = RefreshAnswer), (status = "4XX", body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
+pub async fn refresh_credential(
+    _: InternalAuth,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    ApiJson(request): ApiJson<RefreshRequest>,
+) -> ApiResult<Json<RefreshAnswer>> {
+    let outcome = crate::token_refresh::on_request(&state, id, &request).await?;
+    Ok(Json(RefreshAnswer { outcome }))
 }

@@ -17,12 +17,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ez_config::TokenRefreshConfig;
 use ez_contract::provider::ProviderType;
+use ez_contract::report::{RefreshOutcome, RefreshRequest, token_fingerprint};
 use ez_contract::time::now_unix;
 use futures_util::StreamExt;
 
 use crate::providers::{self, UpdateApiKeyRequest};
 use crate::scheduler::Job;
 use crate::state::AppState;
+use crate::store::{ApiKey, StoreError};
+use crate::sync::RoutingChange;
 
 /// How long a refresh may hold its lease (the token endpoint's timeout and the write).
 const LEASE: i64 = 60;
@@ -30,6 +33,9 @@ const LEASE: i64 = 60;
 const BATCH: i64 = 1000;
 /// The longest wait between retries after transient failures.
 const MAX_BACKOFF: i64 = 15 * 60;
+/// How long a refresh asked for by a balancer waits for another holder of the lease.
+const WAIT_FOR_HOLDER: Duration = Duration::from_secs(10);
+const HOLDER_POLL: Duration = Duration::from_millis(200);
 
 /// What one credential's refresh came to (a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,6 +56,43 @@ impl Outcome {
             Outcome::Failed => "failed",
         }
     }
+}
+
+/// Why a balancer's refresh request was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("token_fingerprint must be 16 lower-case hex digits")]
+    InvalidFingerprint,
+    #[error("api key not found")]
+    NotFound,
+    /// The database or the bus failed: ask again later.
+    #[error("the refresh could not be carried out: {0}")]
+    Unavailable(String),
+}
+
+/// `POST /internal/apikeys/{id}/refresh` (and its in-process twin in `ezapi serve`).
+pub async fn on_request(
+    state: &AppState,
+    id: i64,
+    request: &RefreshRequest,
+) -> Result<RefreshOutcome, RefreshError> {
+    let fingerprint = request.token_fingerprint.as_str();
+    if fingerprint.len() != 16
+        || !fingerprint
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(RefreshError::InvalidFingerprint);
+    }
+    match state.store.get_api_key(id).await {
+        Ok(_) => {}
+        Err(StoreError::NotFound(_)) => return Err(RefreshError::NotFound),
+        Err(e) => return Err(RefreshError::Unavailable(e.to_string())),
+    }
+    TokenRefresh::new(state.clone(), (*state.token_refresh).clone())
+        .refresh_now(id, fingerprint)
+        .await
+        .map_err(|e| RefreshError::Unavailable(e.to_string()))
 }
 
 pub struct TokenRefresh {
@@ -106,6 +149,79 @@ impl TokenRefresh {
             store.end_refresh_lease(id, 0, 0).await?;
             return Ok(Outcome::Skipped);
         };
+        self.renew(id, kind, &key, failures).await
+    }
+
+    /// Refreshes credential `id` now because an upstream refused the access token with
+    /// fingerprint `refused` (a balancer's request): single flight with the scheduled job
+    /// and other control planes through the same lease. When the stored token is already
+    /// another one, or becomes one while another holder refreshes it, that one is used.
+    pub async fn refresh_now(&self, id: i64, refused: &str) -> anyhow::Result<RefreshOutcome> {
+        let store = &self.state.store;
+        let waited_until = tokio::time::Instant::now() + WAIT_FOR_HOLDER;
+        loop {
+            let key = store.get_api_key(id).await?;
+            let group = store.get_group(key.group_id).await?;
+            let kind = group
+                .provider_type
+                .parse::<ProviderType>()
+                .ok()
+                .filter(|k| k.is_subscription());
+            let Some(kind) = kind.filter(|_| self.config.enabled && !key.refresh_token.expose().is_empty())
+            else {
+                return Ok(RefreshOutcome::NotRefreshable);
+            };
+            if key.status != "active" {
+                return Ok(RefreshOutcome::Revoked);
+            }
+            if token_fingerprint(key.access_token.expose()) != refused {
+                return Ok(self.current(id).await);
+            }
+            let now = now_unix();
+            if store.take_refresh_lease(id, now, now + LEASE).await? {
+                // Inside the lease: re-read, the holder before may have just stored one.
+                let key = store.get_api_key(id).await?;
+                if token_fingerprint(key.access_token.expose()) != refused {
+                    store.end_refresh_lease(id, 0, 0).await?;
+                    return Ok(self.current(id).await);
+                }
+                return Ok(match self.renew(id, kind, &key, 0).await? {
+                    Outcome::Refreshed => RefreshOutcome::Refreshed,
+                    Outcome::Revoked => RefreshOutcome::Revoked,
+                    Outcome::Failed | Outcome::Skipped => RefreshOutcome::Failed,
+                });
+            }
+            // Another refresh holds it (or a transient failure's backoff does): wait for
+            // its token, a while.
+            if tokio::time::Instant::now() >= waited_until {
+                return Ok(RefreshOutcome::Failed);
+            }
+            tokio::time::sleep(HOLDER_POLL).await;
+        }
+    }
+
+    /// The stored token is newer than the refused one. Whoever stored it may not have
+    /// synced it to the bus yet (the database is written first): the credential is synced
+    /// again, so the asking balancer finds it there once answered.
+    async fn current(&self, id: i64) -> RefreshOutcome {
+        let change = RoutingChange {
+            credentials: vec![id],
+            ..RoutingChange::default()
+        };
+        self.state.sync.routing_changed(change).await;
+        RefreshOutcome::Current
+    }
+
+    /// One refresh-token grant for `key`, whose lease the caller holds; stores the
+    /// outcome and ends the lease.
+    async fn renew(
+        &self,
+        id: i64,
+        kind: ProviderType,
+        key: &ApiKey,
+        failures: i64,
+    ) -> anyhow::Result<Outcome> {
+        let store = &self.state.store;
         let outcome = match oauth::refresh(&self.http, &self.config, kind, key.refresh_token.expose()).await {
             Ok(tokens) => {
                 let update = UpdateApiKeyRequest {

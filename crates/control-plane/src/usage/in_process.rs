@@ -4,7 +4,8 @@
 
 use async_trait::async_trait;
 use ez_contract::report::{
-    CredentialBan, CredentialUsageBatch, KeyUsageBatch, LogBatch, ReportError, ReportSink,
+    CredentialBan, CredentialUsageBatch, KeyUsageBatch, LogBatch, RefreshOutcome, RefreshRequest,
+    ReportError, ReportSink,
 };
 
 use super::ingest::{self, IngestError};
@@ -43,5 +44,13 @@ impl ReportSink for InProcessReports {
 
     async fn ban(&self, ban: &CredentialBan) -> Result<(), ReportError> {
         Ok(ingest::ban_credential(&self.state, ban.clone()).await?)
+    }
+
+    async fn refresh(&self, id: i64, request: &RefreshRequest) -> Result<RefreshOutcome, ReportError> {
+        use crate::token_refresh::{RefreshError, on_request};
+        on_request(&self.state, id, request).await.map_err(|e| match e {
+            RefreshError::Unavailable(_) => ReportError::Unavailable(e.to_string()),
+            _ => ReportError::Rejected(e.to_string()),
+        })
     }
 }

@@ -1,0 +1,102 @@
+//! A subscription credential's access token refused mid-traffic (a 401): the balancer
+//! asks the control plane for a new token now and retries the request once with it
+//! before failing over. One ask per refused token on this balancer — requests that meet
+//! the same 401 meanwhile wait for it — and the control plane's lease makes it one
+//! refresh per credential across balancers and control planes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use ez_contract::provider::ProviderType;
+use ez_contract::report::{RefreshOutcome, RefreshRequest, ReportSink, token_fingerprint};
+use ez_contract::routing::ProviderSnapshot;
+use tokio::sync::OnceCell;
+
+use crate::cache::SnapshotCache;
+use crate::snapshot::Part;
+
+/// The longest wait for the control plane's answer (it may wait for another holder of
+/// the credential's lease, then for the token endpoint).
+const ASK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Asks in flight: (credential id, fingerprint of the refused token) → the shared answer.
+type InFlight = HashMap<(i64, String), Arc<OnceCell<bool>>>;
+
+pub struct Renewals {
+    sink: Arc<dyn ReportSink>,
+    cache: Arc<SnapshotCache>,
+    in_flight: Mutex<InFlight>,
+}
+
+impl Renewals {
+    pub fn new(sink: Arc<dyn ReportSink>, cache: Arc<SnapshotCache>) -> Renewals {
+        Renewals {
+            sink,
+            cache,
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a 401 of `provider` is worth a new token: a subscription credential that
+    /// has a refresh token.
+    pub fn applies(provider: &ProviderSnapshot, kind: ProviderType) -> bool {
+        kind.is_subscription() && !provider.refresh_token.is_empty()
+    }
+
+    /// Gets `provider` a token other than the refused one; true when the snapshot in
+    /// force now holds it (the caller retries with the credential from there).
+    pub async fn renew(&self, provider: &ProviderSnapshot) -> bool {
+        let key = (provider.id, token_fingerprint(&provider.access_token));
+        let cell = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let renewed = *cell.get_or_init(|| self.ask(provider.id, &key.1)).await;
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            in_flight.remove(&key);
+        }
+        renewed
+    }
+
+    async fn ask(&self, id: i64, fingerprint: &str) -> bool {
+        let request = RefreshRequest {
+            token_fingerprint: fingerprint.to_owned(),
+        };
+        let outcome = match tokio::time::timeout(ASK_TIMEOUT, self.sink.refresh(id, &request)).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => {
+                tracing::warn!(credential = id, error = %e, "asking for a new access token failed; failing over");
+                return false;
+            }
+            Err(_) => {
+                tracing::warn!(credential = id, "no new access token in time; failing over");
+                return false;
+            }
+        };
+        tracing::info!(
+            credential = id,
+            ?outcome,
+            "access token refused by the upstream; refresh asked"
+        );
+        // The control plane synced its outcome to the bus before answering: read it now
+        // rather than when the refresh event arrives (a revoked credential leaves routing).
+        if outcome != RefreshOutcome::NotRefreshable
+            && let Err(e) = self.cache.refresh_part(Part::Routing).await
+        {
+            tracing::warn!(credential = id, error = %e, "reloading the snapshot after a refresh failed");
+            return false;
+        }
+        outcome.renewed()
+            && self
+                .cache
+                .get()
+                .providers
+                .get(&id)
+                .is_some_and(|p| token_fingerprint(&p.access_token) != fingerprint)
+    }
+}

@@ -1,0 +1,363 @@
+//! Subscription credentials that stay alive under traffic: a Claude Code account behind a
+//! mock that is both its token endpoint and its Messages API, and that accepts only the
+//! access tokens it issued, until they expire. A 401 mid-traffic is met by one refresh
+//! and a retry; a revoked refresh token disables the credential and routing moves on; a
+//! token about to expire is refreshed by the scheduled job with no failed request; and
+//! two control planes plus two balancers racing on 50 credentials refresh each once.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ez_balancer::{ProxySettings, Reporter};
+use ez_contract::time::now_unix;
+use ez_control_plane::testing::{Backend, test_bus};
+use ez_control_plane::token_refresh::TokenRefresh;
+use serde_json::{Value, json};
+use support::{Gateway, both_backends};
+
+const MODEL: &str = "claude-sonnet-4-5";
+
+/// The provider side: tokens it accepts (→ Unix second they expire), token grants.
+#[derive(Clone, Default)]
+struct Provider {
+    valid: Arc<Mutex<HashMap<String, i64>>>,
+    grants: Arc<AtomicUsize>,
+    /// Bearer tokens the Messages API saw, in order.
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Provider {
+    fn accept(&self, token: &str, expires_at: i64) {
+        self.valid.lock().unwrap().insert(token.to_owned(), expires_at);
+    }
+
+    /// The provider stops accepting `token` (revoked, or expired early).
+    fn reject(&self, token: &str) {
+        self.valid.lock().unwrap().remove(token);
+    }
+
+    fn grants(&self) -> usize {
+        self.grants.load(Ordering::SeqCst)
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Claude's token endpoint: `rt-good…` → a new access token valid for an hour (and a
+/// rotated refresh token); `rt-revoked` → `invalid_grant`. Slow enough for races to meet.
+async fn token(State(p): State<Provider>, Json(body): Json<Value>) -> Response {
+    let n = p.grants.fetch_add(1, Ordering::SeqCst) + 1;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    match body["refresh_token"].as_str().unwrap_or_default() {
+        rt if rt.starts_with("rt-good") => {
+            let access = format!("at-new-{n}");
+            p.accept(&access, now_unix() + 3600);
+            Json(json!({ "token_type": "Bearer", "access_token": access, "refresh_token": format!("{rt}-r"), "expires_in": 3600 }))
+                .into_response()
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "invalid_grant", "error_description": "Refresh token not found or invalid" })),
+        )
+            .into_response(),
+    }
+}
+
+/// The Messages API: an answer for a valid, unexpired bearer token; Anthropic's 401
+/// otherwise.
+async fn messages(State(p): State<Provider>, headers: HeaderMap) -> Response {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    p.seen.lock().unwrap().push(bearer.clone());
+    let valid = p
+        .valid
+        .lock()
+        .unwrap()
+        .get(&bearer)
+        .is_some_and(|expires| *expires > now_unix());
+    if !valid {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "type": "error", "error": { "type": "authentication_error", "message": "OAuth token has expired." } })),
+        )
+            .into_response();
+    }
+    Json(json!({
+        "id": "msg_01", "type": "message", "role": "assistant", "model": MODEL,
+        "content": [{ "type": "text", "text": "hello" }],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": { "input_tokens": 3, "output_tokens": 1 }
+    }))
+    .into_response()
+}
+
+/// Starts the provider; returns its origin.
+async fn provider() -> (String, Provider) {
+    let p = Provider::default();
+    let app = axum::Router::new()
+        .route("/v1/oauth/token", axum::routing::post(token))
+        .route("/v1/messages", axum::routing::post(messages))
+        .with_state(p.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (origin, p)
+}
+
+fn settings() -> ProxySettings {
+    ProxySettings {
+        first_byte_timeout: Duration::from_secs(5),
+        ..ProxySettings::default()
+    }
+}
+
+/// A gateway whose token refresh goes to `origin`, running its scheduled jobs when
+/// `scheduled` (the refresh every second).
+async fn gateway(backend: Backend, origin: &str) -> Gateway {
+    let url = format!("{origin}/v1/oauth/token");
+    Gateway::start_configured(backend, settings(), test_bus(backend).await, move |config| {
+        config.token_refresh.claude_code_token_url = url;
+        config.token_refresh.interval = Duration::from_secs(1);
+    })
+    .await
+}
+
+/// A `claude-code` group on `origin` bound as `default.{MODEL}`, with one credential
+/// per `(access token, refresh token, expires_at, weight)`; returns their ids.
+async fn pool(gw: &Gateway, origin: &str, credentials: &[(&str, &str, i64, i64)]) -> Vec<i64> {
+    let group = gw
+        .admin(
+            "/admin/provider-groups",
+            json!({ "name": "max-pool", "type": "claude-code", "base_url": origin, "models": [MODEL], "headers_profile": "claude-code" }),
+        )
+        .await;
+    let mut ids = Vec::new();
+    for (access, refresh, expires_at, weight) in credentials {
+        let key = gw
+            .admin(
+                "/admin/api-keys",
+                json!({ "group_id": group["id"], "access_token": access, "refresh_token": refresh, "expires_at": expires_at, "weight": weight }),
+            )
+            .await;
+        ids.push(key["id"].as_i64().unwrap());
+    }
+    gw.admin(
+        "/admin/bindings",
+        json!({ "namespace": "default", "public_model": MODEL, "group_id": group["id"] }),
+    )
+    .await;
+    gw.cache.refresh().await.unwrap();
+    ids
+}
+
+/// One Messages request through the balancer at `base`; its status.
+async fn ask(client: &reqwest::Client, base: &str, key: &str) -> u16 {
+    client
+        .post(format!("{base}/v1/messages"))
+        .header("x-api-key", key)
+        .json(&json!({ "model": MODEL, "max_tokens": 16, "messages": [{ "role": "user", "content": "hi" }] }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn tenant_key(gw: &Gateway) -> String {
+    gw.add_tenant("acme", json!({}), json!({})).await.key
+}
+
+both_backends!(
+    a_refused_token_is_refreshed_once_and_every_request_retried,
+    a_revoked_refresh_token_disables_and_routing_moves_on,
+    an_expiring_token_is_refreshed_while_requests_flow,
+);
+
+async fn a_refused_token_is_refreshed_once_and_every_request_retried(backend: Backend) {
+    let (origin, provider) = provider().await;
+    let gw = gateway(backend, &origin).await;
+    provider.accept("at-0", now_unix() + 3600);
+    let ids = pool(&gw, &origin, &[("at-0", "rt-good-a", now_unix() + 3600, 1)]).await;
+    let key = tenant_key(&gw).await;
+    for _ in 0..3 {
+        assert_eq!(ask(&gw.client, &gw.base, &key).await, 200);
+    }
+    assert_eq!(provider.grants(), 0, "a valid token is not refreshed");
+
+    // The provider drops the token (revoked early): 16 requests meet the 401 at once.
+    provider.reject("at-0");
+    let statuses = futures_util::future::join_all((0..16).map(|_| ask(&gw.client, &gw.base, &key))).await;
+    assert_eq!(
+        statuses,
+        vec![200; 16],
+        "every request retried with the new token"
+    );
+    assert_eq!(provider.grants(), 1, "one refresh for all of them");
+    let seen = provider.seen();
+    assert!(seen.iter().filter(|t| *t == "at-0").count() >= 1);
+    assert_eq!(seen.last().map(String::as_str), Some("at-new-1"));
+
+    let credential = gw.credential(ids[0]).await;
+    assert_eq!(credential["status"], "active", "{credential}");
+    assert_eq!(
+        credential["ban_until"],
+        Value::Null,
+        "a renewed token is no ban: {credential}"
+    );
+    assert!(credential["expires_at"].as_i64().unwrap() > now_unix() + 3000);
+    // Later requests go straight to the new token.
+    let before = provider.seen().len();
+    assert_eq!(ask(&gw.client, &gw.base, &key).await, 200);
+    assert_eq!(provider.seen()[before..], ["at-new-1".to_owned()]);
+    let logs = gw.wait_for_logs(20).await;
+    assert!(
+        logs.iter().all(|r| r["status_code"] == 200),
+        "no failed request recorded: {logs:#?}"
+    );
+}
+
+async fn a_revoked_refresh_token_disables_and_routing_moves_on(backend: Backend) {
+    let (origin, provider) = provider().await;
+    let gw = gateway(backend, &origin).await;
+    provider.accept("at-b", now_unix() + 3600);
+    let later = now_unix() + 3600;
+    // The revoked account is the first pick almost surely.
+    let ids = pool(
+        &gw,
+        &origin,
+        &[
+            ("at-a", "rt-revoked", later, 1000),
+            ("at-b", "rt-good-b", later, 1),
+        ],
+    )
+    .await;
+    let key = tenant_key(&gw).await;
+    for _ in 0..5 {
+        assert_eq!(ask(&gw.client, &gw.base, &key).await, 200);
+    }
+    assert_eq!(provider.grants(), 1, "the revoked token is asked about once");
+    let revoked = gw.credential(ids[0]).await;
+    assert_eq!(revoked["status"], "auto_disabled", "{revoked}");
+    assert!(
+        revoked["ban_reason"].as_str().unwrap().contains("invalid_grant"),
+        "{revoked}"
+    );
+    assert_eq!(gw.credential(ids[1]).await["status"], "active");
+    // Routing left it: the last requests all went to the working account.
+    let seen = provider.seen();
+    assert_eq!(seen.iter().filter(|t| *t == "at-a").count(), 1, "{seen:?}");
+    assert!(seen.iter().rev().take(4).all(|t| t == "at-b"), "{seen:?}");
+}
+
+async fn an_expiring_token_is_refreshed_while_requests_flow(backend: Backend) {
+    let (origin, provider) = provider().await;
+    let gw = gateway(backend, &origin).await;
+    let expires = now_unix() + 30;
+    provider.accept("at-0", expires);
+    pool(&gw, &origin, &[("at-0", "rt-good-x", expires, 1)]).await;
+    let key = tenant_key(&gw).await;
+    // The balancer follows the bus as in production (refresh events).
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    gw.cache.spawn_updater(Duration::from_secs(30), stopped);
+    let scheduler = gw.cp.scheduler().start();
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    // Requests flow until the refreshed token has served a while.
+    loop {
+        statuses.push(ask(&gw.client, &gw.base, &key).await);
+        let renewed = provider.seen().iter().filter(|t| t.starts_with("at-new")).count();
+        if renewed >= 5 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no refresh used within 20 s ({} token grants)",
+            provider.grants()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    scheduler.shutdown().await;
+    assert!(now_unix() < expires, "refreshed before the token expired");
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "no failed request: {statuses:?}"
+    );
+    assert_eq!(provider.grants(), 1, "refreshed once, not every interval");
+    let seen = provider.seen();
+    let first_new = seen.iter().position(|t| t.starts_with("at-new")).unwrap();
+    assert!(first_new > 0 && seen[..first_new].iter().all(|t| t == "at-0"));
+    assert!(seen[first_new..].iter().all(|t| t == "at-new-1"), "{seen:?}");
+}
+
+/// Two control planes and two balancers on PostgreSQL + Redis, 50 credentials whose
+/// tokens expire in 30 s and are already refused by the provider: both control planes'
+/// scheduled refreshes and both balancers' 401s race; each credential is refreshed
+/// exactly once and every request succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_control_planes_and_two_balancers_refresh_each_credential_once() {
+    if !Backend::Real.available() {
+        return;
+    }
+    tokio::time::timeout(Duration::from_secs(120), race(Backend::Real))
+        .await
+        .expect("test finished in time");
+}
+
+async fn race(backend: Backend) {
+    let (origin, provider) = provider().await;
+    let gw = gateway(backend, &origin).await;
+    let url = format!("{origin}/v1/oauth/token");
+    let second = gw
+        .second_control_plane(|config| config.token_refresh.claude_code_token_url = url)
+        .await;
+    let expires = now_unix() + 30;
+    let tokens: Vec<(String, String)> = (0..50)
+        .map(|i| (format!("at-old-{i}"), format!("rt-good-{i}")))
+        .collect();
+    let credentials: Vec<(&str, &str, i64, i64)> = tokens
+        .iter()
+        .map(|(a, r)| (a.as_str(), r.as_str(), expires, 1))
+        .collect();
+    pool(&gw, &origin, &credentials).await;
+    let key = tenant_key(&gw).await;
+    // Balancer 2 reports to control plane 2.
+    let reporter = Reporter::new(second.report_sink(), gw.cache.bus().clone(), 10_000);
+    let other = gw.balancer(reporter).await;
+
+    let config = |cp: &ez_control_plane::ControlPlane| {
+        let mut c = ez_config::Config::defaults().token_refresh;
+        c.claude_code_token_url = format!("{origin}/v1/oauth/token");
+        TokenRefresh::new(cp.state.clone(), c)
+    };
+    let (job_a, job_b) = (config(&gw.cp), config(&second));
+    let client = gw.client.clone();
+    let bases = [gw.base.clone(), other];
+    let traffic = futures_util::future::join_all((0..60).map(|i| {
+        let (client, base, key) = (client.clone(), bases[i % 2].clone(), key.clone());
+        async move { ask(&client, &base, &key).await }
+    }));
+    let (statuses, a, b) = tokio::join!(traffic, job_a.refresh_due(), job_b.refresh_due());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(statuses, vec![200; 60], "every request succeeded");
+    assert_eq!(provider.grants(), 50, "one refresh per credential");
+    // Nothing is due any more, on either control plane.
+    assert!(job_a.refresh_due().await.unwrap().is_empty());
+    assert!(job_b.refresh_due().await.unwrap().is_empty());
+    assert!(a.len() + b.len() <= 100, "{a:?} {b:?}");
+}
