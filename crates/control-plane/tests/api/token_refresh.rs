@@ -21,7 +21,8 @@ use crate::helpers::TestApp;
 
 both_backends!(
     expiring_tokens_are_refreshed_revoked_ones_disable,
-    racing_refreshers_call_once_per_credential
+    racing_refreshers_call_once_per_credential,
+    a_balancer_asks_for_a_refresh_now
 );
 
 #[derive(Clone, Default)]
@@ -63,14 +64,32 @@ async fn start_mock() -> (String, Mock) {
     (url, mock)
 }
 
+const STATS_TOKEN: &str = "internal-stats-token-0123456789";
+
 async fn app_with(backend: Backend, token_url: &str) -> TestApp {
     let db = TestDatabase::create(backend).await;
     let bus = test_bus(backend).await;
     let url = token_url.to_owned();
     TestApp::start_with(db, bus, move |config| {
-        config.token_refresh.claude_code_token_url = url
+        config.token_refresh.claude_code_token_url = url;
+        config.internal.stats_token = Some(ez_contract::SecretToken::from_plaintext(STATS_TOKEN));
     })
     .await
+}
+
+/// `POST /internal/apikeys/{id}/refresh` as a balancer sends it (`token`: the internal
+/// token, if any); (status, body).
+async fn ask_refresh(app: &TestApp, id: i64, fingerprint: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = app
+        .client
+        .post(format!("{}/internal/apikeys/{id}/refresh", app.base))
+        .json(&json!({ "token_fingerprint": fingerprint }));
+    if let Some(token) = token {
+        request = request.header("x-internal-token", token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 async fn credential(app: &TestApp, group: i64, refresh_token: &str, expires_in: i64) -> i64 {
@@ -175,4 +194,62 @@ async fn racing_refreshers_call_once_per_credential(backend: Backend) {
     // Nothing is due any more.
     assert!(a.refresh_due().await.unwrap().is_empty());
     assert_eq!(mock.calls.load(Ordering::SeqCst), 50);
+}
+
+async fn a_balancer_asks_for_a_refresh_now(backend: Backend) {
+    use ez_contract::report::token_fingerprint;
+    let (url, mock) = start_mock().await;
+    let app = app_with(backend, &url).await;
+    let group = claude_group(&app).await;
+    // Far from expiry: the scheduled job would leave it alone.
+    let id = credential(&app, group, "rt-good-now", 6 * 3600).await;
+    let refused = token_fingerprint("at-old-rt-good-now");
+    let stats = Some(STATS_TOKEN);
+
+    // Bad input changes nothing.
+    let (status, body) = ask_refresh(&app, id, &refused, None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = ask_refresh(&app, id, "not-hex", stats).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("token_fingerprint")), "{body}");
+    let (status, body) = ask_refresh(&app, id, &refused.to_uppercase(), stats).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = ask_refresh(&app, 999_999, &refused, stats).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(mock.calls.load(Ordering::SeqCst), 0);
+
+    // The refused token is the stored one: refreshed now, whatever its expiry.
+    let (status, body) = ask_refresh(&app, id, &refused, stats).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("refreshed")), "{body}");
+    assert_eq!(mock.calls.load(Ordering::SeqCst), 1);
+    let key = app.state.store.get_api_key(id).await.unwrap();
+    assert_eq!(key.access_token.expose(), "at-new-1");
+    assert_eq!(key.refresh_token.expose(), "rt-good-now-rotated");
+    // A late asker with the same refused token gets the new one, no second grant.
+    let (status, body) = ask_refresh(&app, id, &refused, stats).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("current")), "{body}");
+    assert_eq!(mock.calls.load(Ordering::SeqCst), 1);
+
+    // Revoked: disabled with the reason.
+    let revoked = credential(&app, group, "rt-revoked", 6 * 3600).await;
+    let (_, body) = ask_refresh(&app, revoked, &token_fingerprint("at-old-rt-revoked"), stats).await;
+    assert_eq!(body["outcome"], "revoked", "{body}");
+    assert_eq!(app.state.store.get_api_key(revoked).await.unwrap().status, "auto_disabled");
+
+    // An API-key credential has nothing to refresh.
+    let openai = app
+        .admin_post(
+            "/admin/provider-groups",
+            json!({ "name": "openai", "type": "openai", "models": ["gpt-4o"] }),
+        )
+        .await
+        .expect(201)
+        .id();
+    let key = app
+        .admin_post("/admin/api-keys", json!({ "group_id": openai, "api_key": "sk-test-0001" }))
+        .await
+        .expect(201)
+        .id();
+    let (_, body) = ask_refresh(&app, key, &token_fingerprint(""), stats).await;
+    assert_eq!(body["outcome"], "not_refreshable", "{body}");
+    assert_eq!(mock.calls.load(Ordering::SeqCst), 2);
 }
