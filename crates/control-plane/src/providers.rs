@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use ez_contract::SecretToken;
 use ez_contract::provider::ProviderType;
+use ez_contract::time::now_unix;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -16,6 +17,7 @@ use crate::spec::{BindingSpec, CredentialSpec, GroupSpec, SpecError};
 use crate::state::AppState;
 use crate::store::{ApiKey, ApiKeyWrite, Binding, BindingWrite, GroupWrite, ProviderGroup, StoreError};
 use crate::sync::RoutingChange;
+use crate::usage::credential_health::CredentialHealthView;
 use crate::validation::{self, double_option};
 
 /// Why a change of a group, credential or binding is refused; `crate::error` maps each
@@ -185,7 +187,8 @@ pub struct UpdateApiKeyRequest {
 
 ez_contract::debug_redacting!(UpdateApiKeyRequest { group_id, weight, status, auto_ban, ban_reason, ban_until, expires_at, account_id, project_id, models } secret { api_key, access_token, refresh_token });
 
-/// A credential as the API shows it: secrets masked to their last 4 characters.
+/// A credential as the API shows it: secrets masked to their last 4 characters, with what
+/// balancers reported about its use.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeyView {
     pub id: i64,
@@ -204,6 +207,8 @@ pub struct ApiKeyView {
     pub models: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    #[serde(flatten)]
+    pub health: CredentialHealthView,
 }
 
 impl From<&ApiKey> for ApiKeyView {
@@ -225,6 +230,7 @@ impl From<&ApiKey> for ApiKeyView {
             models: k.models.clone(),
             created_at: k.created_at,
             updated_at: k.updated_at,
+            health: CredentialHealthView::of(k, now_unix()),
         }
     }
 }

@@ -50,7 +50,7 @@ pub fn provider_snapshot(group: &ProviderGroup, key: &ApiKey) -> ProviderSnapsho
         weight: key.weight,
         ban_until: key.ban_until.unwrap_or(0),
         ban_reason: key.ban_reason.clone(),
-        cooling_until: 0,
+        cooling_until: key.cooling_until.unwrap_or(0),
         access_token: key.access_token.expose().to_owned(),
         refresh_token: key.refresh_token.expose().to_owned(),
         expires_at: key.expires_at.unwrap_or(0),

@@ -2,6 +2,7 @@
 //! with its OpenAPI annotation, so `/openapi.json` cannot drift from the code.
 
 mod api_keys;
+mod apikey_stats;
 mod auth;
 mod bindings;
 mod config_doc;
@@ -146,6 +147,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
         .routes(routes!(api_keys::import_api_keys))
+        .routes(routes!(apikey_stats::summarize_api_keys))
         .routes(routes!(
             api_keys::get_api_key,
             api_keys::update_api_key,

@@ -41,6 +41,8 @@ fn key(id: i64, group_id: i64) -> ApiKey {
         revision: 0,
         created_at: 0,
         updated_at: 0,
+        cooling_until: None,
+        health: Default::default(),
     }
 }
 
@@ -219,6 +221,21 @@ fn provider_snapshots_use_the_official_endpoint_and_name_group_hash_id() {
     assert_eq!(snap.status, "active");
     g.status = "disabled".into();
     assert_eq!(provider_snapshot(&g, &k).status, "manual_disabled");
+}
+
+#[test]
+fn provider_snapshots_carry_the_cooling_apart_from_the_ban() {
+    let g = group(7, &["m"]);
+    let mut k = key(42, 7);
+    assert_eq!(provider_snapshot(&g, &k).cooling_until, 0, "not cooling");
+    k.cooling_until = Some(1_900_000_000);
+    let snap = provider_snapshot(&g, &k);
+    assert_eq!(snap.cooling_until, 1_900_000_000);
+    assert_eq!(
+        (snap.ban_until, snap.status.as_str()),
+        (0, "active"),
+        "cooling is no ban"
+    );
 }
 
 /// Name, group, credentials, binding, expected status, words the problems must contain.

@@ -4,7 +4,9 @@
 //! driver; the few dialect differences (auto-increment ids in the migrations, row locks)
 //! are chosen by [`DatabaseKind`]. The same contract tests run against both engines.
 
+mod apikey_stats;
 mod bindings;
+mod credential_health;
 mod import;
 mod keys;
 mod masters;
@@ -25,7 +27,9 @@ use ez_config::DatabaseKind;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use apikey_stats::{CredentialStats, CredentialStatsFilter};
 pub use bindings::{Binding, BindingWrite};
+pub use credential_health::{CredentialHealth, CredentialUsageOutcome, StoredWindow, cooling_in_force};
 pub use import::{ImportTx, KeyImport, MasterImport};
 pub use keys::{KeyWrite, NewKey};
 pub use masters::{MasterWrite, NewMaster};

@@ -9,12 +9,15 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use utoipa::ToSchema;
 
+use super::credential_health::{CredentialHealth, health_from_row};
 use super::{PageRequest, Store, StoreError, StoreResult, count, json_list, parse_list};
 
 const GROUP_COLUMNS: &str = "id, name, type, base_url, google_project, google_location, models, status, \
      static_headers, headers_profile, route_group, created_at, updated_at";
 const KEY_COLUMNS: &str = "id, group_id, api_key, weight, status, auto_ban, ban_reason, ban_until, access_token, \
-     refresh_token, expires_at, account_id, project_id, models, revision, created_at, updated_at";
+     refresh_token, expires_at, account_id, project_id, models, revision, created_at, updated_at, cooling_until, \
+     request_count, success_count, last_used_at, last_error, last_error_at, quota_window, quota_used_percent, \
+     quota_resets_at, quota_observed_at";
 
 /// Shared upstream configuration of a set of credentials. `Debug` masks the URL and the
 /// header values (see `redacted_group_debug!`).
@@ -116,7 +119,7 @@ impl From<&ProviderGroup> for GroupWrite {
 
 /// One upstream credential. Secrets are [`SecretToken`]s: never printed by `Debug`, and
 /// shown by the API only masked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiKey {
     pub id: i64,
     pub group_id: i64,
@@ -138,6 +141,11 @@ pub struct ApiKey {
     pub revision: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Unix seconds until which an exhausted usage window keeps the credential out of
+    /// routing: routing state reported by balancers, not a ban (no admin write sets it).
+    pub cooling_until: Option<i64>,
+    /// What balancers reported about its use.
+    pub health: CredentialHealth,
 }
 
 /// The writable fields of a credential.
@@ -229,6 +237,8 @@ fn key_from_row(row: &AnyRow) -> StoreResult<ApiKey> {
         revision: row.try_get("revision")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        cooling_until: row.try_get("cooling_until")?,
+        health: health_from_row(row)?,
     })
 }
 

@@ -1,7 +1,7 @@
-//! What balancers report: log records (written in batches), usage totals of child keys
-//! and credentials, and credential bans.
+//! What balancers report: log records (written in batches), usage totals of child keys,
+//! and credential bans (a credential's use and health: `credential_health.rs`).
 
-use ez_contract::report::{CredentialUsage, KeyUsage, LogRecord};
+use ez_contract::report::{KeyUsage, LogRecord};
 use ez_contract::time::now_unix;
 use serde::Serialize;
 use sqlx::Row;
@@ -20,7 +20,7 @@ const LOG_COLUMNS: &str = "id, request_id, master_id, key_id, namespace, public_
 /// Columns an insert binds per record.
 const LOG_INSERT_ARITY: usize = 21;
 /// Where usage totals stop growing (they saturate instead of overflowing BIGINT).
-const SATURATED: i64 = i64::MAX;
+pub(super) const SATURATED: i64 = i64::MAX;
 /// Most records per INSERT statement (bind parameters stay below every engine's limit).
 pub const LOG_INSERT_CHUNK: usize = 1_000;
 
@@ -391,21 +391,6 @@ impl Store {
             .bind(item.tokens)
             .bind(item.last_accessed_at)
             .bind(item.token_hash.as_str())
-            .bind(SATURATED)
-        })
-        .await
-    }
-
-    /// Adds reported use to the credentials' totals; returns how many were updated.
-    pub async fn add_credential_usage(&self, items: &[CredentialUsage]) -> StoreResult<u64> {
-        self.update_each(items, |item| {
-            sqlx::query(
-                "UPDATE api_keys SET request_count = CASE WHEN request_count > $4 - $1 THEN $4 ELSE request_count + $1 END, \
-                 success_count = CASE WHEN success_count > $4 - $2 THEN $4 ELSE success_count + $2 END WHERE id = $3",
-            )
-            .bind(item.requests)
-            .bind(item.success_requests)
-            .bind(item.api_key_id)
             .bind(SATURATED)
         })
         .await

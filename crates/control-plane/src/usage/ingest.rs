@@ -1,8 +1,11 @@
 //! Checking and storing what balancers report. A log record is repaired where it can be
 //! (control characters out, text cut to its limit) and dropped — counted, never failing
-//! its batch — where it cannot; usage totals and bans are taken whole or refused.
+//! its batch — where it cannot; usage totals, credential health and bans are taken whole
+//! or refused.
 
-use ez_contract::report::{CredentialBan, CredentialUsageBatch, KeyUsageBatch, LogBatch, LogRecord};
+use ez_contract::report::{
+    CredentialBan, CredentialUsage, CredentialUsageBatch, KeyUsageBatch, LogBatch, LogRecord, limits,
+};
 use ez_contract::time::now_unix;
 
 use super::log_writer::WriteRefused;
@@ -19,6 +22,8 @@ const MAX_REPORTED_COUNT: i64 = 1_000_000_000_000;
 const MAX_BAN_SECS: i64 = 30 * 86_400;
 /// Longest reason of a ban.
 const MAX_BAN_REASON: usize = 300;
+/// Longest cooling a usage window may announce (the longest windows last a week).
+const MAX_COOLING_SECS: i64 = 7 * 86_400;
 
 /// Why a report was not taken. [`IngestError::is_retryable`] tells the sender whether
 /// the same report may succeed later; `crate::error` maps it to HTTP.
@@ -196,28 +201,100 @@ pub async fn ingest_key_usage(state: &AppState, batch: KeyUsageBatch) -> Result<
         .map_err(|e| IngestError::from_store(state, e))
 }
 
-/// `POST /internal/apikey-stats/flush`.
+/// `POST /internal/apikey-stats/flush`: adds the counts, keeps each credential's newest
+/// use, failure and usage window, and syncs the credentials whose cooling started, moved
+/// or ended (only those: a report that changes no cooling writes nothing to the bus).
 pub async fn ingest_credential_usage(
     state: &AppState,
-    batch: CredentialUsageBatch,
+    mut batch: CredentialUsageBatch,
 ) -> Result<u64, IngestError> {
     check_batch_size(batch.items.len())?;
-    for item in &batch.items {
-        if !(0..=MAX_REPORTED_COUNT).contains(&item.requests)
-            || item.success_requests < 0
-            || item.success_requests > item.requests
-        {
-            return Err(IngestError::invalid(
-                "items",
-                format!("counts must be between 0 and {MAX_REPORTED_COUNT}, and success_requests ≤ requests"),
-            ));
+    let now = now_unix();
+    for item in &mut batch.items {
+        check_credential_usage(item, now)?;
+        // A balancer whose clock runs ahead must not pin these in the future: a later
+        // report could never move them again.
+        item.last_used_at = item.last_used_at.min(now);
+        if let Some(window) = &mut item.window {
+            window.observed_at = window.observed_at.min(now);
         }
     }
-    state
+    let outcome = state
         .store
-        .add_credential_usage(&batch.items)
+        .add_credential_usage(&batch.items, now)
         .await
-        .map_err(|e| IngestError::from_store(state, e))
+        .map_err(|e| IngestError::from_store(state, e))?;
+    if !outcome.cooling_changed.is_empty() {
+        tracing::info!(credentials = ?outcome.cooling_changed, "credential cooling changed; syncing");
+        state
+            .sync
+            .routing_changed(RoutingChange {
+                credentials: outcome.cooling_changed,
+                ..Default::default()
+            })
+            .await;
+    }
+    Ok(outcome.updated)
+}
+
+/// A credential report is taken whole or refused: counts within bounds, texts as stored
+/// (no repair: they are short and made by the gateway, so a bad one is a bug to see).
+fn check_credential_usage(item: &CredentialUsage, now: i64) -> Result<(), IngestError> {
+    if !(0..=MAX_REPORTED_COUNT).contains(&item.requests)
+        || item.success_requests < 0
+        || item.success_requests > item.requests
+    {
+        return Err(IngestError::invalid(
+            "items",
+            format!("counts must be between 0 and {MAX_REPORTED_COUNT}, and success_requests ≤ requests"),
+        ));
+    }
+    if item.last_used_at < 0 {
+        return Err(IngestError::invalid("last_used_at", "Unix seconds; 0 = none"));
+    }
+    if let Some(error) = &item.last_error {
+        check_text("last_error", error, limits::LAST_ERROR)?;
+    }
+    let Some(window) = &item.window else {
+        return Ok(());
+    };
+    check_text("window.name", &window.name, limits::WINDOW_NAME)?;
+    // Also false for NaN and the infinities.
+    if window.used_percent.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+        return Err(IngestError::invalid(
+            "window.used_percent",
+            "must be between 0 and 100",
+        ));
+    }
+    let times = [
+        window.resets_at.unwrap_or(0),
+        window.cooling_until.unwrap_or(0),
+        window.observed_at,
+    ];
+    if times.iter().any(|t| *t < 0) {
+        return Err(IngestError::invalid("window", "times are Unix seconds"));
+    }
+    if window.cooling_until.is_some_and(|t| t > now + MAX_COOLING_SECS) {
+        return Err(IngestError::invalid(
+            "window.cooling_until",
+            "at most 7 days ahead",
+        ));
+    }
+    Ok(())
+}
+
+/// A reported text: present means non-empty, at most `max` bytes, no control characters.
+fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), IngestError> {
+    if value.is_empty() {
+        return Err(IngestError::invalid(field, "must not be empty; leave it out"));
+    }
+    if value.len() > max {
+        return Err(IngestError::invalid(field, format!("longer than {max} bytes")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(IngestError::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
 }
 
 /// `POST /internal/apikey-bans`: persists the ban and syncs the credential to every
@@ -270,8 +347,6 @@ pub async fn ban_credential(state: &AppState, ban: CredentialBan) -> Result<(), 
 
 #[cfg(test)]
 mod tests {
-    use ez_contract::report::limits;
-
     use super::*;
 
     fn record() -> LogRecord {

@@ -8,6 +8,7 @@ mod bad_input_routing;
 mod bad_input_usage;
 mod bus_outage;
 mod config_transfer;
+mod credential_health;
 mod credential_import;
 mod hardening;
 mod import_atomic;
