@@ -10,6 +10,7 @@ pub mod cache;
 pub mod delivery;
 pub mod error;
 pub mod estimate;
+pub mod failover;
 pub mod formats;
 pub mod gemini_route;
 pub mod metrics;

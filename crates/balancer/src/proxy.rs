@@ -28,10 +28,9 @@ use crate::bans::{BanPolicy, LocalBans};
 use crate::body::{ObservedBody, Trace};
 use crate::cache::SnapshotCache;
 use crate::error::ProxyError;
+use crate::failover::{all_cooling, note_window, refusal_words, refused};
 use crate::formats::{self, Translation};
-use crate::metrics::GroupMetrics;
 use crate::rate::RateLimiter;
-use crate::refusal::{Cause, Verdict};
 use crate::renewal::Renewals;
 use crate::report::Reporter;
 use crate::response_headers;
@@ -106,10 +105,10 @@ pub struct BalancerState {
     pub reporter: Arc<Reporter>,
     http: reqwest::Client,
     pub(crate) settings: Arc<ProxySettings>,
-    bans: Arc<BanPolicy>,
+    pub(crate) bans: Arc<BanPolicy>,
     /// Credentials whose usage window an upstream announced exhausted, until it resets:
     /// skipped at once here, before the control plane syncs `cooling_until` to all.
-    cooling: Arc<LocalBans>,
+    pub(crate) cooling: Arc<LocalBans>,
     rate: Arc<RateLimiter>,
     renewals: Arc<Renewals>,
 }
@@ -499,22 +498,10 @@ async fn send(
                     break;
                 }
                 attempts += 1;
-                let now = now_unix();
-                let pick = {
-                    let mut rng = rand::thread_rng();
-                    route::pick(snapshot, binding, group, now, &mut rng, |id, p| {
-                        if tried.contains(&id) || state.bans.is_banned(id, now) || !speaks(p) {
-                            return false;
-                        }
-                        let cooling = p.cooling_until.max(state.cooling.until(id));
-                        if cooling > now {
-                            cooling_ends.set(cooling_ends.get().min(cooling));
-                            return false;
-                        }
-                        true
-                    })
+                let Some(pick) = pick_next(state, snapshot, binding, group, &tried, &speaks, &cooling_ends)
+                else {
+                    break;
                 };
-                let Some(pick) = pick else { break };
                 if std::mem::take(&mut failed_attempt)
                     && let Some(group) = &trace.upstream
                 {
@@ -541,7 +528,7 @@ async fn send(
             provider,
             kind,
             &mut request,
-            upstream_model.clone(),
+            upstream_model,
             strip_usage_chunk,
         )?;
         attempt.format.clone_into(&mut trace.record.upstream_format);
@@ -598,7 +585,8 @@ async fn send(
                     && Renewals::applies(provider, kind)
                     && state.renewals.renew(provider).await =>
             {
-                retry = Some((state.cache.snapshot(), provider.id, upstream_model));
+                let model = trace.record.upstream_model.clone();
+                retry = Some((state.cache.snapshot(), provider.id, model));
             }
             Classified::Refused {
                 verdict,
@@ -621,35 +609,31 @@ async fn send(
     Err(last_error)
 }
 
-/// A usage window an upstream announced for credential `id`: reported, and, when it is
-/// exhausted, the credential cools here at once.
-fn note_window(state: &BalancerState, id: i64, window: ez_contract::report::QuotaWindow) {
-    if let Some(until) = window.cooling_until {
-        state.cooling.ban(id, until, now_unix());
-        tracing::info!(credential = id, window = %window.name, until, "usage window exhausted; the credential cools until it resets");
-    }
-    state.reporter.note_window(id, window);
-}
-
-/// A refusal as a credential's `last_error`: status and marker, never upstream text.
-fn refusal_words(verdict: &Verdict) -> String {
-    match verdict {
-        Verdict::BanNow(refusal) | Verdict::Suspect(refusal) => refusal.reason(),
-        Verdict::FailOver(cause) => cause.client_error(None).message,
-        Verdict::Answer => String::new(),
-    }
-}
-
-/// Every credential of the route is cooling (their usage windows are exhausted): the
-/// client may come back when the first one resets.
-fn all_cooling(ends: i64) -> ProxyError {
-    let mut e = ProxyError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "upstream_quota_cooling",
-        "every upstream credential of this model has used up its usage window; retry after the reset",
-    );
-    e.retry_after = Some(u64::try_from(ends - now_unix()).unwrap_or(1).max(1));
-    e
+/// The next credential to try for the route: not tried yet, not banned, not cooling,
+/// speaking the client's format (`speaks`). Notes in `cooling_ends` the soonest end of a
+/// cooling that kept one out.
+fn pick_next(
+    state: &BalancerState,
+    snapshot: &Snapshot,
+    binding: &ez_contract::routing::BindingSnapshot,
+    group: &str,
+    tried: &HashSet<i64>,
+    speaks: &impl Fn(&ProviderSnapshot) -> bool,
+    cooling_ends: &std::cell::Cell<i64>,
+) -> Option<route::Pick> {
+    let now = now_unix();
+    let mut rng = rand::thread_rng();
+    route::pick(snapshot, binding, group, now, &mut rng, |id, p| {
+        if tried.contains(&id) || state.bans.is_banned(id, now) || !speaks(p) {
+            return false;
+        }
+        let cooling = p.cooling_until.max(state.cooling.until(id));
+        if cooling > now {
+            cooling_ends.set(cooling_ends.get().min(cooling));
+            return false;
+        }
+        true
+    })
 }
 
 /// What one attempt sends, and how its answer reaches the client.
@@ -715,36 +699,6 @@ fn attempt_body(
         format,
         translation: Some(translation),
     })
-}
-
-/// A credential's refusal: banned when the verdict says so, logged, and the error the
-/// client gets if no other credential does better.
-fn refused(
-    state: &BalancerState,
-    provider: &ProviderSnapshot,
-    verdict: &Verdict,
-    retry_after: Option<u64>,
-    group: Option<&GroupMetrics>,
-) -> ProxyError {
-    let (cause, status) = match verdict {
-        Verdict::FailOver(cause) => (*cause, None),
-        Verdict::BanNow(refusal) | Verdict::Suspect(refusal) => (refusal.cause, Some(refusal.status)),
-        // Never produced for a refusal: an answer is passed on.
-        Verdict::Answer => (Cause::ServerError, None),
-    };
-    let banned = state.bans.apply(provider, verdict).map(|r| r.reason());
-    if let (Some(_), Some(group)) = (&banned, group) {
-        group.banned();
-    }
-    tracing::warn!(
-        credential = provider.id,
-        group = crate::metrics::group_name(provider),
-        ?cause,
-        upstream_status = status,
-        banned = banned.as_deref(),
-        "upstream refused; failing over"
-    );
-    cause.client_error(retry_after)
 }
 
 /// The upstream's answer as the client's: status, the allow-listed headers

@@ -32,6 +32,8 @@ struct Provider {
     grants: Arc<AtomicUsize>,
     /// Bearer tokens the Messages API saw, in order.
     seen: Arc<Mutex<Vec<String>>>,
+    /// Tokens whose 5-hour window is used up (→ Unix second it resets).
+    exhausted: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 impl Provider {
@@ -42,6 +44,11 @@ impl Provider {
     /// The provider stops accepting `token` (revoked, or expired early).
     fn reject(&self, token: &str) {
         self.valid.lock().unwrap().remove(token);
+    }
+
+    /// `token`'s 5-hour window is used up until `resets_at`.
+    fn exhaust(&self, token: &str, resets_at: i64) {
+        self.exhausted.lock().unwrap().insert(token.to_owned(), resets_at);
     }
 
     fn grants(&self) -> usize {
@@ -96,13 +103,41 @@ async fn messages(State(p): State<Provider>, headers: HeaderMap) -> Response {
         )
             .into_response();
     }
-    Json(json!({
-        "id": "msg_01", "type": "message", "role": "assistant", "model": MODEL,
-        "content": [{ "type": "text", "text": "hello" }],
-        "stop_reason": "end_turn", "stop_sequence": null,
-        "usage": { "input_tokens": 3, "output_tokens": 1 }
-    }))
-    .into_response()
+    let resets = p.exhausted.lock().unwrap().get(&bearer).copied();
+    let (status, utilization, reset) = match resets {
+        Some(at) if at > now_unix() => ("rejected", "1.0", at),
+        _ => ("allowed", "0.25", now_unix() + 3600),
+    };
+    let unified = [
+        ("anthropic-ratelimit-unified-status", status.to_owned()),
+        (
+            "anthropic-ratelimit-unified-representative-claim",
+            "five_hour".to_owned(),
+        ),
+        (
+            "anthropic-ratelimit-unified-5h-utilization",
+            utilization.to_owned(),
+        ),
+        ("anthropic-ratelimit-unified-5h-reset", reset.to_string()),
+    ];
+    if status == "rejected" {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            unified,
+            Json(json!({ "type": "error", "error": { "type": "rate_limit_error", "message": "This request would exceed your account's rate limit." } })),
+        )
+            .into_response();
+    }
+    (
+        unified,
+        Json(json!({
+            "id": "msg_01", "type": "message", "role": "assistant", "model": MODEL,
+            "content": [{ "type": "text", "text": "hello" }],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": { "input_tokens": 3, "output_tokens": 1 }
+        })),
+    )
+        .into_response()
 }
 
 /// Starts the provider; returns its origin.
@@ -187,6 +222,7 @@ both_backends!(
     a_refused_token_is_refreshed_once_and_every_request_retried,
     a_revoked_refresh_token_disables_and_routing_moves_on,
     an_expiring_token_is_refreshed_while_requests_flow,
+    an_exhausted_window_cools_the_credential_until_it_resets,
 );
 
 async fn a_refused_token_is_refreshed_once_and_every_request_retried(backend: Backend) {
@@ -360,4 +396,92 @@ async fn race(backend: Backend) {
     assert!(job_a.refresh_due().await.unwrap().is_empty());
     assert!(job_b.refresh_due().await.unwrap().is_empty());
     assert!(a.len() + b.len() <= 100, "{a:?} {b:?}");
+}
+
+async fn an_exhausted_window_cools_the_credential_until_it_resets(backend: Backend) {
+    let (origin, provider) = provider().await;
+    let gw = gateway(backend, &origin).await;
+    let later = now_unix() + 3600;
+    provider.accept("at-full", later);
+    provider.accept("at-free", later);
+    let resets = now_unix() + 3;
+    provider.exhaust("at-full", resets);
+    // The exhausted account is the first pick almost surely.
+    let ids = pool(
+        &gw,
+        &origin,
+        &[
+            ("at-full", "rt-good-f", later, 1000),
+            ("at-free", "rt-good-g", later, 1),
+        ],
+    )
+    .await;
+    let key = tenant_key(&gw).await;
+    for _ in 0..6 {
+        assert_eq!(ask(&gw.client, &gw.base, &key).await, 200);
+    }
+    let seen = provider.seen();
+    assert_eq!(
+        seen.iter().filter(|t| *t == "at-full").count(),
+        1,
+        "asked once, then skipped while cooling: {seen:?}"
+    );
+    // Reported: the control plane shows the window and syncs the cooling to every
+    // balancer; no ban, no status change.
+    gw.deliver_reports().await;
+    let full = gw.credential(ids[0]).await;
+    assert_eq!(full["status"], "active", "{full}");
+    assert_eq!(full["ban_until"], Value::Null, "{full}");
+    assert_eq!(full["quota"]["window"], "5h", "{full}");
+    assert_eq!(full["quota"]["cooling_until"], resets, "{full}");
+    assert_eq!(full["quota"]["used_percent"], 100.0, "{full}");
+    let other = gw.second_balancer().await;
+    let before = provider.seen().len();
+    for _ in 0..3 {
+        assert_eq!(ask(&gw.client, &other, &key).await, 200);
+    }
+    assert!(
+        provider.seen()[before..].iter().all(|t| t == "at-free"),
+        "another balancer skips it too"
+    );
+
+    // After the reset it comes back by itself.
+    tokio::time::sleep(Duration::from_secs((resets - now_unix() + 1).max(0) as u64)).await;
+    let before = provider.seen().len();
+    for _ in 0..4 {
+        assert_eq!(ask(&gw.client, &gw.base, &key).await, 200);
+    }
+    let after = &provider.seen()[before..];
+    assert!(after.iter().any(|t| t == "at-full"), "used again: {after:?}");
+    gw.deliver_reports().await;
+    let full = gw.credential(ids[0]).await;
+    assert_eq!(full["ban_until"], Value::Null, "{full}");
+    assert!(
+        (full["quota"]["used_percent"].as_f64().unwrap() - 25.0).abs() < 1e-9,
+        "the newest window: {full}"
+    );
+
+    // Every account of the route cooling: the client is told when to come back.
+    provider.exhaust("at-full", now_unix() + 30);
+    provider.exhaust("at-free", now_unix() + 30);
+    let statuses: Vec<u16> =
+        futures_util::future::join_all((0..2).map(|_| ask(&gw.client, &gw.base, &key))).await;
+    assert!(statuses.iter().all(|s| *s == 429), "{statuses:?}");
+    let response = gw
+        .client
+        .post(format!("{}/v1/messages", gw.base))
+        .header("x-api-key", &key)
+        .json(&json!({ "model": MODEL, "max_tokens": 16, "messages": [{ "role": "user", "content": "hi" }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: i64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
 }
