@@ -210,7 +210,11 @@ async fn a_balancer_asks_for_a_refresh_now(backend: Backend) {
     let (status, body) = ask_refresh(&app, id, &refused, None).await;
     assert_eq!(status, 401, "{body}");
     let (status, body) = ask_refresh(&app, id, "not-hex", stats).await;
-    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("token_fingerprint")), "{body}");
+    assert_eq!(
+        (status, body["error"]["param"].as_str()),
+        (400, Some("token_fingerprint")),
+        "{body}"
+    );
     let (status, body) = ask_refresh(&app, id, &refused.to_uppercase(), stats).await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = ask_refresh(&app, 999_999, &refused, stats).await;
@@ -219,21 +223,32 @@ async fn a_balancer_asks_for_a_refresh_now(backend: Backend) {
 
     // The refused token is the stored one: refreshed now, whatever its expiry.
     let (status, body) = ask_refresh(&app, id, &refused, stats).await;
-    assert_eq!((status, body["outcome"].as_str()), (200, Some("refreshed")), "{body}");
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("refreshed")),
+        "{body}"
+    );
     assert_eq!(mock.calls.load(Ordering::SeqCst), 1);
     let key = app.state.store.get_api_key(id).await.unwrap();
     assert_eq!(key.access_token.expose(), "at-new-1");
     assert_eq!(key.refresh_token.expose(), "rt-good-now-rotated");
     // A late asker with the same refused token gets the new one, no second grant.
     let (status, body) = ask_refresh(&app, id, &refused, stats).await;
-    assert_eq!((status, body["outcome"].as_str()), (200, Some("current")), "{body}");
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("current")),
+        "{body}"
+    );
     assert_eq!(mock.calls.load(Ordering::SeqCst), 1);
 
     // Revoked: disabled with the reason.
     let revoked = credential(&app, group, "rt-revoked", 6 * 3600).await;
     let (_, body) = ask_refresh(&app, revoked, &token_fingerprint("at-old-rt-revoked"), stats).await;
     assert_eq!(body["outcome"], "revoked", "{body}");
-    assert_eq!(app.state.store.get_api_key(revoked).await.unwrap().status, "auto_disabled");
+    assert_eq!(
+        app.state.store.get_api_key(revoked).await.unwrap().status,
+        "auto_disabled"
+    );
 
     // An API-key credential has nothing to refresh.
     let openai = app
@@ -245,7 +260,10 @@ async fn a_balancer_asks_for_a_refresh_now(backend: Backend) {
         .expect(201)
         .id();
     let key = app
-        .admin_post("/admin/api-keys", json!({ "group_id": openai, "api_key": "sk-test-0001" }))
+        .admin_post(
+            "/admin/api-keys",
+            json!({ "group_id": openai, "api_key": "sk-test-0001" }),
+        )
         .await
         .expect(201)
         .id();
