@@ -181,6 +181,7 @@ fn internal_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(internal::flush_key_usage))
         .routes(routes!(internal::flush_credential_usage))
         .routes(routes!(internal::ban_credential))
+        .routes(routes!(internal::refresh_credential))
 }
 
 pub async fn not_found() -> ApiError {
