@@ -39,9 +39,10 @@ impl Renewals {
     }
 
     /// Whether a 401 of `provider` is worth a new token: a subscription credential that
-    /// has a refresh token.
+    /// has a refresh token, or a Vertex service-account key.
     pub fn applies(provider: &ProviderSnapshot, kind: ProviderType) -> bool {
-        kind.is_subscription() && !provider.refresh_token.is_empty()
+        (kind.is_subscription() && !provider.refresh_token.is_empty())
+            || crate::upstream::holds_service_account(provider, kind)
     }
 
     /// Gets `provider` a token other than the refused one; true when the snapshot in

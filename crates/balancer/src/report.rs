@@ -308,7 +308,9 @@ impl Reporter {
         credential.last_used = credential.last_used.max(now_unix());
         let mut why = why.to_owned();
         ez_contract::report::clean_text(&mut why, ez_contract::report::limits::LAST_ERROR);
-        credential.last_error = Some(why);
+        if !why.is_empty() {
+            credential.last_error = Some(why);
+        }
     }
 
     /// The newest usage window `credential_id`'s upstream announced.

@@ -124,8 +124,12 @@ pub fn headers(provider: &ProviderSnapshot, kind: ProviderType, client: &http::H
             out.insert(HeaderName::from_static(name), value.clone());
         }
     }
-    // OAuth subscriptions present their access token; API-key types their key.
-    let secret = if kind.is_subscription() && !provider.access_token.is_empty() {
+    // OAuth subscriptions present their access token, and so do Vertex credentials
+    // holding a service-account key (never sent: the control plane exchanges it); API-key
+    // types their key.
+    let secret = if (kind.is_subscription() && !provider.access_token.is_empty())
+        || holds_service_account(provider, kind)
+    {
         &provider.access_token
     } else {
         &provider.api_key
@@ -162,6 +166,11 @@ pub fn headers(provider: &ProviderSnapshot, kind: ProviderType, client: &http::H
         insert(&mut out, "chatgpt-account-id", &provider.account_id);
     }
     out
+}
+
+/// A Vertex credential whose key is a service-account key document.
+pub fn holds_service_account(provider: &ProviderSnapshot, kind: ProviderType) -> bool {
+    kind == ProviderType::Vertex && ez_contract::provider::is_service_account_key(&provider.api_key)
 }
 
 fn insert(out: &mut HeaderMap, name: &str, value: &str) {

@@ -140,11 +140,56 @@ async fn messages(State(p): State<Provider>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
+/// Google's token endpoint for a service account's JWT bearer grant (the signature is
+/// checked by the control plane's tests): an access token for an hour.
+async fn google_token(State(p): State<Provider>, body: String) -> Response {
+    let n = p.grants.fetch_add(1, Ordering::SeqCst) + 1;
+    assert!(
+        body.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"),
+        "{body}"
+    );
+    let access = format!("ya29.vertex-{n}");
+    p.accept(&access, now_unix() + 3600);
+    Json(json!({ "access_token": access, "expires_in": 3599, "token_type": "Bearer" })).into_response()
+}
+
+/// Vertex AI's `generateContent`: an answer for a valid bearer token, Google's 401
+/// otherwise.
+async fn vertex(State(p): State<Provider>, headers: HeaderMap) -> Response {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    p.seen.lock().unwrap().push(bearer.clone());
+    let valid = p
+        .valid
+        .lock()
+        .unwrap()
+        .get(&bearer)
+        .is_some_and(|t| *t > now_unix());
+    if !valid {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": { "code": 401, "status": "UNAUTHENTICATED", "message": "Request had invalid authentication credentials." } })),
+        )
+            .into_response();
+    }
+    Json(json!({
+        "candidates": [{ "content": { "role": "model", "parts": [{ "text": "hello" }] }, "finishReason": "STOP" }],
+        "usageMetadata": { "promptTokenCount": 3, "candidatesTokenCount": 1, "totalTokenCount": 4 }
+    }))
+    .into_response()
+}
+
 /// Starts the provider; returns its origin.
 async fn provider() -> (String, Provider) {
     let p = Provider::default();
     let app = axum::Router::new()
         .route("/v1/oauth/token", axum::routing::post(token))
+        .route("/google/token", axum::routing::post(google_token))
+        .route("/v1/projects/{*rest}", axum::routing::post(vertex))
         .route("/v1/messages", axum::routing::post(messages))
         .with_state(p.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -166,8 +211,10 @@ fn settings() -> ProxySettings {
 /// `scheduled` (the refresh every second).
 async fn gateway(backend: Backend, origin: &str) -> Gateway {
     let url = format!("{origin}/v1/oauth/token");
+    let google = format!("{origin}/google/token");
     Gateway::start_configured(backend, settings(), test_bus(backend).await, move |config| {
         config.token_refresh.claude_code_token_url = url;
+        config.token_refresh.google_token_url = google;
         config.token_refresh.interval = Duration::from_secs(1);
     })
     .await
@@ -223,6 +270,7 @@ both_backends!(
     a_revoked_refresh_token_disables_and_routing_moves_on,
     an_expiring_token_is_refreshed_while_requests_flow,
     an_exhausted_window_cools_the_credential_until_it_resets,
+    a_vertex_service_account_works_from_its_first_request,
 );
 
 async fn a_refused_token_is_refreshed_once_and_every_request_retried(backend: Backend) {
@@ -484,4 +532,43 @@ async fn an_exhausted_window_cools_the_credential_until_it_resets(backend: Backe
     assert!((1..=30).contains(&retry_after), "{retry_after}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+}
+
+async fn a_vertex_service_account_works_from_its_first_request(backend: Backend) {
+    let (origin, provider) = provider().await;
+    let gw = gateway(backend, &origin).await;
+    let key_file = include_str!("../../control-plane/tests/fixtures/credentials/vertex_service_account.json");
+    gw.bind(
+        "vertex",
+        &origin,
+        json!({ "google_project": "ez-test-project" }),
+        json!({ "api_key": key_file }),
+        "gemini-vertex",
+        "gemini-2.5-pro",
+    )
+    .await;
+    let key = tenant_key(&gw).await;
+    let ask = || async {
+        gw.client
+            .post(format!("{}/v1beta/models/gemini-vertex:generateContent", gw.base))
+            .header("x-goog-api-key", &key)
+            .json(&json!({ "contents": [{ "role": "user", "parts": [{ "text": "hi" }] }] }))
+            .send()
+            .await
+            .unwrap()
+    };
+    // No access token yet (the scheduled exchange has not run): the 401 gets one.
+    let first = ask().await;
+    assert_eq!(first.status(), 200);
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["candidates"][0]["content"]["parts"][0]["text"], "hello");
+    assert_eq!(provider.grants(), 1);
+    assert_eq!(
+        provider.seen(),
+        ["", "ya29.vertex-1"],
+        "the key file itself is never sent"
+    );
+    assert_eq!(ask().await.status(), 200);
+    assert_eq!(provider.grants(), 1);
+    assert_eq!(provider.seen().last().map(String::as_str), Some("ya29.vertex-1"));
 }

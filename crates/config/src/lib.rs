@@ -103,6 +103,8 @@ pub struct TokenRefreshConfig {
     pub codex_token_url: String,
     pub gemini_cli_token_url: String,
     pub antigravity_token_url: String,
+    /// Where Vertex service-account keys are exchanged for access tokens.
+    pub google_token_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -562,6 +564,7 @@ impl RawConfig {
                 "token_refresh.antigravity_token_url",
                 &tr.antigravity_token_url,
             )?,
+            google_token_url: token_url("token_refresh.google_token_url", &tr.google_token_url)?,
         };
 
         let model_registry = ModelRegistryConfig {

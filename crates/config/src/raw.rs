@@ -194,6 +194,7 @@ pub struct RawTokenRefresh {
     pub codex_token_url: String,
     pub gemini_cli_token_url: String,
     pub antigravity_token_url: String,
+    pub google_token_url: String,
 }
 
 impl Default for RawTokenRefresh {
@@ -207,6 +208,7 @@ impl Default for RawTokenRefresh {
             codex_token_url: "https://auth.openai.com/oauth/token".into(),
             gemini_cli_token_url: "https://oauth2.googleapis.com/token".into(),
             antigravity_token_url: "https://oauth2.googleapis.com/token".into(),
+            google_token_url: "https://oauth2.googleapis.com/token".into(),
         }
     }
 }

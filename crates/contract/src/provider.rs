@@ -161,6 +161,13 @@ impl fmt::Display for ProviderType {
     }
 }
 
+/// Whether a `vertex` credential's key is a service-account key document (JSON): its
+/// access tokens come from the control plane's token refresh. An API key or access token
+/// never starts with `{`.
+pub fn is_service_account_key(api_key: &str) -> bool {
+    api_key.trim_start().starts_with('{')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,11 @@
 
 use ez_contract::provider::ProviderType;
 
+use ez_contract::SecretToken;
+
 use super::{SpecError, SpecResult, read_only_spec};
 use crate::store::ApiKeyWrite;
+use crate::token_refresh::service_account::{ServiceAccountKey, is_service_account};
 use crate::validation;
 
 pub const CREDENTIAL_STATUSES: &[&str] = &["active", "auto_disabled", "manual_disabled"];
@@ -17,6 +20,16 @@ read_only_spec!(CredentialSpec => ApiKeyWrite);
 
 impl CredentialSpec {
     pub fn new(mut w: ApiKeyWrite, kind: ProviderType) -> SpecResult<CredentialSpec> {
+        if kind == ProviderType::Vertex && is_service_account(w.api_key.expose()) {
+            // A service-account key file: kept compact (no whitespace outside strings);
+            // its access tokens come from the token refresh.
+            let key = ServiceAccountKey::parse(w.api_key.expose())
+                .map_err(|why| SpecError::invalid("api_key", why))?;
+            w.api_key = SecretToken::from_plaintext(key.compact());
+            if w.account_id.is_empty() {
+                w.account_id = key.client_email;
+            }
+        }
         w.api_key = validation::secret("api_key", &w.api_key)?;
         w.access_token = validation::secret("access_token", &w.access_token)?;
         w.refresh_token = validation::secret("refresh_token", &w.refresh_token)?;
@@ -54,8 +67,6 @@ impl CredentialSpec {
 
 #[cfg(test)]
 mod tests {
-    use ez_contract::SecretToken;
-
     use super::*;
 
     fn write(api_key: &str) -> ApiKeyWrite {

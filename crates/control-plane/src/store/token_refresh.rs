@@ -10,13 +10,15 @@ use super::{Store, StoreResult};
 const REFRESHED_TYPES: &str = "'claude-code', 'codex', 'gemini-cli', 'antigravity'";
 
 impl Store {
-    /// Active subscription credentials with a refresh token whose access token expires
-    /// before `due_by` (or has no known expiry), whose lease is free at `now`: (id, the
-    /// transient failures in a row so far). At most `limit`, soonest expiry first.
+    /// Active subscription credentials with a refresh token, and active Vertex
+    /// credentials holding a service-account key (a JSON document), whose access token
+    /// expires before `due_by` (or has no known expiry), whose lease is free at `now`:
+    /// (id, the transient failures in a row so far). At most `limit`, soonest expiry first.
     pub async fn due_refreshes(&self, now: i64, due_by: i64, limit: i64) -> StoreResult<Vec<(i64, i64)>> {
         let sql = format!(
             "SELECT k.id, k.refresh_failures FROM api_keys k JOIN provider_groups g ON g.id = k.group_id \
-             WHERE g.type IN ({REFRESHED_TYPES}) AND k.status = 'active' AND k.refresh_token <> '' \
+             WHERE ((g.type IN ({REFRESHED_TYPES}) AND k.refresh_token <> '') \
+             OR (g.type = 'vertex' AND k.api_key LIKE '{{%')) AND k.status = 'active' \
              AND (k.expires_at IS NULL OR k.expires_at < $1) AND k.refresh_lease_until < $2 \
              ORDER BY k.expires_at IS NOT NULL, k.expires_at, k.id LIMIT $3"
         );

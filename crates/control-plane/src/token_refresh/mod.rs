@@ -1,8 +1,9 @@
 //! The scheduled refresh of subscription credentials' OAuth access tokens (`token_refresh`
 //! in the configuration): every `interval`, each active `claude-code`, `codex`,
 //! `gemini-cli` and `antigravity` credential whose token expires within `refresh_before`
-//! is refreshed at its provider's token endpoint (`oauth`), at most `max_concurrency` at
-//! once. A lease in the database makes it one refresh per credential however many control
+//! is refreshed at its provider's token endpoint (`oauth`), and each `vertex` credential
+//! holding a service-account key gets a new access token for it (`service_account`), at
+//! most `max_concurrency` at once. A lease in the database makes it one refresh per credential however many control
 //! planes share the database; the credential is re-read inside the lease, so a loser
 //! never refreshes what a winner just did. The new access token — and a rotated refresh
 //! token, in the same write — is stored and synced to the bus like any credential change.
@@ -10,6 +11,7 @@
 //! reason; a transient failure keeps the working token and retries with backoff.
 
 pub mod oauth;
+pub mod service_account;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +58,13 @@ impl Outcome {
             Outcome::Failed => "failed",
         }
     }
+}
+
+/// Whether `key` (of a `kind` group) gets its access tokens from the token refresh: a
+/// subscription with a refresh token, or a Vertex service-account key.
+pub fn refreshable(kind: ProviderType, key: &ApiKey) -> bool {
+    (kind.is_subscription() && !key.refresh_token.expose().is_empty())
+        || (kind == ProviderType::Vertex && service_account::is_service_account(key.api_key.expose()))
 }
 
 /// Why a balancer's refresh request was not carried out.
@@ -162,13 +171,8 @@ impl TokenRefresh {
         loop {
             let key = store.get_api_key(id).await?;
             let group = store.get_group(key.group_id).await?;
-            let kind = group
-                .provider_type
-                .parse::<ProviderType>()
-                .ok()
-                .filter(|k| k.is_subscription());
-            let Some(kind) = kind.filter(|_| self.config.enabled && !key.refresh_token.expose().is_empty())
-            else {
+            let kind = group.provider_type.parse::<ProviderType>().ok();
+            let Some(kind) = kind.filter(|k| self.config.enabled && refreshable(*k, &key)) else {
                 return Ok(RefreshOutcome::NotRefreshable);
             };
             if key.status != "active" {
@@ -222,7 +226,12 @@ impl TokenRefresh {
         failures: i64,
     ) -> anyhow::Result<Outcome> {
         let store = &self.state.store;
-        let outcome = match oauth::refresh(&self.http, &self.config, kind, key.refresh_token.expose()).await {
+        let granted = if kind == ProviderType::Vertex {
+            service_account::exchange(&self.http, &self.config, key.api_key.expose()).await
+        } else {
+            oauth::refresh(&self.http, &self.config, kind, key.refresh_token.expose()).await
+        };
+        let outcome = match granted {
             Ok(tokens) => {
                 let update = UpdateApiKeyRequest {
                     access_token: Some(tokens.access_token),

@@ -42,7 +42,7 @@ pub enum Failure {
     Transient(String),
 }
 
-fn form(pairs: &[(&str, &str)]) -> String {
+pub(super) fn form(pairs: &[(&str, &str)]) -> String {
     fn encode(value: &str) -> String {
         value
             .bytes()
@@ -151,6 +151,16 @@ pub async fn refresh(
             kind.as_str()
         )));
     };
+    post(http, url, content_type, body).await
+}
+
+/// Posts a grant to a token endpoint and reads its answer.
+pub(super) async fn post(
+    http: &reqwest::Client,
+    url: String,
+    content_type: &'static str,
+    body: String,
+) -> Result<Tokens, Failure> {
     let sent = http
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, content_type)

@@ -22,7 +22,8 @@ use crate::helpers::TestApp;
 both_backends!(
     expiring_tokens_are_refreshed_revoked_ones_disable,
     racing_refreshers_call_once_per_credential,
-    a_balancer_asks_for_a_refresh_now
+    a_balancer_asks_for_a_refresh_now,
+    vertex_service_account_keys_get_access_tokens
 );
 
 #[derive(Clone, Default)]
@@ -270,4 +271,117 @@ async fn a_balancer_asks_for_a_refresh_now(backend: Backend) {
     let (_, body) = ask_refresh(&app, key, &token_fingerprint(""), stats).await;
     assert_eq!(body["outcome"], "not_refreshable", "{body}");
     assert_eq!(mock.calls.load(Ordering::SeqCst), 2);
+}
+
+const SERVICE_ACCOUNT: &str = include_str!("../fixtures/credentials/vertex_service_account.json");
+const SERVICE_ACCOUNT_PUBLIC: &str = include_str!("../fixtures/credentials/vertex_service_account.pub.pem");
+
+/// Google's token endpoint for the JWT bearer grant: the assertion must verify with the
+/// fixture's public key and name the service account; then a token for an hour.
+async fn google_token(State(mock): State<Mock>, body: String) -> Response {
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    use rsa::pkcs8::DecodePublicKey;
+    let n = mock.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    let form: std::collections::HashMap<String, String> = body
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.replace("%3A", ":")))
+        .collect();
+    assert_eq!(form["grant_type"], "urn:ietf:params:oauth:grant-type:jwt-bearer");
+    let public = rsa::RsaPublicKey::from_public_key_pem(SERVICE_ACCOUNT_PUBLIC).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_rsa_der(public.to_pkcs1_der().unwrap().as_bytes());
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.validate_aud = false;
+    match jsonwebtoken::decode::<Value>(&form["assertion"], &key, &validation) {
+        Ok(jwt) if jwt.claims["iss"] == "ez-test@ez-test-project.iam.gserviceaccount.com" => Json(
+            json!({ "access_token": format!("ya29.vertex-{n}"), "expires_in": 3599, "token_type": "Bearer" }),
+        )
+        .into_response(),
+        _ => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "invalid_grant", "error_description": "Invalid JWT Signature." })),
+        )
+            .into_response(),
+    }
+}
+
+async fn vertex_service_account_keys_get_access_tokens(backend: Backend) {
+    let mock = Mock::default();
+    let app_router = axum::Router::new()
+        .route("/token", axum::routing::post(google_token))
+        .with_state(mock.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app_router).await;
+    });
+    let db = TestDatabase::create(backend).await;
+    let bus = test_bus(backend).await;
+    let token_url = url.clone();
+    let app = TestApp::start_with(db, bus, move |config| {
+        config.token_refresh.google_token_url = token_url;
+    })
+    .await;
+    let group = app
+        .admin_post(
+            "/admin/provider-groups",
+            json!({ "name": "vertex", "type": "vertex", "google_project": "ez-test-project", "models": ["gemini-2.5-pro"] }),
+        )
+        .await
+        .expect(201)
+        .id();
+    // The key file as Google issues it (pretty-printed JSON).
+    let created = app
+        .admin_post(
+            "/admin/api-keys",
+            json!({ "group_id": group, "api_key": SERVICE_ACCOUNT }),
+        )
+        .await
+        .expect(201);
+    let id = created.id();
+    let shown = created.body.to_string();
+    assert!(
+        !shown.contains("PRIVATE KEY") && !shown.contains("MII"),
+        "{shown}"
+    );
+    assert_eq!(
+        created.body["account_id"],
+        "ez-test@ez-test-project.iam.gserviceaccount.com"
+    );
+    // A key file that is not a service account's, or whose key is no key: 4xx, nothing stored.
+    let mut wrong: Value = serde_json::from_str(SERVICE_ACCOUNT).unwrap();
+    wrong["private_key"] = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into();
+    let refused = app
+        .admin_post(
+            "/admin/api-keys",
+            json!({ "group_id": group, "api_key": wrong.to_string() }),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert_eq!(refused.body["error"]["param"], "api_key");
+
+    let mut config = ez_config::Config::defaults().token_refresh;
+    config.google_token_url = url;
+    let refresh = TokenRefresh::new(app.state.clone(), config);
+    let outcomes = refresh.refresh_due().await.unwrap();
+    assert_eq!(outcomes, vec![(id, Outcome::Refreshed)]);
+    let key = app.state.store.get_api_key(id).await.unwrap();
+    assert_eq!(key.access_token.expose(), "ya29.vertex-1");
+    assert!(key.expires_at.unwrap() > now_unix() + 3000);
+    assert!(key.api_key.expose().starts_with('{'), "the key stays");
+    assert!(
+        refresh.refresh_due().await.unwrap().is_empty(),
+        "fresh for an hour"
+    );
+    assert_eq!(mock.calls.load(Ordering::SeqCst), 1);
+    // Balancers get the access token, which they present.
+    let entry = app
+        .state
+        .bus
+        .hash_get(ez_contract::bus_keys::PROVIDERS, &id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    let entry: Value = serde_json::from_str(&entry).unwrap();
+    assert_eq!(entry["access_token"], "ya29.vertex-1");
 }
