@@ -51,6 +51,24 @@ impl Provider {
         self.exhausted.lock().unwrap().insert(token.to_owned(), resets_at);
     }
 
+    /// Notes the bearer token of a request; it, and whether it is valid and unexpired.
+    fn present(&self, headers: &HeaderMap) -> (String, bool) {
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_owned();
+        self.seen.lock().unwrap().push(bearer.clone());
+        let valid = self
+            .valid
+            .lock()
+            .unwrap()
+            .get(&bearer)
+            .is_some_and(|expires| *expires > now_unix());
+        (bearer, valid)
+    }
+
     fn grants(&self) -> usize {
         self.grants.load(Ordering::SeqCst)
     }
@@ -83,19 +101,7 @@ async fn token(State(p): State<Provider>, Json(body): Json<Value>) -> Response {
 /// The Messages API: an answer for a valid, unexpired bearer token; Anthropic's 401
 /// otherwise.
 async fn messages(State(p): State<Provider>, headers: HeaderMap) -> Response {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .to_owned();
-    p.seen.lock().unwrap().push(bearer.clone());
-    let valid = p
-        .valid
-        .lock()
-        .unwrap()
-        .get(&bearer)
-        .is_some_and(|expires| *expires > now_unix());
+    let (bearer, valid) = p.present(&headers);
     if !valid {
         return (
             StatusCode::UNAUTHORIZED,
@@ -156,19 +162,7 @@ async fn google_token(State(p): State<Provider>, body: String) -> Response {
 /// Vertex AI's `generateContent`: an answer for a valid bearer token, Google's 401
 /// otherwise.
 async fn vertex(State(p): State<Provider>, headers: HeaderMap) -> Response {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .to_owned();
-    p.seen.lock().unwrap().push(bearer.clone());
-    let valid = p
-        .valid
-        .lock()
-        .unwrap()
-        .get(&bearer)
-        .is_some_and(|t| *t > now_unix());
+    let (_, valid) = p.present(&headers);
     if !valid {
         return (
             StatusCode::UNAUTHORIZED,
