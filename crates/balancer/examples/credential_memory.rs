@@ -226,6 +226,7 @@ async fn run(options: &Options) -> Result<(), Box<dyn std::error::Error>> {
             static_headers: None,
             headers_profile: None,
             route_group: None,
+            health_check: None,
         },
     )
     .await?;

@@ -15,7 +15,7 @@ use serde_json::json;
 use support::Gateway;
 
 /// Every metric family of the process (control plane, listener, middleware, balancer).
-const FAMILIES: [&str; 25] = [
+const FAMILIES: [&str; 26] = [
     "ezapi_balancer_log_buffer",
     "ezapi_balancer_log_records_dropped_total",
     "ezapi_balancer_rate_limit_local_total",
@@ -33,6 +33,7 @@ const FAMILIES: [&str; 25] = [
     "ezapi_log_batches_refused_total",
     "ezapi_log_records_rejected_total",
     "ezapi_token_refreshes_total",
+    "ezapi_health_probes_total",
     "ezapi_log_records_written_total",
     "ezapi_upstream_bans_total",
     "ezapi_upstream_errors_total",

@@ -87,6 +87,7 @@ pub struct Config {
     pub log_writer: LogWriterConfig,
     pub balancer: BalancerConfig,
     pub token_refresh: TokenRefreshConfig,
+    pub health_check: HealthCheckConfig,
 }
 
 /// The refresh of subscription credentials' OAuth access tokens before they expire.
@@ -210,6 +211,16 @@ pub struct SyncOutboxConfig {
     pub max_retries: i64,
     /// How often the CP checks that the bus still holds its data (and rebuilds it if not).
     pub bus_check_interval: Duration,
+}
+
+/// The active probe of disabled or banned credentials in groups that ask for it (the
+/// group's `health_check`).
+#[derive(Debug, Clone)]
+pub struct HealthCheckConfig {
+    /// How often the probe runs.
+    pub interval: Duration,
+    /// How long one probe may take.
+    pub timeout: Duration,
 }
 
 /// The model registry's periodic republication of `meta:models`.
@@ -567,6 +578,11 @@ impl RawConfig {
             google_token_url: token_url("token_refresh.google_token_url", &tr.google_token_url)?,
         };
 
+        let health_check = HealthCheckConfig {
+            interval: positive_duration("health_check.interval", &self.health_check.interval)?,
+            timeout: positive_duration("health_check.timeout", &self.health_check.timeout)?,
+        };
+
         let model_registry = ModelRegistryConfig {
             refresh_every: positive_duration(
                 "model_registry.refresh_every",
@@ -648,6 +664,7 @@ impl RawConfig {
 
         Ok(Config {
             token_refresh,
+            health_check,
             log_writer,
             balancer,
             sync_outbox,

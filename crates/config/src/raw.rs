@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub log_writer: RawLogWriter,
     pub balancer: RawBalancer,
     pub token_refresh: RawTokenRefresh,
+    pub health_check: RawHealthCheck,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -209,6 +210,22 @@ impl Default for RawTokenRefresh {
             gemini_cli_token_url: "https://oauth2.googleapis.com/token".into(),
             antigravity_token_url: "https://oauth2.googleapis.com/token".into(),
             google_token_url: "https://oauth2.googleapis.com/token".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHealthCheck {
+    pub interval: DurationValue,
+    pub timeout: DurationValue,
+}
+
+impl Default for RawHealthCheck {
+    fn default() -> Self {
+        RawHealthCheck {
+            interval: DurationValue::Text("5m".into()),
+            timeout: DurationValue::Text("10s".into()),
         }
     }
 }

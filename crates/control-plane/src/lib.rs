@@ -10,6 +10,7 @@ pub mod client_ip;
 pub mod config_doc;
 pub mod credential_import;
 pub mod error;
+pub mod health_probe;
 pub mod listener;
 pub mod masking;
 pub mod metrics;
@@ -94,6 +95,7 @@ pub struct ControlPlane {
     model_refresh: std::time::Duration,
     log_writer: ez_config::LogWriterConfig,
     token_refresh: ez_config::TokenRefreshConfig,
+    health_check: ez_config::HealthCheckConfig,
 }
 
 impl ControlPlane {
@@ -140,6 +142,7 @@ impl ControlPlane {
             model_refresh: config.model_registry.refresh_every,
             log_writer: config.log_writer.clone(),
             token_refresh: config.token_refresh.clone(),
+            health_check: config.health_check.clone(),
         })
     }
 
@@ -175,6 +178,11 @@ impl ControlPlane {
                 self.token_refresh.clone(),
             ));
         }
+        scheduler.add(health_probe::HealthProbe::new(
+            self.state.clone(),
+            self.health_check.clone(),
+            self.token_refresh.clone(),
+        ));
         scheduler
     }
 

@@ -17,11 +17,12 @@ pub const LOG_BATCHES_REFUSED: &str = "ezapi_log_batches_refused_total";
 pub const LOG_RECORDS_WRITTEN: &str = "ezapi_log_records_written_total";
 pub const LOG_RECORDS_REJECTED: &str = "ezapi_log_records_rejected_total";
 pub const TOKEN_REFRESHES: &str = "ezapi_token_refreshes_total";
+pub const HEALTH_PROBES: &str = "ezapi_health_probes_total";
 
 /// Every family the control plane, its listener and its middleware expose. A test pins
 /// this list: renaming a family breaks operators' dashboards and alerts, so it must be
 /// deliberate.
-pub const FAMILIES: [&str; 13] = [
+pub const FAMILIES: [&str; 14] = [
     HTTP_REQUESTS,
     HTTP_REQUEST_DURATION,
     HTTP_CONNECTIONS_OPEN,
@@ -35,11 +36,16 @@ pub const FAMILIES: [&str; 13] = [
     LOG_RECORDS_WRITTEN,
     LOG_RECORDS_REJECTED,
     TOKEN_REFRESHES,
+    HEALTH_PROBES,
 ];
 
 /// Registers the description (`# HELP`) of every family with the installed recorder
 /// (done by `middleware::install_recorder`). Idempotent.
 pub fn describe() {
+    describe_counter!(
+        HEALTH_PROBES,
+        "Active probes of disabled or banned credentials (a group's health_check), by outcome (recovered, failed, skipped)"
+    );
     describe_counter!(
         TOKEN_REFRESHES,
         "Subscription credentials' token refreshes, by provider and outcome (refreshed, skipped, revoked, failed)"

@@ -113,9 +113,13 @@ pub struct CreateGroupRequest {
     pub headers_profile: Option<String>,
     /// Routing group of the credentials (default `default`).
     pub route_group: Option<String>,
+    /// The active probe of credentials that are disabled or banned: `off` (default),
+    /// `on` (API-key credentials, with a free model list), `metered` (also subscription
+    /// and service-account credentials, with a token grant).
+    pub health_check: Option<String>,
 }
 
-ez_contract::debug_redacting!(CreateGroupRequest { name, provider_type, google_project, google_location, models, status, headers_profile, route_group } secret { base_url, static_headers });
+ez_contract::debug_redacting!(CreateGroupRequest { name, provider_type, google_project, google_location, models, status, headers_profile, route_group, health_check } secret { base_url, static_headers });
 
 #[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -131,9 +135,10 @@ pub struct UpdateGroupRequest {
     pub static_headers: Option<BTreeMap<String, String>>,
     pub headers_profile: Option<String>,
     pub route_group: Option<String>,
+    pub health_check: Option<String>,
 }
 
-ez_contract::debug_redacting!(UpdateGroupRequest { name, provider_type, google_project, google_location, models, status, headers_profile, route_group } secret { base_url, static_headers });
+ez_contract::debug_redacting!(UpdateGroupRequest { name, provider_type, google_project, google_location, models, status, headers_profile, route_group, health_check } secret { base_url, static_headers });
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -331,6 +336,7 @@ fn group_write(req: CreateGroupRequest) -> GroupWrite {
         static_headers: req.static_headers.unwrap_or_default(),
         headers_profile: req.headers_profile.unwrap_or_default(),
         route_group: req.route_group.unwrap_or_else(|| "default".into()),
+        health_check: req.health_check.unwrap_or_else(|| "off".into()),
     }
 }
 
@@ -351,7 +357,8 @@ pub async fn update_group(
         status,
         static_headers,
         headers_profile,
-        route_group
+        route_group,
+        health_check
     );
     let spec = GroupSpec::new(w, Some(&current))?;
     if spec.provider_type != current.provider_type {

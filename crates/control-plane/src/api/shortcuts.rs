@@ -104,6 +104,7 @@ pub async fn create_preset_provider(
         static_headers: None,
         headers_profile: None,
         route_group: req.route_group,
+        health_check: None,
     };
     let setup = providers::create_setup(&state, group, &req.api_keys, req.weights.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(setup)))
@@ -129,6 +130,7 @@ pub async fn create_custom_provider(
         static_headers: req.static_headers,
         headers_profile: None,
         route_group: req.route_group,
+        health_check: None,
     };
     let setup = providers::create_setup(&state, group, &req.api_keys, req.weights.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(setup)))

@@ -121,6 +121,7 @@ fn group_doc(g: &ProviderGroup, include_secrets: bool) -> GroupDoc {
         },
         headers_profile: g.headers_profile.clone(),
         route_group: g.route_group.clone(),
+        health_check: g.health_check.clone(),
     }
 }
 

@@ -332,6 +332,7 @@ impl<'a> Checker<'a> {
             static_headers: g.static_headers.clone(),
             headers_profile: g.headers_profile.clone(),
             route_group: g.route_group.clone(),
+            health_check: g.health_check.clone(),
         };
         let id = current.map(|c| c.id);
         let spec = GroupSpec::new(write, current)

@@ -84,9 +84,16 @@ pub struct GroupDoc {
     #[serde(default)]
     pub headers_profile: String,
     pub route_group: String,
+    /// `off` in documents written before it existed.
+    #[serde(default = "health_check_off")]
+    pub health_check: String,
 }
 
-ez_contract::debug_redacting!(GroupDoc { name, provider_type, google_project, google_location, models, status, headers_profile, route_group } secret { base_url, static_headers });
+fn health_check_off() -> String {
+    "off".to_owned()
+}
+
+ez_contract::debug_redacting!(GroupDoc { name, provider_type, google_project, google_location, models, status, headers_profile, route_group, health_check } secret { base_url, static_headers });
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -17,6 +17,7 @@ fn group(id: i64, models: &[&str]) -> ProviderGroup {
         static_headers: BTreeMap::new(),
         headers_profile: String::new(),
         route_group: "default".into(),
+        health_check: "off".into(),
         created_at: 0,
         updated_at: 0,
     }

@@ -12,6 +12,9 @@ use crate::store::{GroupWrite, ProviderGroup};
 use crate::validation;
 
 pub const GROUP_STATUSES: &[&str] = &["active", "disabled"];
+/// `health_check` values: no probe, probes that cost nothing, and probes of metered
+/// (subscription, service-account) credentials too.
+pub const HEALTH_CHECKS: &[&str] = &["off", "on", "metered"];
 /// Header sets the data plane knows how to send (the official CLIs' headers).
 pub const HEADERS_PROFILES: &[&str] = &["", "claude-code", "codex", "gemini-cli", "antigravity"];
 /// Headers a group may not set: they belong to the HTTP connection, not the request.
@@ -73,6 +76,7 @@ impl GroupSpec {
         restore_masked_headers(&mut w.static_headers, current.map(|c| &c.static_headers))?;
         w.headers_profile = validation::one_of("headers_profile", &w.headers_profile, HEADERS_PROFILES)?;
         w.route_group = validation::identifier("route_group", &w.route_group)?;
+        w.health_check = validation::one_of("health_check", &w.health_check, HEALTH_CHECKS)?;
         Ok(GroupSpec(w, kind))
     }
 
@@ -179,6 +183,7 @@ mod tests {
             static_headers: BTreeMap::new(),
             headers_profile: String::new(),
             route_group: "default".into(),
+            health_check: "off".into(),
         }
     }
 
@@ -235,6 +240,7 @@ mod tests {
             static_headers,
             headers_profile: String::new(),
             route_group: "default".into(),
+            health_check: "off".into(),
             created_at: 0,
             updated_at: 0,
         }

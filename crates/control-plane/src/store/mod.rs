@@ -7,6 +7,7 @@
 mod apikey_stats;
 mod bindings;
 mod credential_health;
+mod health_probe;
 mod import;
 mod keys;
 mod masters;

@@ -13,7 +13,7 @@ use super::credential_health::{CredentialHealth, health_from_row};
 use super::{PageRequest, Store, StoreError, StoreResult, count, json_list, parse_list};
 
 const GROUP_COLUMNS: &str = "id, name, type, base_url, google_project, google_location, models, status, \
-     static_headers, headers_profile, route_group, created_at, updated_at";
+     static_headers, headers_profile, route_group, health_check, created_at, updated_at";
 const KEY_COLUMNS: &str = "id, group_id, api_key, weight, status, auto_ban, ban_reason, ban_until, access_token, \
      refresh_token, expires_at, account_id, project_id, models, revision, created_at, updated_at, cooling_until, \
      request_count, success_count, last_used_at, last_error, last_error_at, quota_window, quota_used_percent, \
@@ -40,6 +40,8 @@ pub struct ProviderGroup {
     pub headers_profile: String,
     /// Routing group the credentials belong to (default `default`).
     pub route_group: String,
+    /// The active probe of the credentials: `off`, `on` or `metered` (`health_probe`).
+    pub health_check: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -58,6 +60,7 @@ pub struct GroupWrite {
     pub static_headers: BTreeMap<String, String>,
     pub headers_profile: String,
     pub route_group: String,
+    pub health_check: String,
 }
 
 /// `Debug` of a group type: `base_url` may carry credentials (userinfo, query) and static
@@ -86,6 +89,7 @@ redacted_group_debug!(ProviderGroup {
     status,
     headers_profile,
     route_group,
+    health_check,
     created_at,
     updated_at
 });
@@ -97,7 +101,8 @@ redacted_group_debug!(GroupWrite {
     models,
     status,
     headers_profile,
-    route_group
+    route_group,
+    health_check
 });
 
 impl From<&ProviderGroup> for GroupWrite {
@@ -113,6 +118,7 @@ impl From<&ProviderGroup> for GroupWrite {
             static_headers: g.static_headers.clone(),
             headers_profile: g.headers_profile.clone(),
             route_group: g.route_group.clone(),
+            health_check: g.health_check.clone(),
         }
     }
 }
@@ -209,6 +215,7 @@ fn group_from_row(row: &AnyRow) -> StoreResult<ProviderGroup> {
             .map_err(|e| StoreError::Corrupt(format!("provider_groups.static_headers: {e}")))?,
         headers_profile: row.try_get("headers_profile")?,
         route_group: row.try_get("route_group")?,
+        health_check: row.try_get("health_check")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -434,8 +441,8 @@ impl Store {
 pub(super) async fn insert_group(conn: &mut AnyConnection, w: &GroupWrite) -> StoreResult<ProviderGroup> {
     let row = sqlx::query(&format!(
         "INSERT INTO provider_groups (name, type, base_url, google_project, google_location, models, \
-         status, static_headers, headers_profile, route_group, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {GROUP_COLUMNS}"
+         status, static_headers, headers_profile, route_group, health_check, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING {GROUP_COLUMNS}"
     ))
     .bind(&w.name)
     .bind(&w.provider_type)
@@ -447,6 +454,7 @@ pub(super) async fn insert_group(conn: &mut AnyConnection, w: &GroupWrite) -> St
     .bind(json_map(&w.static_headers))
     .bind(&w.headers_profile)
     .bind(&w.route_group)
+    .bind(&w.health_check)
     .bind(now_unix())
     .fetch_one(&mut *conn)
     .await
@@ -462,7 +470,7 @@ pub(super) async fn write_group(
     let row = sqlx::query(&format!(
         "UPDATE provider_groups SET name = $2, type = $3, base_url = $4, google_project = $5, \
          google_location = $6, models = $7, status = $8, static_headers = $9, headers_profile = $10, \
-         route_group = $11, updated_at = $12 WHERE id = $1 RETURNING {GROUP_COLUMNS}"
+         route_group = $11, health_check = $12, updated_at = $13 WHERE id = $1 RETURNING {GROUP_COLUMNS}"
     ))
     .bind(id)
     .bind(&w.name)
@@ -475,6 +483,7 @@ pub(super) async fn write_group(
     .bind(json_map(&w.static_headers))
     .bind(&w.headers_profile)
     .bind(&w.route_group)
+    .bind(&w.health_check)
     .bind(now_unix())
     .fetch_optional(&mut *conn)
     .await

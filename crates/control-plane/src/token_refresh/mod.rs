@@ -204,6 +204,29 @@ impl TokenRefresh {
         }
     }
 
+    /// A token grant for credential `id` now, whatever its expiry (the health probe's
+    /// proof that a subscription or service-account credential works): whether it gave a
+    /// token (stored, as any refresh). False when another refresh holds the credential.
+    pub async fn grant_now(&self, id: i64) -> anyhow::Result<bool> {
+        let store = &self.state.store;
+        let now = now_unix();
+        if !store.take_refresh_lease(id, now, now + LEASE).await? {
+            return Ok(false);
+        }
+        let key = store.get_api_key(id).await?;
+        let group = store.get_group(key.group_id).await?;
+        let Some(kind) = group
+            .provider_type
+            .parse::<ProviderType>()
+            .ok()
+            .filter(|k| refreshable(*k, &key))
+        else {
+            store.end_refresh_lease(id, 0, 0).await?;
+            return Ok(false);
+        };
+        Ok(self.renew(id, kind, &key, 0).await? == Outcome::Refreshed)
+    }
+
     /// The stored token is newer than the refused one. Whoever stored it may not have
     /// synced it to the bus yet (the database is written first): the credential is synced
     /// again, so the asking balancer finds it there once answered.

@@ -11,6 +11,7 @@ mod config_transfer;
 mod credential_health;
 mod credential_import;
 mod hardening;
+mod health_probe;
 mod import_atomic;
 mod key_limits;
 mod lifecycle;
