@@ -31,6 +31,7 @@ use crate::error::ProxyError;
 use crate::failover::{all_cooling, note_window, refusal_words, refused};
 use crate::formats::{self, Translation};
 use crate::rate::RateLimiter;
+use crate::refusal::{Cause, Verdict};
 use crate::renewal::Renewals;
 use crate::report::Reporter;
 use crate::response_headers;
@@ -579,15 +580,6 @@ async fn send(
                 let strip = strip_usage_chunk && translation.is_none();
                 return Ok((response, strip, translation));
             }
-            Classified::Refused { verdict, .. }
-                if held.is_none()
-                    && verdict.status() == Some(401)
-                    && Renewals::applies(provider, kind)
-                    && state.renewals.renew(provider).await =>
-            {
-                let model = trace.record.upstream_model.clone();
-                retry = Some((state.cache.snapshot(), provider.id, model));
-            }
             Classified::Refused {
                 verdict,
                 retry_after,
@@ -596,6 +588,22 @@ async fn send(
                 if let Some(window) = window {
                     note_window(state, provider.id, window);
                 }
+                // A refused access token of an account that can get another: once per
+                // credential and request, retried with the new token.
+                let renewable =
+                    held.is_none() && verdict.status() == Some(401) && Renewals::applies(provider, kind);
+                if renewable && let Some(fresh) = state.renewals.renew(provider).await {
+                    let model = trace.record.upstream_model.clone();
+                    retry = Some((fresh, provider.id, model));
+                    continue;
+                }
+                // No new token (yet): the account is not to blame for that — fail over
+                // without a ban (a revoked one is disabled by the control plane).
+                let verdict = if renewable {
+                    Verdict::FailOver(Cause::Credential)
+                } else {
+                    verdict
+                };
                 state
                     .reporter
                     .note_failed_attempt(provider.id, &refusal_words(&verdict));

@@ -32,15 +32,26 @@ fn number(headers: &HeaderMap, name: &str) -> Option<f64> {
         .filter(|v| v.is_finite())
 }
 
+/// A count of seconds or a Unix time, never negative; absurd values are capped (a Unix
+/// time far beyond any reset, a delay far beyond [`MAX_COOLING`]) so that adding it to
+/// now cannot overflow.
 fn seconds(headers: &HeaderMap, name: &str) -> Option<i64> {
-    number(headers, name).map(|v| v.max(0.0).ceil() as i64)
+    number(headers, name).map(|v| v.clamp(0.0, MAX_SECONDS as f64).ceil() as i64)
+}
+
+/// The largest number of seconds or Unix time taken from an upstream (year ~2286).
+const MAX_SECONDS: i64 = 9_999_999_999;
+
+/// A Unix time `delay` seconds after `now`, the delay capped.
+fn after(now: i64, delay: i64) -> i64 {
+    now.saturating_add(delay.clamp(0, MAX_SECONDS))
 }
 
 fn cooling(resets_at: Option<i64>, now: i64) -> i64 {
     resets_at
         .filter(|t| *t > now)
         .unwrap_or(now + UNSAID_RESET)
-        .min(now + MAX_COOLING)
+        .min(now.saturating_add(MAX_COOLING))
 }
 
 /// The window an answer's headers announce, if they announce one.
@@ -78,7 +89,8 @@ fn anthropic(headers: &HeaderMap, now: i64) -> Option<QuotaWindow> {
 fn codex_window(headers: &HeaderMap, which: Which, now: i64) -> Option<(f64, Option<i64>, Option<i64>)> {
     let [used, minutes, reset_at, reset_after] = which.headers();
     let used = number(headers, used)?.clamp(0.0, 100.0);
-    let resets_at = seconds(headers, reset_at).or_else(|| seconds(headers, reset_after).map(|s| now + s));
+    let resets_at =
+        seconds(headers, reset_at).or_else(|| seconds(headers, reset_after).map(|s| after(now, s)));
     Some((used, seconds(headers, minutes), resets_at))
 }
 
@@ -155,14 +167,15 @@ pub fn from_refusal(status: u16, headers: &HeaderMap, body: &[u8], now: i64) -> 
         Value::Array(items) => &items.first().unwrap_or(&Value::Null)["error"],
         other => &other["error"],
     };
-    let retry_after = seconds(headers, "retry-after").map(|s| now + s);
+    let retry_after = seconds(headers, "retry-after").map(|s| after(now, s));
     if [&error["type"], &error["code"]]
         .iter()
         .any(|v| v.as_str() == Some("usage_limit_reached"))
     {
         let resets_at = error["resets_at"]
             .as_i64()
-            .or_else(|| error["resets_in_seconds"].as_i64().map(|s| now + s.max(0)))
+            .filter(|t| (1..=MAX_SECONDS).contains(t))
+            .or_else(|| error["resets_in_seconds"].as_i64().map(|s| after(now, s)))
             .or(announced.as_ref().and_then(|w| w.resets_at))
             .or(retry_after);
         let mut window = announced.unwrap_or_else(|| QuotaWindow {
@@ -206,7 +219,7 @@ fn google(error: &Value, now: i64) -> Option<QuotaWindow> {
     } else {
         "quota"
     };
-    let resets_at = now + delay.max(1.0).ceil() as i64;
+    let resets_at = after(now, delay.clamp(1.0, MAX_SECONDS as f64).ceil() as i64);
     Some(QuotaWindow {
         name: name.to_owned(),
         used_percent: None,
@@ -312,6 +325,19 @@ mod tests {
         // An absurd reset is capped; a plain throttle is no window.
         let body = json!({ "error": { "type": "usage_limit_reached", "resets_in_seconds": 100_000_000 } });
         let w = from_refusal(429, &HeaderMap::new(), body.to_string().as_bytes(), NOW).unwrap();
+        assert_eq!(w.cooling_until, Some(NOW + MAX_COOLING));
+        // Absurd numbers neither overflow nor leave the window.
+        let h = headers(&[
+            ("retry-after", "1e30"),
+            ("x-codex-primary-used-percent", "100"),
+            ("x-codex-primary-reset-after-seconds", "1e300"),
+        ]);
+        let body = json!({ "error": { "type": "usage_limit_reached", "resets_at": -5, "resets_in_seconds": i64::MAX } });
+        let w = from_refusal(429, &h, body.to_string().as_bytes(), NOW).unwrap();
+        assert_eq!(w.cooling_until, Some(NOW + MAX_COOLING));
+        assert!(w.resets_at.unwrap() > NOW);
+        let google = json!({ "error": { "status": "RESOURCE_EXHAUSTED", "details": [{ "@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1e300s" }] } });
+        let w = from_refusal(429, &HeaderMap::new(), google.to_string().as_bytes(), NOW).unwrap();
         assert_eq!(w.cooling_until, Some(NOW + MAX_COOLING));
         let throttled = json!({ "error": { "type": "rate_limit_error", "message": "slow down" } });
         assert_eq!(

@@ -14,11 +14,11 @@ use ez_contract::routing::ProviderSnapshot;
 use tokio::sync::OnceCell;
 
 use crate::cache::SnapshotCache;
-use crate::snapshot::Part;
+use crate::snapshot::{Part, Snapshot};
 
-/// The longest wait for the control plane's answer (it may wait for another holder of
-/// the credential's lease, then for the token endpoint).
-const ASK_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest wait for the control plane's answer: it may wait for another holder of
+/// the credential's lease (10 s), then for the token endpoint (20 s), then store.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// Asks in flight: (credential id, fingerprint of the refused token) → the shared answer.
 type InFlight = HashMap<(i64, String), Arc<OnceCell<bool>>>;
@@ -45,10 +45,15 @@ impl Renewals {
             || crate::upstream::holds_service_account(provider, kind)
     }
 
-    /// Gets `provider` a token other than the refused one; true when the snapshot in
-    /// force now holds it (the caller retries with the credential from there).
-    pub async fn renew(&self, provider: &ProviderSnapshot) -> bool {
-        let key = (provider.id, token_fingerprint(&provider.access_token));
+    /// Gets `provider` a token other than the refused one: the snapshot that holds it
+    /// (the caller retries with the credential from there), or `None`.
+    pub async fn renew(&self, provider: &ProviderSnapshot) -> Option<Arc<Snapshot>> {
+        let refused = token_fingerprint(&provider.access_token);
+        // A request that set out with the old token: the new one may be here already.
+        if let Some(fresh) = self.holds_another(provider.id, &refused) {
+            return Some(fresh);
+        }
+        let key = (provider.id, refused);
         let cell = self
             .in_flight
             .lock()
@@ -56,12 +61,30 @@ impl Renewals {
             .entry(key.clone())
             .or_default()
             .clone();
+        // Whoever leaves first (done, or cancelled with its request) clears the entry;
+        // later askers find the new token in the snapshot.
+        let _clear = ClearOnDrop {
+            in_flight: &self.in_flight,
+            key: &key,
+            cell: &cell,
+        };
         let renewed = *cell.get_or_init(|| self.ask(provider.id, &key.1)).await;
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-        if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            in_flight.remove(&key);
+        if renewed {
+            self.holds_another(provider.id, &key.1)
+        } else {
+            None
         }
-        renewed
+    }
+
+    /// The snapshot in force, when it holds credential `id` with a token other than the
+    /// refused one.
+    fn holds_another(&self, id: i64, refused: &str) -> Option<Arc<Snapshot>> {
+        let snapshot = self.cache.snapshot();
+        let renewed = snapshot
+            .providers
+            .get(&id)
+            .is_some_and(|p| token_fingerprint(&p.access_token) != refused);
+        renewed.then_some(snapshot)
     }
 
     async fn ask(&self, id: i64, fingerprint: &str) -> bool {
@@ -93,11 +116,21 @@ impl Renewals {
             return false;
         }
         outcome.renewed()
-            && self
-                .cache
-                .get()
-                .providers
-                .get(&id)
-                .is_some_and(|p| token_fingerprint(&p.access_token) != fingerprint)
+    }
+}
+
+/// Removes an ask's entry when its first waiter leaves, unless a newer ask took the slot.
+struct ClearOnDrop<'a> {
+    in_flight: &'a Mutex<InFlight>,
+    key: &'a (i64, String),
+    cell: &'a Arc<OnceCell<bool>>,
+}
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        if in_flight.get(self.key).is_some_and(|c| Arc::ptr_eq(c, self.cell)) {
+            in_flight.remove(self.key);
+        }
     }
 }

@@ -10,6 +10,9 @@ use ez_contract::report::{
 use reqwest::StatusCode;
 use serde::Serialize;
 
+/// The longest wait for the control plane to take a report.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(15);
+
 pub struct HttpSink {
     client: reqwest::Client,
     base_url: String,
@@ -22,7 +25,6 @@ impl HttpSink {
         Ok(HttpSink {
             client: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(3))
-                .timeout(Duration::from_secs(15))
                 // A redirect would carry `X-Internal-Token` to wherever it points.
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
@@ -32,12 +34,21 @@ impl HttpSink {
     }
 
     async fn post(&self, path: &str, body: &impl Serialize) -> Result<(), ReportError> {
-        self.send(path, body).await.map(drop)
+        self.send(path, body, REPORT_TIMEOUT).await.map(drop)
     }
 
-    /// Posts `body`; the successful response, or why not.
-    async fn send(&self, path: &str, body: &impl Serialize) -> Result<reqwest::Response, ReportError> {
-        let mut request = self.client.post(format!("{}{path}", self.base_url)).json(body);
+    /// Posts `body`, waiting at most `timeout`; the successful response, or why not.
+    async fn send(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ReportError> {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .timeout(timeout)
+            .json(body);
         if let Some(token) = &self.token {
             request = request.header("x-internal-token", token);
         }
@@ -86,9 +97,9 @@ impl ReportSink for HttpSink {
     }
 
     async fn refresh(&self, id: i64, request: &RefreshRequest) -> Result<RefreshOutcome, ReportError> {
-        let response = self
-            .send(&format!("/internal/apikeys/{id}/refresh"), request)
-            .await?;
+        // A refresh may wait for another one, then for the token endpoint.
+        let path = format!("/internal/apikeys/{id}/refresh");
+        let response = self.send(&path, request, crate::renewal::ASK_TIMEOUT).await?;
         let answer: RefreshAnswer = response
             .json()
             .await

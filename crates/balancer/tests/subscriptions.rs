@@ -509,6 +509,8 @@ async fn an_exhausted_window_cools_the_credential_until_it_resets(backend: Backe
     let statuses: Vec<u16> =
         futures_util::future::join_all((0..2).map(|_| ask(&gw.client, &gw.base, &key))).await;
     assert!(statuses.iter().all(|s| *s == 429), "{statuses:?}");
+    // Both asked once, then skipped: the next request reaches no upstream.
+    let before = provider.seen().len();
     let response = gw
         .client
         .post(format!("{}/v1/messages", gw.base))
@@ -525,7 +527,8 @@ async fn an_exhausted_window_cools_the_credential_until_it_resets(backend: Backe
         .unwrap();
     assert!((1..=30).contains(&retry_after), "{retry_after}");
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    assert_eq!(body["error"]["code"], "upstream_quota_cooling", "{body}");
+    assert_eq!(provider.seen().len(), before, "no upstream was asked");
 }
 
 async fn a_vertex_service_account_works_from_its_first_request(backend: Backend) {

@@ -10,11 +10,14 @@
 //!   grant at their token endpoint (`token_refresh`), whose new token is kept.
 //!
 //! A credential that works again becomes `active` with its ban lifted, synced to every
-//! balancer; one that does not stays as it is. Types without such a probe (`azure`, a
-//! `vertex` access token, `vertex-express`) and `manual_disabled` credentials are never
-//! probed.
+//! balancer — unless it changed while it was probed (an operator's change stands); one
+//! that does not stays as it is. Types without such a probe (`azure`, a `vertex` access
+//! token, `vertex-express`), `manual_disabled` credentials and credentials banned for an
+//! exhausted quota (which a model list cannot see) are never probed. Each run takes up to
+//! 500 candidates and the next one goes on after the last, so all get their turn.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,11 +26,11 @@ use ez_contract::provider::ProviderType;
 use ez_contract::time::now_unix;
 use futures_util::StreamExt;
 
-use crate::providers::{self, UpdateApiKeyRequest};
 use crate::routing::effective_base_url;
 use crate::scheduler::Job;
 use crate::state::AppState;
 use crate::store::{ApiKey, ProviderGroup};
+use crate::sync::RoutingChange;
 use crate::token_refresh::{self, TokenRefresh};
 
 /// Credentials probed per run.
@@ -62,6 +65,9 @@ pub struct HealthProbe {
     config: HealthCheckConfig,
     refresh: Arc<TokenRefresh>,
     http: reqwest::Client,
+    /// The last credential id probed: each run goes on from there, so every candidate
+    /// gets its turn however many there are.
+    cursor: AtomicI64,
 }
 
 impl HealthProbe {
@@ -78,12 +84,26 @@ impl HealthProbe {
             config,
             refresh,
             http,
+            cursor: AtomicI64::new(0),
         })
     }
 
     /// Probes every credential due now; returns each one's outcome.
     pub async fn probe_due(&self) -> anyhow::Result<Vec<(i64, Probe)>> {
-        let due = self.state.store.probe_candidates(now_unix(), BATCH).await?;
+        let after = self.cursor.load(Ordering::Relaxed);
+        let due = self
+            .state
+            .store
+            .probe_candidates(now_unix(), after, BATCH)
+            .await?;
+        let last = due.last().map(|(_, key)| key.id);
+        // A short batch reached the end: the next run starts over.
+        let next = if due.len() < BATCH as usize {
+            0
+        } else {
+            last.unwrap_or(0)
+        };
+        self.cursor.store(next, Ordering::Relaxed);
         let outcomes = futures_util::stream::iter(due)
             .map(|(group, key)| async move {
                 let id = key.id;
@@ -108,27 +128,39 @@ impl HealthProbe {
         let Ok(kind) = group.provider_type.parse::<ProviderType>() else {
             return Ok(Probe::Skipped);
         };
-        let works = if token_refresh::refreshable(kind, key) {
+        let store = &self.state.store;
+        // The revision the re-enabling is conditional on: what was probed.
+        let revision = if token_refresh::refreshable(kind, key) {
             if group.health_check != "metered" {
                 return Ok(Probe::Skipped);
             }
-            self.refresh.grant_now(key.id).await?
+            if !self.refresh.grant_now(key.id).await? {
+                return Ok(Probe::Failed);
+            }
+            // The grant stored its token (a new revision); anything else since is not ours.
+            let granted = store.get_api_key(key.id).await?;
+            if granted.status == "manual_disabled" {
+                return Ok(Probe::Skipped);
+            }
+            granted.revision
         } else {
             let Some(request) = model_list(&self.http, kind, &effective_base_url(group), key) else {
                 return Ok(Probe::Skipped);
             };
-            request.send().await.is_ok_and(|r| r.status().is_success())
+            if !request.send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(Probe::Failed);
+            }
+            key.revision
         };
-        if !works {
-            return Ok(Probe::Failed);
+        if !store.reenable_credential(key.id, revision).await? {
+            // Changed while it was probed: the change stands.
+            return Ok(Probe::Skipped);
         }
-        let update = UpdateApiKeyRequest {
-            status: Some("active".into()),
-            ban_until: Some(None),
-            ban_reason: Some(String::new()),
-            ..UpdateApiKeyRequest::default()
+        let change = RoutingChange {
+            credentials: vec![key.id],
+            ..RoutingChange::default()
         };
-        providers::update_api_key(&self.state, key.id, update).await?;
+        self.state.sync.routing_changed(change).await;
         tracing::info!(credential = key.id, group = %group.name, "health probe: the credential works again; re-enabled");
         Ok(Probe::Recovered)
     }

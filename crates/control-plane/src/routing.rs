@@ -28,13 +28,29 @@ pub fn effective_base_url(group: &ProviderGroup) -> String {
         .to_owned()
 }
 
+/// What balancers get of a credential's key: the key itself, except a Vertex
+/// service-account key, which stays here (balancers present the access tokens the token
+/// refresh gets for it) and is published as a marker that says what it is.
+fn snapshot_key(group: &ProviderGroup, key: &ApiKey) -> String {
+    let secret = key.api_key.expose();
+    if group.provider_type == ProviderType::Vertex.as_str()
+        && ez_contract::provider::is_service_account_key(secret)
+    {
+        return SERVICE_ACCOUNT_MARKER.to_owned();
+    }
+    secret.to_owned()
+}
+
+/// The `api_key` of a Vertex service-account credential in the snapshot.
+pub const SERVICE_ACCOUNT_MARKER: &str = r#"{"type":"service_account"}"#;
+
 pub fn provider_snapshot(group: &ProviderGroup, key: &ApiKey) -> ProviderSnapshot {
     ProviderSnapshot {
         id: key.id,
         name: format!("{}#{}", group.name, key.id),
         provider_type: group.provider_type.clone(),
         base_url: effective_base_url(group),
-        api_key: key.api_key.expose().to_owned(),
+        api_key: snapshot_key(group, key),
         google_project: group.google_project.clone(),
         google_location: group.google_location.clone(),
         group_id: group.id,

@@ -98,9 +98,13 @@ pub async fn on_request(
         Err(StoreError::NotFound(_)) => return Err(RefreshError::NotFound),
         Err(e) => return Err(RefreshError::Unavailable(e.to_string())),
     }
-    TokenRefresh::new(state.clone(), (*state.token_refresh).clone())
-        .refresh_now(id, fingerprint)
+    // Carried out to the end even when the asker hangs up: a grant whose rotated refresh
+    // token were not stored would leave the account with a dead one.
+    let refresh = TokenRefresh::new(state.clone(), (*state.token_refresh).clone());
+    let fingerprint = fingerprint.to_owned();
+    tokio::spawn(async move { refresh.refresh_now(id, &fingerprint).await })
         .await
+        .map_err(|e| RefreshError::Unavailable(e.to_string()))?
         .map_err(|e| RefreshError::Unavailable(e.to_string()))
 }
 

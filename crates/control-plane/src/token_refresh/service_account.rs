@@ -17,7 +17,8 @@ const GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const ASSERTION_LIFETIME: i64 = 3600;
 
 /// The parts of a service-account key file the exchange needs (the rest is dropped).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` leaves the private key out.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct ServiceAccountKey {
     #[serde(rename = "type")]
     pub kind: String,
@@ -33,6 +34,16 @@ pub struct ServiceAccountKey {
 
 pub use ez_contract::provider::is_service_account_key as is_service_account;
 
+impl std::fmt::Debug for ServiceAccountKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccountKey")
+            .field("client_email", &self.client_email)
+            .field("project_id", &self.project_id)
+            .field("private_key_id", &self.private_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ServiceAccountKey {
     /// Reads a key file, checking that it is a service account's with a usable RSA
     /// private key; the reason when not (never quoting the key).
@@ -41,9 +52,10 @@ impl ServiceAccountKey {
             "not a service-account key file (JSON with type, client_email, private_key)".to_owned()
         })?;
         if key.kind != "service_account" {
+            // The client's text, echoed bounded.
+            let kind = ez_contract::report::clean_copy(&key.kind, 64);
             return Err(format!(
-                "the key file's type is {:?}, not \"service_account\"",
-                key.kind
+                "the key file's type is {kind:?}, not \"service_account\""
             ));
         }
         if key.client_email.is_empty()
@@ -182,7 +194,7 @@ mod tests {
         );
         assert_eq!(
             (again.private_key, again.project_id),
-            (key.private_key, key.project_id)
+            (key.private_key.clone(), key.project_id.clone())
         );
 
         let mut wrong: Value = serde_json::from_str(KEY_FILE).unwrap();
@@ -197,6 +209,13 @@ mod tests {
         let why = ServiceAccountKey::parse(&wrong.to_string()).unwrap_err();
         assert!(why.contains("private_key") && !why.contains("not a key"), "{why}");
         assert!(ServiceAccountKey::parse("{}").is_err());
+        wrong["type"] = "x".repeat(10_000).into();
+        assert!(ServiceAccountKey::parse(&wrong.to_string()).unwrap_err().len() < 200);
+        let shown = format!("{key:?}");
+        assert!(
+            !shown.contains(&key.private_key[..40]) && shown.contains("ez-test@"),
+            "{shown}"
+        );
     }
 
     #[test]

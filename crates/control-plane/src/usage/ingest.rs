@@ -22,8 +22,10 @@ const MAX_REPORTED_COUNT: i64 = 1_000_000_000_000;
 const MAX_BAN_SECS: i64 = 30 * 86_400;
 /// Longest reason of a ban.
 const MAX_BAN_REASON: usize = 300;
-/// Longest cooling a usage window may announce (the longest windows last a week).
-const MAX_COOLING_SECS: i64 = 7 * 86_400;
+/// Longest cooling a usage window may announce: the longest windows last a week (the
+/// balancer caps coolings there by its own clock), plus a day for a balancer clock ahead
+/// of this one.
+const MAX_COOLING_SECS: i64 = 8 * 86_400;
 
 /// Why a report was not taken. [`IngestError::is_retryable`] tells the sender whether
 /// the same report may succeed later; `crate::error` maps it to HTTP.
@@ -277,7 +279,7 @@ fn check_credential_usage(item: &CredentialUsage, now: i64) -> Result<(), Ingest
     if window.cooling_until.is_some_and(|t| t > now + MAX_COOLING_SECS) {
         return Err(IngestError::invalid(
             "window.cooling_until",
-            "at most 7 days ahead",
+            "at most 8 days ahead",
         ));
     }
     Ok(())

@@ -320,7 +320,7 @@ async fn bad_health_reports_store_nothing(backend: Backend) {
         json!({ "name": "5h", "used_percent": -0.5, "observed_at": now }),
         json!({ "name": "5h", "resets_at": -1, "observed_at": now }),
         json!({ "name": "5h", "cooling_until": -1, "observed_at": now }),
-        json!({ "name": "5h", "cooling_until": now + 8 * 86_400, "observed_at": now }),
+        json!({ "name": "5h", "cooling_until": now + 9 * 86_400, "observed_at": now }),
         json!({ "name": "5h", "observed_at": -1 }),
     ];
     let mut bad_items: Vec<Value> = bad_windows
@@ -385,12 +385,12 @@ async fn bad_health_reports_store_nothing(backend: Backend) {
     // The limits themselves are taken.
     let edge = with(
         usage(id, 1, 1),
-        json!({ "last_error": "e".repeat(256), "window": { "name": "w".repeat(32), "used_percent": 100.0, "cooling_until": now + 7 * 86_400, "observed_at": now } }),
+        json!({ "last_error": "e".repeat(256), "window": { "name": "w".repeat(32), "used_percent": 100.0, "cooling_until": now + 8 * 86_400, "observed_at": now } }),
     );
     flush(&app, vec![edge]).await.expect(200);
     assert_eq!(
         credential(&app, id).await["quota"]["cooling_until"],
-        now + 7 * 86_400
+        now + 8 * 86_400
     );
 }
 

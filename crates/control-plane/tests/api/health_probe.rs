@@ -106,6 +106,9 @@ async fn working_credentials_come_back_broken_ones_stay(backend: Backend) {
     )
     .await;
     let healthy = credential(&app, probed, json!({ "api_key": "sk-good-5" }), json!({})).await;
+    // Banned for its quota: a model list cannot tell whether it came back.
+    let broke = json!({ "ban_until": now_unix() + 600, "ban_reason": "quota exhausted (upstream 429): insufficient_quota" });
+    let quota = credential(&app, probed, json!({ "api_key": "sk-good-7" }), broke).await;
     let off = group(
         &app,
         json!({ "name": "not-probed", "type": "compatible", "base_url": format!("{origin}/v1") }),
@@ -132,11 +135,11 @@ async fn working_credentials_come_back_broken_ones_stay(backend: Backend) {
     );
     let mut outcomes = probe.probe_due().await.unwrap();
     outcomes.sort_by_key(|(id, _)| *id);
+    // The subscription account is metered: not a candidate while the group says `on`.
     let mut expected = vec![
         (back, Probe::Recovered),
         (unbanned, Probe::Recovered),
         (still_bad, Probe::Failed),
-        (account, Probe::Skipped),
     ];
     expected.sort_by_key(|(id, _)| *id);
     assert_eq!(outcomes, expected);
@@ -171,6 +174,10 @@ async fn working_credentials_come_back_broken_ones_stay(backend: Backend) {
     assert_eq!(view(still_bad).await["status"], "auto_disabled");
     assert_eq!(view(manual).await["status"], "manual_disabled");
     assert_eq!(view(healthy).await["status"], "active");
+    assert!(
+        view(quota).await["ban_until"].as_i64().is_some(),
+        "a quota ban runs its course"
+    );
     assert_eq!(view(ignored).await["status"], "auto_disabled");
     // The snapshot balancers route on has them back.
     let entry = app
@@ -200,6 +207,24 @@ async fn working_credentials_come_back_broken_ones_stay(backend: Backend) {
     // Nothing left to probe but the one that still fails.
     let again = probe.probe_due().await.unwrap();
     assert_eq!(again, vec![(still_bad, Probe::Failed)]);
+
+    // A credential changed while it was probed keeps the change.
+    let stale = app.state.store.get_api_key(still_bad).await.unwrap().revision;
+    app.admin_put(
+        &format!("/admin/api-keys/{still_bad}"),
+        json!({ "status": "manual_disabled" }),
+    )
+    .await
+    .expect(200);
+    assert!(
+        !app.state
+            .store
+            .reenable_credential(still_bad, stale)
+            .await
+            .unwrap()
+    );
+    assert_eq!(view(still_bad).await["status"], "manual_disabled");
+    assert!(probe.probe_due().await.unwrap().is_empty());
 
     // A bad value is refused.
     app.admin_put(

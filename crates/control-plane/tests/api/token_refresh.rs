@@ -384,4 +384,7 @@ async fn vertex_service_account_keys_get_access_tokens(backend: Backend) {
         .unwrap();
     let entry: Value = serde_json::from_str(&entry).unwrap();
     assert_eq!(entry["access_token"], "ya29.vertex-1");
+    // The key itself stays on the control plane: balancers get a marker.
+    assert_eq!(entry["api_key"], r#"{"type":"service_account"}"#);
+    assert!(!entry.to_string().contains("PRIVATE") && !entry.to_string().contains("MII"));
 }
