@@ -7,7 +7,7 @@
 use ez_contract::bus_keys;
 use ez_contract::report::{CredentialUsage, CredentialUsageBatch, QuotaWindow, ReportError, ReportSink};
 use ez_contract::time::now_unix;
-use ez_control_plane::testing::{Backend, TestDatabase, test_bus};
+use ez_control_plane::testing::Backend;
 use ez_control_plane::usage::InProcessReports;
 use serde_json::{Value, json};
 
@@ -27,12 +27,7 @@ both_backends!(
 const STATS_TOKEN: &str = "stats-token-credential-health-01";
 
 async fn spawn(backend: Backend) -> TestApp {
-    let db = TestDatabase::create(backend).await;
-    let bus = test_bus(backend).await;
-    TestApp::start_with(db, bus, |c| {
-        c.internal.stats_token = Some(ez_contract::SecretToken::from_plaintext(STATS_TOKEN));
-    })
-    .await
+    TestApp::with_stats_token(backend, STATS_TOKEN).await
 }
 
 async fn internal_post(app: &TestApp, path: &str, body: Value) -> Resp {

@@ -120,6 +120,17 @@ impl TestApp {
         TestApp::start_with(db, bus, |_| {}).await
     }
 
+    /// A control plane on its own database of `backend` whose internal API takes
+    /// `stats_token`.
+    pub async fn with_stats_token(backend: Backend, stats_token: &str) -> TestApp {
+        let token = ez_contract::SecretToken::from_plaintext(stats_token);
+        let db = TestDatabase::create(backend).await;
+        TestApp::start_with(db, test_bus(backend).await, |c| {
+            c.internal.stats_token = Some(token);
+        })
+        .await
+    }
+
     /// Starts a control plane with a configuration adjusted by `configure`. Its periodic
     /// jobs are built but not started; see [`TestApp::start_jobs`].
     pub async fn start_with(

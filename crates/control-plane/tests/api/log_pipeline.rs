@@ -6,7 +6,7 @@
 use ez_contract::report::{LogBatch, LogRecord, ReportError, ReportSink, limits};
 use ez_contract::time::now_unix;
 use ez_control_plane::store::{LogFilter, PageRequest, Store};
-use ez_control_plane::testing::{Backend, TestDatabase, test_bus};
+use ez_control_plane::testing::{Backend, TestDatabase};
 use ez_control_plane::usage::InProcessReports;
 use serde_json::{Value, json};
 
@@ -23,12 +23,7 @@ both_backends!(
 const STATS_TOKEN: &str = "stats-token-log-pipeline-0123";
 
 async fn spawn(backend: Backend) -> TestApp {
-    let db = TestDatabase::create(backend).await;
-    let bus = test_bus(backend).await;
-    TestApp::start_with(db, bus, |c| {
-        c.internal.stats_token = Some(ez_contract::SecretToken::from_plaintext(STATS_TOKEN));
-    })
-    .await
+    TestApp::with_stats_token(backend, STATS_TOKEN).await
 }
 
 fn record(request_id: &str) -> Value {
