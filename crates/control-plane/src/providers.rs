@@ -447,6 +447,11 @@ pub async fn update_api_key(state: &AppState, id: i64, req: UpdateApiKeyRequest)
     let key = state.store.update_api_key(id, &spec).await?;
     let mut change = RoutingChange {
         credentials: vec![id],
+        // A refreshed token (the usual update) touches the credential's entry alone.
+        entries_only: current.group_id == key.group_id
+            && current.status == key.status
+            && current.weight == key.weight
+            && current.models == key.models,
         ..Default::default()
     };
     if current.group_id != key.group_id {

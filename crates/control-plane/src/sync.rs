@@ -135,6 +135,10 @@ pub struct RoutingChange {
     pub routes: Vec<(String, String)>,
     /// Rewrite every model entry.
     pub all_models: bool,
+    /// What routes on the `credentials` (their group, status, weight and models) is
+    /// unchanged — a token refresh, a new key, a ban: their provider entries are rewritten
+    /// and the routes they serve are not rebuilt.
+    pub entries_only: bool,
 }
 
 impl RoutingChange {
@@ -378,6 +382,13 @@ impl BusSync {
         let mut group_ids: Vec<i64> = change.groups.clone();
         for id in &change.credentials {
             match self.store.get_api_key(*id).await {
+                Ok(key) if change.entries_only => {
+                    let group = self.store.get_group(key.group_id).await?;
+                    provider_sets.push((
+                        key.id.to_string(),
+                        json(&routing::provider_snapshot(&group, &key)),
+                    ));
+                }
                 Ok(key) => group_ids.push(key.group_id),
                 Err(StoreError::NotFound(_)) => provider_deletes.push(id.to_string()),
                 Err(e) => return Err(e.into()),

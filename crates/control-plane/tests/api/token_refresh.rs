@@ -222,6 +222,21 @@ async fn a_balancer_asks_for_a_refresh_now(backend: Backend) {
     assert_eq!(status, 404, "{body}");
     assert_eq!(mock.calls.load(Ordering::SeqCst), 0);
 
+    app.admin_post(
+        "/admin/bindings",
+        json!({ "namespace": "default", "public_model": "claude-sonnet-4-5", "group_id": group }),
+    )
+    .await
+    .expect(201);
+    let meta = |key: &'static str| {
+        let bus = app.state.bus.clone();
+        async move { bus.hash_get(key, "version").await.unwrap() }
+    };
+    let (bindings, providers) = (
+        meta(ez_contract::bus_keys::BINDINGS_META).await,
+        meta(ez_contract::bus_keys::PROVIDERS_META).await,
+    );
+
     // The refused token is the stored one: refreshed now, whatever its expiry.
     let (status, body) = ask_refresh(&app, id, &refused, stats).await;
     assert_eq!(
@@ -229,6 +244,10 @@ async fn a_balancer_asks_for_a_refresh_now(backend: Backend) {
         (200, Some("refreshed")),
         "{body}"
     );
+    // Only the credential's entry is rewritten: the routes it serves stay as they were.
+    assert_ne!(meta(ez_contract::bus_keys::PROVIDERS_META).await, providers);
+    assert_eq!(meta(ez_contract::bus_keys::BINDINGS_META).await, bindings);
+    assert!(bindings.is_some());
     assert_eq!(mock.calls.load(Ordering::SeqCst), 1);
     let key = app.state.store.get_api_key(id).await.unwrap();
     assert_eq!(key.access_token.expose(), "at-new-1");
