@@ -18,9 +18,13 @@
 //!
 //! The figure is the whole process — control plane, SQLite's page cache, the in-memory
 //! bus's copy of every entry (JSON text) and the balancer's decoded snapshot — as one
-//! `ezapi serve` would hold them. The bus's payload is printed too, to tell the shares
-//! apart.
+//! `ezapi serve` would hold them. To tell the shares apart it also prints the bytes the
+//! Rust heap holds live (what the program has allocated and not freed; RSS minus that is
+//! SQLite's C heap, code, and memory the allocators keep mapped), the bus's payload, and
+//! what decoding the snapshot added to the live heap.
 
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ez_balancer::SnapshotCache;
@@ -39,10 +43,58 @@ use ez_control_plane::testing::{Backend, TestDatabase, test_bus};
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 
-/// The allocator `ezapi` runs with, so the process is measured as deployed. SQLite's own
-/// allocations (its page cache) still go through the C library's malloc.
+/// mimalloc, the allocator `ezapi` runs with, so the process is measured as deployed,
+/// counting the bytes held live. SQLite's own allocations (its page cache) go through the
+/// C library's malloc and are not counted.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+struct Counting;
+
+// SAFETY: every call is passed on unchanged to mimalloc, which upholds `GlobalAlloc`'s
+// contract; the counter only observes sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's guarantees for `layout` are mimalloc's preconditions.
+        let ptr = unsafe { mimalloc::MiMalloc.alloc(layout) };
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let ptr = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator, that is from mimalloc, with `layout`.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) };
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` came from mimalloc with `layout`; the caller's guarantees for
+        // `new_size` are mimalloc's preconditions.
+        let new = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+            LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        new
+    }
+}
+
+fn live_kib() -> u64 {
+    (LIVE_BYTES.load(Ordering::Relaxed) / 1024) as u64
+}
 
 const USAGE: &str = "\
 credential_memory: resident memory with many subscription credentials (docs/benchmarks.md)
@@ -96,6 +148,7 @@ struct Sample {
     phase: String,
     credentials: usize,
     rss_kib: u64,
+    live_kib: u64,
     secs: f64,
 }
 
@@ -187,12 +240,18 @@ async fn run(options: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let mut samples: Vec<Sample> = Vec::new();
     let mut record = |phase: String, credentials: usize, started: Instant| {
         let (rss_kib, _) = memory_kib();
+        let live_kib = live_kib();
         let secs = started.elapsed().as_secs_f64();
-        eprintln!("{phase}: {:.1} MiB after {secs:.1} s", mib(rss_kib));
+        eprintln!(
+            "{phase}: RSS {:.1} MiB, live heap {:.1} MiB, after {secs:.1} s",
+            mib(rss_kib),
+            mib(live_kib)
+        );
         samples.push(Sample {
             phase,
             credentials,
             rss_kib,
+            live_kib,
             secs,
         });
     };
@@ -271,7 +330,9 @@ async fn run(options: &Options) -> Result<(), Box<dyn std::error::Error>> {
             ..Default::default()
         })
         .await;
+    let live_before_snapshot = live_kib();
     reload(&cache).await?;
+    let snapshot_kib = live_kib().saturating_sub(live_before_snapshot);
     check_snapshot(&cache, n, None)?;
     record("loaded".into(), n, started);
 
@@ -297,7 +358,7 @@ async fn run(options: &Options) -> Result<(), Box<dyn std::error::Error>> {
 
     let bus_bytes = bus_payload_bytes(bus.as_ref()).await?;
     let (_, peak_kib) = memory_kib();
-    print_report(&samples, n, bus_bytes, peak_kib);
+    print_report(&samples, n, bus_bytes, snapshot_kib, peak_kib);
     Ok(())
 }
 
@@ -329,35 +390,46 @@ fn check_snapshot(cache: &SnapshotCache, n: usize, last: Option<(i64, &str)>) ->
     Ok(())
 }
 
-fn print_report(samples: &[Sample], n: usize, bus_bytes: usize, peak_kib: u64) {
+fn print_report(samples: &[Sample], n: usize, bus_bytes: usize, snapshot_kib: u64, peak_kib: u64) {
     let empty = samples.first().map_or(0, |s| s.rss_kib);
-    println!("| phase | credentials | RSS MiB | vs empty MiB | phase s |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| phase | credentials | RSS MiB | vs empty MiB | live heap MiB | phase s |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for s in samples {
         println!(
-            "| {} | {} | {:.1} | {:+.1} | {:.1} |",
+            "| {} | {} | {:.1} | {:+.1} | {:.1} | {:.1} |",
             s.phase,
             s.credentials,
             mib(s.rss_kib),
             mib(s.rss_kib) - mib(empty),
+            mib(s.live_kib),
             s.secs
         );
     }
     let loaded = samples.get(1).map_or(empty, |s| s.rss_kib);
+    let live_empty = samples.first().map_or(0, |s| s.live_kib);
+    let live_loaded = samples.get(1).map_or(live_empty, |s| s.live_kib);
     println!();
     println!(
-        "per credential: {:.2} KiB ((RSS loaded - RSS empty) / {n})",
-        (loaded as f64 - empty as f64) / n as f64
+        "per credential: {:.2} KiB RSS ((RSS loaded - RSS empty) / {n}), {:.2} KiB live heap",
+        (loaded as f64 - empty as f64) / n as f64,
+        (live_loaded as f64 - live_empty as f64) / n as f64
     );
     let rounds: Vec<&Sample> = samples.iter().skip(2).collect();
     if let (Some(first), Some(last)) = (rounds.first(), rounds.last()) {
         let growth_kib = last.rss_kib as f64 - first.rss_kib as f64;
+        let (lowest, highest) = rounds.iter().fold((u64::MAX, 0), |(lo, hi), s| {
+            (lo.min(s.rss_kib), hi.max(s.rss_kib))
+        });
         println!(
-            "churn: {} -> {}: {:+.1} MiB ({:+.1} %)",
+            "churn: {} -> {}: RSS {:+.1} MiB ({:+.1} %), live heap {:+.1} MiB; RSS over the rounds \
+             {:.1}-{:.1} MiB",
             first.phase,
             last.phase,
             growth_kib / 1024.0,
-            100.0 * growth_kib / first.rss_kib as f64
+            100.0 * growth_kib / first.rss_kib as f64,
+            (last.live_kib as f64 - first.live_kib as f64) / 1024.0,
+            mib(lowest),
+            mib(highest)
         );
         let churn_secs: f64 = rounds.iter().map(|s| s.secs).sum();
         println!(
@@ -366,8 +438,11 @@ fn print_report(samples: &[Sample], n: usize, bus_bytes: usize, peak_kib: u64) {
         );
     }
     println!(
-        "bus payload (providers + bindings JSON): {:.1} MiB; peak RSS (VmHWM): {:.1} MiB",
+        "bus payload (providers + bindings JSON): {:.1} MiB; snapshot decoded: {:.1} MiB live heap \
+         ({:.2} KiB per credential); peak RSS (VmHWM): {:.1} MiB",
         bus_bytes as f64 / (1024.0 * 1024.0),
+        mib(snapshot_kib),
+        snapshot_kib as f64 / n as f64,
         mib(peak_kib)
     );
     println!(
